@@ -1,0 +1,1 @@
+"""Benchmarks: throughput, latency, scaling and quality harness, NAB scoring, baselines."""

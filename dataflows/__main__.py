@@ -1,0 +1,5 @@
+import sys
+
+from dataflows.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``eddy`` subcommand, each exposing ``add_parser(subparsers)``."""

@@ -1,0 +1,1 @@
+"""Pure logic, no I/O: windows/features, anomaly detectors, bandits, drift, latency stats."""

@@ -1,0 +1,273 @@
+"""Input events: request and outcome types, decoding (orjson) and validation.
+
+Decoding works on micro-batches of raw lines: good records come back as one columnar batch
+(numpy arrays), bad ones as :class:`DeadLetter` records whose ``reason`` names the field and the
+problem. Nothing raises on bad input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+
+__all__ = [
+    "MAX_TS_MS",
+    "MIN_TS_MS",
+    "OUTCOME_FIELDS",
+    "REQUEST_FIELDS",
+    "DeadLetter",
+    "FieldSpec",
+    "OutcomeBatch",
+    "RequestBatch",
+    "decode_outcomes",
+    "decode_requests",
+    "parse_time",
+]
+
+MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_TS_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+MAX_STR_LEN = 256
+_NONFINITE = re.compile(rb"(?<![\"\w])-?(NaN|Infinity)(?![\"\w])")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of an input event: ``kind`` is id, time, str, float or bool."""
+
+    name: str
+    kind: str
+    lo: float = -np.inf
+    hi: float = np.inf
+
+
+REQUEST_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("id", "id"),
+    FieldSpec("ts", "time"),
+    FieldSpec("placement", "str"),
+    FieldSpec("device", "str"),
+    FieldSpec("geo", "str"),
+    FieldSpec("floor_price", "float", 0.0, 10_000.0),
+)
+
+OUTCOME_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("decision_id", "id"),
+    FieldSpec("ts", "time"),
+    FieldSpec("partner", "str"),
+    FieldSpec("filled", "bool"),
+    FieldSpec("revenue", "float", 0.0, 10_000.0),
+    FieldSpec("latency_ms", "float", 0.0, 3_600_000.0),
+    FieldSpec("error", "bool"),
+)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record that could not be decoded or validated, kept with where it came from and why."""
+
+    source: str
+    position: int
+    stream: str
+    raw: bytes
+    reason: str
+
+    @property
+    def dead_letter_id(self) -> str:
+        return f"{self.source}#{self.position}"
+
+
+def _empty_obj(n: int = 0) -> np.ndarray:
+    return np.empty(n, dtype=object)
+
+
+@dataclass
+class RequestBatch:
+    """Columnar micro-batch of valid requests (all arrays the same length)."""
+
+    id: np.ndarray = field(default_factory=_empty_obj)
+    ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    placement: np.ndarray = field(default_factory=_empty_obj)
+    device: np.ndarray = field(default_factory=_empty_obj)
+    geo: np.ndarray = field(default_factory=_empty_obj)
+    floor_price: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    ingest_ns: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+@dataclass
+class OutcomeBatch:
+    """Columnar micro-batch of valid outcomes; ``position`` is the source position (unique id)."""
+
+    decision_id: np.ndarray = field(default_factory=_empty_obj)
+    ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    partner: np.ndarray = field(default_factory=_empty_obj)
+    filled: np.ndarray = field(default_factory=lambda: np.empty(0, np.bool_))
+    revenue: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    latency_ms: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    error: np.ndarray = field(default_factory=lambda: np.empty(0, np.bool_))
+    position: np.ndarray = field(default_factory=_empty_obj)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+class _Invalid(ValueError):
+    pass
+
+
+def parse_time(value: Any, name: str = "ts") -> int:
+    """Event time as epoch milliseconds from epoch ms (number) or ISO-8601 with a zone."""
+    if isinstance(value, bool):
+        raise _Invalid(f"field {name!r}: expected epoch milliseconds or ISO-8601, got a boolean")
+    if isinstance(value, int | float):
+        if not np.isfinite(value):
+            raise _Invalid(f"field {name!r}: timestamp is not finite")
+        ms = int(value)
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            raise _Invalid(f"field {name!r}: {value[:40]!r} is not an ISO-8601 timestamp") from None
+        if dt.tzinfo is None:
+            raise _Invalid(f"field {name!r}: ISO-8601 timestamp {value[:40]!r} has no time zone")
+        ms = int(dt.timestamp() * 1000)
+    else:
+        raise _Invalid(
+            f"field {name!r}: expected epoch milliseconds or ISO-8601, got {type(value).__name__}"
+        )
+    if not MIN_TS_MS <= ms < MAX_TS_MS:
+        raise _Invalid(f"field {name!r}: timestamp {value!r} is outside 2000-01-01..2100-01-01")
+    return ms
+
+
+def _check(spec: FieldSpec, obj: dict[str, Any]) -> Any:
+    if spec.name not in obj:
+        raise _Invalid(f"missing required field {spec.name!r}")
+    v = obj[spec.name]
+    kind = spec.kind
+    if kind == "time":
+        return parse_time(v, spec.name)
+    if kind in ("id", "str"):
+        if isinstance(v, int) and not isinstance(v, bool) and kind == "id":
+            v = str(v)
+        if not isinstance(v, str):
+            raise _Invalid(f"field {spec.name!r}: expected a string, got {type(v).__name__}")
+        if kind == "id" and not v:
+            raise _Invalid(f"field {spec.name!r}: must not be empty")
+        if len(v) > MAX_STR_LEN:
+            raise _Invalid(f"field {spec.name!r}: string of {len(v)} chars, limit {MAX_STR_LEN}")
+        return v
+    if kind == "float":
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise _Invalid(f"field {spec.name!r}: expected a number, got {type(v).__name__}")
+        f = float(v)
+        if not np.isfinite(f):
+            raise _Invalid(f"field {spec.name!r}: number is not finite")
+        if not spec.lo <= f <= spec.hi:
+            raise _Invalid(f"field {spec.name!r}: {f:g} is outside [{spec.lo:g}, {spec.hi:g}]")
+        return f
+    if kind == "bool":
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, int) and v in (0, 1):
+            return bool(v)
+        raise _Invalid(f"field {spec.name!r}: expected true/false, got {v!r:.40}")
+    raise AssertionError(kind)
+
+
+def _decode_line(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    if len(raw) > max_bytes:
+        raise _Invalid(f"record of {len(raw)} bytes exceeds the limit of {max_bytes} bytes")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        msg = str(e)
+        if "UTF-8" in msg:
+            raise _Invalid("not valid UTF-8") from None
+        if "infinity" in msg or _NONFINITE.search(raw):
+            raise _Invalid("contains NaN or Infinity, which JSON does not allow") from None
+        raise _Invalid(f"not valid JSON: {msg}") from None
+    if not isinstance(obj, dict):
+        raise _Invalid(f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _decode(
+    lines: Sequence[bytes],
+    positions: Sequence[int],
+    specs: tuple[FieldSpec, ...],
+    source: str,
+    stream: str,
+    max_bytes: int,
+) -> tuple[list[tuple[Any, ...]], list[int], list[DeadLetter]]:
+    good: list[tuple[Any, ...]] = []
+    good_pos: list[int] = []
+    dead: list[DeadLetter] = []
+    for raw, pos in zip(lines, positions, strict=True):
+        try:
+            obj = _decode_line(raw, max_bytes)
+            good.append(tuple(_check(s, obj) for s in specs))
+            good_pos.append(pos)
+        except _Invalid as e:
+            dead.append(DeadLetter(source, pos, stream, bytes(raw), str(e)))
+    return good, good_pos, dead
+
+
+def decode_requests(
+    lines: Sequence[bytes],
+    positions: Sequence[int],
+    source: str,
+    ingest_ns: int,
+    max_bytes: int = 65_536,
+) -> tuple[RequestBatch, list[DeadLetter]]:
+    """Decode raw JSON lines into a :class:`RequestBatch` and dead letters."""
+    good, _, dead = _decode(lines, positions, REQUEST_FIELDS, source, "requests", max_bytes)
+    if not good:
+        return RequestBatch(), dead
+    cols = list(zip(*good, strict=True))
+    n = len(good)
+    return (
+        RequestBatch(
+            id=np.array(cols[0], dtype=object),
+            ts=np.array(cols[1], dtype=np.int64),
+            placement=np.array(cols[2], dtype=object),
+            device=np.array(cols[3], dtype=object),
+            geo=np.array(cols[4], dtype=object),
+            floor_price=np.array(cols[5], dtype=np.float64),
+            ingest_ns=np.full(n, ingest_ns, dtype=np.int64),
+        ),
+        dead,
+    )
+
+
+def decode_outcomes(
+    lines: Sequence[bytes],
+    positions: Sequence[int],
+    source: str,
+    max_bytes: int = 65_536,
+) -> tuple[OutcomeBatch, list[DeadLetter]]:
+    """Decode raw JSON lines into an :class:`OutcomeBatch` and dead letters."""
+    good, good_pos, dead = _decode(lines, positions, OUTCOME_FIELDS, source, "outcomes", max_bytes)
+    if not good:
+        return OutcomeBatch(), dead
+    cols = list(zip(*good, strict=True))
+    return (
+        OutcomeBatch(
+            decision_id=np.array(cols[0], dtype=object),
+            ts=np.array(cols[1], dtype=np.int64),
+            partner=np.array(cols[2], dtype=object),
+            filled=np.array(cols[3], dtype=np.bool_),
+            revenue=np.array(cols[4], dtype=np.float64),
+            latency_ms=np.array(cols[5], dtype=np.float64),
+            error=np.array(cols[6], dtype=np.bool_),
+            position=np.array([f"{source}#{p}" for p in good_pos], dtype=object),
+        ),
+        dead,
+    )

@@ -1,0 +1,207 @@
+"""DuckDB tables: the single source of truth for result column names, types and keys.
+
+Every table has a deterministic primary key derived from its input (an event id, a source
+position, or a window's identity), so a replay after a crash inserts nothing twice: sinks
+write with ``INSERT ... ON CONFLICT DO NOTHING``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+__all__ = [
+    "TABLES",
+    "Column",
+    "Table",
+    "arrow_schema",
+    "ddl",
+]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str
+    arrow_type: pa.DataType
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    doc: str = ""
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def __post_init__(self) -> None:
+        names = set(self.column_names)
+        missing = [k for k in self.primary_key if k not in names]
+        if missing:
+            raise ValueError(f"table {self.name!r}: primary key columns {missing} are not columns")
+
+
+_TS = pa.timestamp("ms")
+
+
+def _c(name: str, sql: str, arrow: pa.DataType, doc: str = "") -> Column:
+    return Column(name, sql, arrow, doc)
+
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table(
+            "decisions",
+            (
+                _c("decision_id", "VARCHAR", pa.string(), "the request's id"),
+                _c("event_time", "TIMESTAMP", _TS, "request event time (UTC)"),
+                _c("placement", "VARCHAR", pa.string()),
+                _c("device", "VARCHAR", pa.string()),
+                _c("geo", "VARCHAR", pa.string()),
+                _c("floor_price", "DOUBLE", pa.float64()),
+                _c("arm", "INTEGER", pa.int32(), "chosen arm index"),
+                _c("partner", "VARCHAR", pa.string(), "chosen demand partner (the arm's name)"),
+                _c("propensity", "DOUBLE", pa.float64(), "P(chosen arm) under the policy"),
+                _c("policy", "VARCHAR", pa.string()),
+                _c("policy_version", "VARCHAR", pa.string()),
+                _c("feature_version", "VARCHAR", pa.string()),
+                _c("context", "DOUBLE[]", pa.list_(pa.float64()), "the features the policy saw"),
+                _c("decided_at", "TIMESTAMP", _TS, "wall clock when decided"),
+                _c("latency_ms", "DOUBLE", pa.float64(), "ingest to decision, wall clock"),
+            ),
+            ("decision_id",),
+            "one row per request: the bandit's choice, logged for off-policy evaluation",
+        ),
+        Table(
+            "rewards",
+            (
+                _c("decision_id", "VARCHAR", pa.string()),
+                _c("event_time", "TIMESTAMP", _TS, "outcome event time, or expiry time"),
+                _c("arm", "INTEGER", pa.int32()),
+                _c("partner", "VARCHAR", pa.string()),
+                _c("filled", "BOOLEAN", pa.bool_()),
+                _c("revenue", "DOUBLE", pa.float64()),
+                _c("latency_ms", "DOUBLE", pa.float64(), "partner latency reported by the outcome"),
+                _c("error", "BOOLEAN", pa.bool_()),
+                _c("reward", "DOUBLE", pa.float64(), "what the policy learned"),
+                _c("timed_out", "BOOLEAN", pa.bool_(), "no outcome within the TTL: default reward"),
+            ),
+            ("decision_id",),
+            "one row per decision once its outcome arrived or its TTL expired",
+        ),
+        Table(
+            "unmatched_outcomes",
+            (
+                _c("outcome_id", "VARCHAR", pa.string(), "decision_id plus source position"),
+                _c("decision_id", "VARCHAR", pa.string()),
+                _c("event_time", "TIMESTAMP", _TS),
+                _c("partner", "VARCHAR", pa.string()),
+                _c("revenue", "DOUBLE", pa.float64()),
+                _c("reason", "VARCHAR", pa.string(), "unknown decision, expired, or duplicate"),
+            ),
+            ("outcome_id",),
+            "outcomes that matched no waiting decision: counted and kept, never a crash",
+        ),
+        Table(
+            "anomalies",
+            (
+                _c("anomaly_id", "VARCHAR", pa.string()),
+                _c("key", "VARCHAR", pa.string(), "e.g. the partner"),
+                _c("metric", "VARCHAR", pa.string()),
+                _c("value", "DOUBLE", pa.float64()),
+                _c("score", "DOUBLE", pa.float64(), "calibrated, in [0, 1]"),
+                _c("threshold", "DOUBLE", pa.float64()),
+                _c("expected_low", "DOUBLE", pa.float64()),
+                _c("expected_high", "DOUBLE", pa.float64()),
+                _c("detectors", "VARCHAR[]", pa.list_(pa.string()), "detectors that voted"),
+                _c("event_time", "TIMESTAMP", _TS),
+                _c("detected_at", "TIMESTAMP", _TS, "wall clock"),
+            ),
+            ("anomaly_id",),
+        ),
+        Table(
+            "window_aggregates",
+            (
+                _c("key", "VARCHAR", pa.string()),
+                _c("metric", "VARCHAR", pa.string()),
+                _c("window", "VARCHAR", pa.string(), "tumbling_10s, sliding_60s_10s, session_30s"),
+                _c("window_start", "TIMESTAMP", _TS),
+                _c("window_end", "TIMESTAMP", _TS, "exclusive"),
+                _c("count", "BIGINT", pa.int64()),
+                _c("sum", "DOUBLE", pa.float64()),
+                _c("mean", "DOUBLE", pa.float64()),
+                _c("std", "DOUBLE", pa.float64(), "population standard deviation"),
+                _c("min", "DOUBLE", pa.float64()),
+                _c("max", "DOUBLE", pa.float64()),
+                _c("rate", "DOUBLE", pa.float64(), "events per second"),
+                _c("p95", "DOUBLE", pa.float64()),
+            ),
+            ("key", "metric", "window", "window_start"),
+        ),
+        Table(
+            "late_events",
+            (
+                _c("late_event_id", "VARCHAR", pa.string()),
+                _c("stream", "VARCHAR", pa.string()),
+                _c("key", "VARCHAR", pa.string()),
+                _c("event_time", "TIMESTAMP", _TS),
+                _c("watermark", "TIMESTAMP", _TS),
+                _c("policy", "VARCHAR", pa.string(), "drop or include"),
+            ),
+            ("late_event_id",),
+        ),
+        Table(
+            "dead_letters",
+            (
+                _c("dead_letter_id", "VARCHAR", pa.string(), "source + position"),
+                _c("source", "VARCHAR", pa.string(), "e.g. jsonl:/path/file or kafka:topic/3"),
+                _c("position", "BIGINT", pa.int64(), "line number (1-based) or offset"),
+                _c("stream", "VARCHAR", pa.string(), "requests or outcomes"),
+                _c("raw", "BLOB", pa.binary()),
+                _c("reason", "VARCHAR", pa.string()),
+                _c("received_at", "TIMESTAMP", _TS),
+            ),
+            ("dead_letter_id",),
+        ),
+        Table(
+            "metrics",
+            (
+                _c("run_id", "VARCHAR", pa.string()),
+                _c("ts", "TIMESTAMP", _TS, "wall clock second"),
+                _c("step", "VARCHAR", pa.string()),
+                _c("name", "VARCHAR", pa.string()),
+                _c("value", "DOUBLE", pa.float64()),
+            ),
+            ("run_id", "ts", "step", "name"),
+        ),
+        Table(
+            "drift_alerts",
+            (
+                _c("alert_id", "VARCHAR", pa.string()),
+                _c("stream", "VARCHAR", pa.string(), "reward or a detector input"),
+                _c("key", "VARCHAR", pa.string()),
+                _c("detector", "VARCHAR", pa.string()),
+                _c("magnitude", "DOUBLE", pa.float64()),
+                _c("event_time", "TIMESTAMP", _TS),
+                _c("detected_at", "TIMESTAMP", _TS),
+            ),
+            ("alert_id",),
+        ),
+    )
+}
+
+
+def ddl(table: Table) -> str:
+    cols = ",\n  ".join(f'"{c.name}" {c.sql_type}' for c in table.columns)
+    pk = ", ".join(f'"{k}"' for k in table.primary_key)
+    return f'CREATE TABLE IF NOT EXISTS "{table.name}" (\n  {cols},\n  PRIMARY KEY ({pk})\n)'
+
+
+def arrow_schema(table: Table) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.arrow_type) for c in table.columns])

@@ -1,0 +1,1 @@
+"""Sinks: DuckDB (plus the read-only query endpoint) and Kafka."""

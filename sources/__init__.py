@@ -1,0 +1,1 @@
+"""Sources: the closed-loop simulator, JSONL files and Kafka."""
