@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint fmt clean
+.PHONY: install run test lint fmt clean kafka-jars kafka-up kafka-down
 
 install: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/eddy run
 
-test: install
+test: install kafka-jars
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -29,6 +29,16 @@ lint: install
 fmt: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# A real single-node Kafka broker (KRaft) on 127.0.0.1:<free port>; state in .kafka/.
+kafka-jars:
+	scripts/kafka.sh jars
+
+kafka-up: kafka-jars
+	scripts/kafka.sh up
+
+kafka-down:
+	scripts/kafka.sh down
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
