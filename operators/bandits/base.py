@@ -1,0 +1,272 @@
+"""The contextual-bandit policy interface and the per-arm ridge-regression state it shares.
+
+Every policy is built as ``Policy(n_arms, n_features, seed=0, **params)`` and offers::
+
+    arms, propensities = policy.choose(X)   # X float (n, d) -> int (n,), float (n,)
+    P = policy.probabilities(X)            # (n, n_arms), rows sum to one
+    policy.learn(X, arms, rewards)          # batch update, rows applied in order
+    snap = policy.snapshot(); policy2 = Policy.restore(snap)
+
+Decisions inside one ``choose`` call all use the model as it was at the start of the call (that
+is how the pipeline uses it: a micro-batch of contexts is decided, their rewards are learned
+later). ``propensities[i]`` is ``P[i, arms[i]]`` under the policy at decision time.
+
+Exploration floor: every policy mixes its own choice distribution with the uniform one,
+``P = (1 - floor) * P_policy + floor / n_arms``, so every arm keeps a propensity of at least
+``floor / n_arms`` (what off-policy evaluation needs to be well defined).
+
+Numerical stability: the sufficient statistics ``A_a = l2 I + sum x x^T`` and ``b_a = sum r x``
+are accumulated exactly (sums only, no rank-one inverse updates), and after every ``learn`` the
+inverse of each touched ``A_a`` is recomputed from ``A_a`` through its Cholesky factor. Errors
+therefore never compound across updates, whatever the number of rounds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = ["POLICIES", "LinearArms", "Policy", "argmax_probabilities", "check_batch"]
+
+# name -> class, filled by Policy.__init_subclass__ (used by Policy.restore and the CLI)
+POLICIES: dict[str, type[Policy]] = {}
+
+
+def check_batch(X: Any, n_features: int) -> np.ndarray:
+    """Return ``X`` as a C-contiguous float64 (n, d) array, or raise ``ValueError``."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise ValueError(f"X: expected shape (n, {n_features}), got {X.shape}")
+    return X
+
+
+@dataclass
+class LinearArms:
+    """Per-arm ridge regression: ``A`` (k, d, d), ``b`` (k, d), derived ``A_inv`` and ``theta``.
+
+    ``A`` and ``b`` are the exact sufficient statistics; ``A_inv`` and ``theta`` are recomputed
+    from them (via Cholesky) for the arms touched by each update.
+    """
+
+    A: np.ndarray
+    b: np.ndarray
+    A_inv: np.ndarray
+    theta: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def create(cls, n_arms: int, n_features: int, l2: float) -> LinearArms:
+        eye = np.eye(n_features)
+        return cls(
+            A=np.repeat(eye[None] * l2, n_arms, axis=0),
+            b=np.zeros((n_arms, n_features)),
+            A_inv=np.repeat(eye[None] / l2, n_arms, axis=0),
+            theta=np.zeros((n_arms, n_features)),
+            counts=np.zeros(n_arms, dtype=np.int64),
+        )
+
+    def update(self, X: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
+        touched = np.unique(arms)
+        for a in touched:
+            rows = arms == a
+            Xa = X[rows]
+            self.A[a] += Xa.T @ Xa
+            self.b[a] += Xa.T @ rewards[rows]
+            self.counts[a] += Xa.shape[0]
+        self._refresh(touched)
+
+    def _refresh(self, arms: np.ndarray) -> None:
+        A = self.A[arms]
+        A = 0.5 * (A + np.swapaxes(A, 1, 2))  # exact symmetry
+        L = np.linalg.cholesky(A)
+        L_inv = np.linalg.inv(L)
+        A_inv = np.swapaxes(L_inv, 1, 2) @ L_inv
+        self.A_inv[arms] = A_inv
+        self.theta[arms] = np.einsum("kde,ke->kd", A_inv, self.b[arms])
+
+    def means(self, X: np.ndarray) -> np.ndarray:
+        """``x . theta_a`` for every row and arm: (n, k)."""
+        return X @ self.theta.T
+
+    def variances(self, X: np.ndarray) -> np.ndarray:
+        """``x^T A_a^{-1} x`` for every row and arm: (n, k), clipped at 0."""
+        v = np.einsum("nd,kde,ne->nk", X, self.A_inv, X, optimize=True)
+        return np.maximum(v, 0.0)
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k).copy() for k in ("A", "b", "A_inv", "theta", "counts")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, np.ndarray]) -> LinearArms:
+        return cls(**{k: np.array(v, copy=True) for k, v in d.items()})
+
+
+class Policy:
+    """Base class: validation, the exploration floor, sampling, snapshots, versioning.
+
+    Subclasses set ``name``, ``ALGO_VERSION`` and ``PARAMS`` (defaults of their keyword params),
+    and implement ``_policy_probabilities`` (the distribution before the floor) and ``_learn``.
+    """
+
+    name: ClassVar[str] = "policy"
+    ALGO_VERSION: ClassVar[int] = 1
+    PARAMS: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        POLICIES[cls.name] = cls
+
+    def __init__(self, n_arms: int, n_features: int, seed: int = 0, **params: Any) -> None:
+        if not isinstance(n_arms, (int, np.integer)) or n_arms < 1:
+            raise ValueError(f"n_arms: expected an int >= 1, got {n_arms!r}")
+        if not isinstance(n_features, (int, np.integer)) or n_features < 1:
+            raise ValueError(f"n_features: expected an int >= 1, got {n_features!r}")
+        unknown = sorted(set(params) - set(self.PARAMS))
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown params {unknown}; expected some of {sorted(self.PARAMS)}"
+            )
+        self.n_arms = int(n_arms)
+        self.n_features = int(n_features)
+        self.seed = int(seed)
+        self.params: dict[str, Any] = {**self.PARAMS, **params}
+        floor = self.params.get("floor", 0.0)
+        if not 0.0 <= float(floor) <= 1.0:
+            raise ValueError(f"floor: expected a number in [0, 1], got {floor!r}")
+        self._validate_params()
+        self._rng = np.random.default_rng(self.seed)
+        self._n_learned = 0
+
+    # ----------------------------------------------------------------- subclass hooks
+    def _validate_params(self) -> None:
+        """Raise ``ValueError`` naming a bad param."""
+
+    def _policy_probabilities(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _learn(self, X: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def floor(self) -> float:
+        return float(self.params.get("floor", 0.0))
+
+    @property
+    def version(self) -> str:
+        """Stable for (algorithm, version, shape, params): ``linucb-v1-<hash>``."""
+        spec = {"n_arms": self.n_arms, "n_features": self.n_features, "params": self.params}
+        h = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+        return f"{self.name}-v{self.ALGO_VERSION}-{h[:10]}"
+
+    @property
+    def n_learned(self) -> int:
+        """Number of (context, arm, reward) rows learned so far."""
+        return self._n_learned
+
+    def probabilities(self, X: Any) -> np.ndarray:
+        """(n, n_arms) choice probabilities under the current model, floor included.
+
+        Non-finite context values are read as 0 (a decision is still made for that row)."""
+        X = check_batch(X, self.n_features)
+        if not np.isfinite(X).all():
+            X = np.where(np.isfinite(X), X, 0.0)
+        P = self._policy_probabilities(X)
+        f = self.floor
+        if f > 0.0:
+            P = (1.0 - f) * P + f / self.n_arms
+        return P
+
+    def choose(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Sample one arm per row; return ``(arms int64 (n,), propensities float64 (n,))``."""
+        P = self.probabilities(X)
+        return self._sample(P)
+
+    def _sample(self, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = P.shape[0]
+        u = np.asarray(self._rng.random(size=n))
+        cdf = np.cumsum(P, axis=1)
+        cdf[:, -1] = np.inf  # rounding can leave the last entry a hair below 1
+        arms = (cdf <= u[:, None]).sum(axis=1).astype(np.int64)
+        # zero-probability arms can never be chosen (floor = 0): step back to a supported arm
+        bad = P[np.arange(n), arms] <= 0.0
+        if bad.any():
+            arms[bad] = np.argmax(P[bad], axis=1)
+        return arms, P[np.arange(n), arms]
+
+    def learn(self, X: Any, arms: Any, rewards: Any) -> None:
+        """Update on a batch of (context, arm, reward) rows. Non-finite rewards/contexts and
+        out-of-range arms raise ``ValueError`` (the caller decides what a bad row means)."""
+        X = check_batch(X, self.n_features)
+        arms = np.asarray(arms)
+        rewards = np.asarray(rewards, dtype=np.float64)
+        n = X.shape[0]
+        if arms.shape != (n,) or rewards.shape != (n,):
+            raise ValueError(
+                f"arms, rewards: expected shape ({n},), got {arms.shape} and {rewards.shape}"
+            )
+        if n == 0:
+            return
+        if not np.issubdtype(arms.dtype, np.integer):
+            raise ValueError(f"arms: expected integers, got dtype {arms.dtype}")
+        arms = arms.astype(np.int64)
+        if arms.min() < 0 or arms.max() >= self.n_arms:
+            raise ValueError(f"arms: expected values in [0, {self.n_arms}), got {arms.min()}..")
+        if not (np.isfinite(X).all() and np.isfinite(rewards).all()):
+            raise ValueError("X, rewards: expected finite values, got NaN or inf")
+        self._learn(X, arms, rewards)
+        self._n_learned += n
+
+    def snapshot(self) -> dict[str, Any]:
+        """A cheap, picklable copy of everything: restoring it continues bit-for-bit."""
+        return {
+            "policy": self.name,
+            "algo_version": self.ALGO_VERSION,
+            "n_arms": self.n_arms,
+            "n_features": self.n_features,
+            "seed": self.seed,
+            "params": dict(self.params),
+            "rng": self._rng.bit_generator.state,
+            "n_learned": self._n_learned,
+            "state": self._state(),
+        }
+
+    @classmethod
+    def restore(cls, snap: dict[str, Any]) -> Policy:
+        """Rebuild a policy from :meth:`snapshot` (``Policy.restore`` dispatches on the name)."""
+        klass = POLICIES.get(snap.get("policy", ""))
+        if klass is None or (cls is not Policy and klass is not cls):
+            raise ValueError(
+                f"snapshot: expected a {cls.name} snapshot, got {snap.get('policy')!r}"
+            )
+        if snap.get("algo_version") != klass.ALGO_VERSION:
+            raise ValueError(
+                f"snapshot: expected algo_version {klass.ALGO_VERSION}, "
+                f"got {snap.get('algo_version')!r}"
+            )
+        pol = klass(snap["n_arms"], snap["n_features"], snap["seed"], **snap["params"])
+        pol._rng.bit_generator.state = snap["rng"]
+        pol._n_learned = int(snap["n_learned"])
+        pol._set_state(snap["state"])
+        return pol
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({self.n_arms}, {self.n_features}, seed={self.seed}, {args})"
+
+
+def argmax_probabilities(scores: np.ndarray) -> np.ndarray:
+    """Greedy distribution: all mass on the best arm, split evenly between exact ties."""
+    best = scores.max(axis=1, keepdims=True)
+    top = scores == best
+    return top / top.sum(axis=1, keepdims=True)
