@@ -1,0 +1,103 @@
+"""`DetectorBank`: the pipeline-facing, multi-key, multi-metric front of the detectors.
+
+Slot id = ``key_id * n_metrics + metric``: each (key, metric) pair is an independent series.
+Rows must be in time order per key; the bank is score-then-learn; NaN values are skipped
+(score 0, not learned). ``snapshot()`` returns bytes; ``DetectorBank.restore(bytes)`` continues
+with identical outputs.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from operators.anomaly.default import build_default_members, default_likelihood
+from operators.anomaly.ensemble import Ensemble
+
+__all__ = ["BankConfig", "BankOutput", "DetectorBank"]
+
+
+@dataclass(frozen=True)
+class BankConfig:
+    """Bank settings. ``threshold``: score at/above which an event is an anomaly."""
+
+    n_metrics: int = 1
+    threshold: float = 0.99
+    detector: str = "default"
+    likelihood: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_metrics, int) or self.n_metrics < 1:
+            raise ValueError(f"BankConfig.n_metrics: expected an int >= 1, got {self.n_metrics!r}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(
+                f"BankConfig.threshold: expected a float in (0, 1], got {self.threshold!r}"
+            )
+        if self.detector != "default":
+            raise ValueError(f"BankConfig.detector: expected 'default', got {self.detector!r}")
+
+
+@dataclass(frozen=True)
+class BankOutput:
+    scores: NDArray[np.float64]
+    lower: NDArray[np.float64]
+    upper: NDArray[np.float64]
+    votes: NDArray[np.uint32]
+    is_anomaly: NDArray[np.bool_]
+
+
+class DetectorBank:
+    """Score-then-learn anomaly detection for ``n_metrics`` metrics of many int keys."""
+
+    def __init__(self, config: BankConfig | None = None, seed: int = 0) -> None:
+        self.config = config or BankConfig()
+        self.seed = seed
+        lk = {**default_likelihood(), **self.config.likelihood}
+        self._ens = Ensemble(build_default_members(seed), likelihood=lk)
+
+    @property
+    def detector_names(self) -> list[str]:
+        return self._ens.names
+
+    def score_learn(self, key_ids: Any, ts_ms: Any, values: Any) -> BankOutput:
+        m = self.config.n_metrics
+        keys = np.asarray(key_ids, dtype=np.int64)
+        ts = np.asarray(ts_ms, dtype=np.int64)
+        vals = np.asarray(values, dtype=np.float64)
+        if vals.ndim == 1 and m == 1:
+            vals = vals[:, None]
+        n = keys.shape[0]
+        if keys.ndim != 1 or ts.shape != (n,) or vals.shape != (n, m):
+            raise ValueError(
+                f"score_learn: expected key_ids (n,), ts_ms (n,), values (n, {m}); got "
+                f"{keys.shape}, {ts.shape}, {vals.shape}"
+            )
+        if n and keys.min() < 0:
+            raise ValueError(f"score_learn: key ids must be >= 0, got {int(keys.min())}")
+        slots = (keys[:, None] * m + np.arange(m, dtype=np.int64)[None, :]).ravel()
+        out = self._ens.score_learn(
+            slots, np.repeat(ts, m), vals.ravel(), threshold=self.config.threshold
+        )
+        shape = (n, m)
+        scores = out.scores.reshape(shape)
+        return BankOutput(
+            scores=scores,
+            lower=out.lower.reshape(shape),
+            upper=out.upper.reshape(shape),
+            votes=out.votes.reshape(shape),
+            is_anomaly=scores >= self.config.threshold,
+        )
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def restore(snap: bytes) -> DetectorBank:
+        bank = pickle.loads(snap)
+        if not isinstance(bank, DetectorBank):
+            raise TypeError(f"DetectorBank.restore: expected a bank snapshot, got {type(bank)}")
+        return bank
