@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.tables import TABLES, Table, arrow_schema, ddl
-from sinks.sql_guard import check_read_only
+from sinks.readonly_sql import check_read_only, fetch_rows
 
 __all__ = ["BatchError", "DuckDBWriter", "to_arrow"]
 
@@ -239,10 +239,11 @@ class DuckDBWriter:
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run ONE read statement; return ``(column_names, rows)``.
 
-        Thread-safe and read-only: the statement must pass :func:`sinks.sql_guard.check_read_only`
-        and runs inside ``BEGIN TRANSACTION READ ONLY``. At most ``max_rows`` rows are fetched;
-        after ``timeout_s`` seconds the query is interrupted (``duckdb.InterruptException``).
-        """
+        Thread-safe and read-only: the statement must pass
+        :func:`sinks.readonly_sql.check_read_only` and runs inside
+        ``BEGIN TRANSACTION READ ONLY`` on a pooled cursor. At most ``max_rows`` rows are
+        fetched; after ``timeout_s`` seconds the query is interrupted
+        (``duckdb.InterruptException``)."""
         sql = check_read_only(sql)
         if max_rows is not None and max_rows < 0:
             raise ValueError(f"max_rows: expected >= 0 or None, got {max_rows!r}")
@@ -256,9 +257,7 @@ class DuckDBWriter:
                 try:
                     if timer is not None:
                         timer.start()
-                    res = cur.execute(sql)
-                    names = [d[0] for d in (res.description or [])]
-                    rows = res.fetchall() if max_rows is None else res.fetchmany(max_rows)
+                    names, rows = fetch_rows(cur, sql, max_rows)
                 finally:
                     if timer is not None:
                         timer.cancel()

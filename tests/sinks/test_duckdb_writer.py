@@ -11,7 +11,7 @@ import pytest
 
 from schemas.tables import TABLES
 from sinks.duckdb import BatchError, DuckDBWriter
-from sinks.sql_guard import ReadOnlyViolation
+from sinks.readonly_sql import ReadOnlyViolation
 from tests.sinks.conftest import T0, make_batch
 
 

@@ -1,4 +1,5 @@
-"""Read-only SQL guard shared by the query endpoint and ``eddy sql``.
+"""Read-only SQL shared by the query endpoint and ``eddy sql``: the statement guard and
+result fetching (:func:`fetch_rows`).
 
 DuckDB parses the text itself (``duckdb.extract_statements``), so the decision is made on the
 statement type DuckDB will execute, not on a regex over the text. Accepted: exactly one
@@ -15,11 +16,20 @@ The guard is one of two layers: the endpoint also runs every query inside a
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from typing import Any
 
 import duckdb
+import pyarrow as pa
 
-__all__ = ["READ_PRAGMAS", "ReadOnlyViolation", "SqlSyntaxError", "check_read_only"]
+__all__ = [
+    "READ_PRAGMAS",
+    "ReadOnlyViolation",
+    "SqlSyntaxError",
+    "check_read_only",
+    "fetch_rows",
+]
 
 READ_PRAGMAS = frozenset(
     {
@@ -110,3 +120,71 @@ def check_read_only(sql: str) -> str:
         raise SqlSyntaxError("no SQL statement given")
     _check_one(sql, 0)
     return sql
+
+
+def _interval(v: Any) -> str | None:
+    if v is None:
+        return None
+    parts = []
+    if v.months:
+        parts.append(f"{v.months} month{'s' if abs(v.months) != 1 else ''}")
+    if v.days:
+        parts.append(f"{v.days} day{'s' if abs(v.days) != 1 else ''}")
+    if v.nanoseconds or not parts:
+        parts.append(str(dt.timedelta(microseconds=v.nanoseconds // 1000)))
+    return " ".join(parts)
+
+
+def _pylist(col: pa.ChunkedArray) -> list[Any]:
+    """Python values for one result column; values Python cannot hold (e.g. an infinite
+    timestamp) become Arrow's text for them rather than an error."""
+    if pa.types.is_interval(col.type):
+        return [_interval(v) for v in col.to_pylist()]
+    try:
+        return col.to_pylist(maps_as_pydicts="lossy")
+    except (ValueError, OverflowError, pa.ArrowException):
+        out: list[Any] = []
+        for chunk in col.chunks:
+            for scalar in chunk:
+                try:
+                    out.append(scalar.as_py())
+                except (ValueError, OverflowError, pa.ArrowException):
+                    out.append(_unrepresentable(scalar))
+        return out
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _unrepresentable(scalar: pa.Scalar) -> str:
+    raw = getattr(scalar, "value", None)
+    if isinstance(raw, int) and abs(raw) in (_INT64_MAX, 2**31 - 1):
+        return "infinity" if raw > 0 else "-infinity"  # DuckDB's infinite timestamps/dates
+    return f"<{scalar.type} value {raw!r} out of Python's range>"
+
+
+def fetch_rows(
+    con: duckdb.DuckDBPyConnection, sql: str, max_rows: int | None = None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run ``sql`` (already checked) on ``con`` and fetch at most ``max_rows`` rows.
+
+    Streams through Arrow, so ``SELECT * FROM big`` with a row cap reads only what it
+    returns, and zoned timestamps come back as ``datetime`` with ``zoneinfo`` (no pytz).
+    """
+    rel = con.sql(sql)
+    if rel is None:
+        return [], []
+    batch_rows = 100_000 if max_rows is None else max(1, min(max_rows, 100_000))
+    reader = rel.to_arrow_reader(batch_rows)
+    batches: list[pa.RecordBatch] = []
+    n = 0
+    for batch in reader:
+        batches.append(batch)
+        n += batch.num_rows
+        if max_rows is not None and n >= max_rows:
+            break
+    table = pa.Table.from_batches(batches, schema=reader.schema)
+    if max_rows is not None:
+        table = table.slice(0, max_rows)
+    columns = [_pylist(c) for c in table.columns]
+    return list(table.column_names), list(zip(*columns, strict=True))
