@@ -178,14 +178,18 @@ class Policy:
         """(n, n_arms) choice probabilities under the current model, floor included.
 
         Non-finite context values are read as 0 (a decision is still made for that row)."""
-        X = check_batch(X, self.n_features)
-        if not np.isfinite(X).all():
-            X = np.where(np.isfinite(X), X, 0.0)
+        X = self._clean(X)
         P = self._policy_probabilities(X)
         f = self.floor
         if f > 0.0:
             P = (1.0 - f) * P + f / self.n_arms
         return P
+
+    def _clean(self, X: Any) -> np.ndarray:
+        X = check_batch(X, self.n_features)
+        if not np.isfinite(X).all():
+            X = np.where(np.isfinite(X), X, 0.0)
+        return X
 
     def choose(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """Sample one arm per row; return ``(arms int64 (n,), propensities float64 (n,))``."""
