@@ -1,0 +1,134 @@
+"""Drift monitor: in-control silence, detection of shifts, batch-cut invariance, the simulator."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from operators.drift import ALERT_COLUMNS, DriftConfig, DriftMonitor
+from schemas.tables import TABLES
+from sources.simulator import SimConfig, Simulator
+
+
+def _alerts(mon: DriftMonitor, x: np.ndarray, key: str = "k", batch: int | None = None) -> dict:
+    ts = np.arange(len(x), dtype=np.int64)
+    if batch is None:
+        return mon.update("s", key, ts, x, now_ms=0)
+    parts = [
+        mon.update("s", key, ts[i : i + batch], x[i : i + batch], now_ms=0)
+        for i in range(0, len(x), batch)
+    ]
+    return {c: np.concatenate([p[c] for p in parts]) for c in ALERT_COLUMNS}
+
+
+def test_columns_match_the_drift_alerts_table() -> None:
+    assert list(ALERT_COLUMNS) == TABLES["drift_alerts"].column_names
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("threshold", 0.0), ("block", 0), ("warmup", 1), ("half_life", 0.5), ("clip", -1.0)],
+)
+def test_config_errors_name_the_field(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"DriftConfig.{field}: expected"):
+        DriftConfig(**{field: value})
+
+
+def test_stationary_gaussian_stream_gives_no_alert() -> None:
+    x = np.random.default_rng(0).normal(5.0, 2.0, 400_000)
+    assert len(_alerts(DriftMonitor(), x)["alert_id"]) == 0
+
+
+@pytest.mark.parametrize("shift", [-0.5, 0.3, 1.0])
+def test_a_mean_shift_gives_one_alert_soon_after_with_its_magnitude(shift: float) -> None:
+    x = np.random.default_rng(1).normal(0.0, 1.0, 300_000)
+    x[150_000:] += shift
+    a = _alerts(DriftMonitor(), x)
+    assert len(a["alert_id"]) == 1
+    delay = int(a["event_time"][0]) - 150_000
+    assert 0 <= delay < 5_000
+    assert np.sign(a["magnitude"][0]) == np.sign(shift)
+    assert abs(a["magnitude"][0] - shift) < 0.6 * abs(shift)
+
+
+def test_alerts_do_not_depend_on_how_the_stream_is_cut_into_batches() -> None:
+    x = np.random.default_rng(2).normal(0.0, 1.0, 100_000)
+    x[40_000:] -= 0.8
+    whole = _alerts(DriftMonitor(), x)
+    cut = _alerts(DriftMonitor(), x, batch=777)
+    assert len(whole["alert_id"]) == 1
+    for c in ALERT_COLUMNS:
+        np.testing.assert_array_equal(whole[c], cut[c])
+
+
+def test_keys_are_independent_and_nan_is_skipped_and_counted() -> None:
+    rng = np.random.default_rng(3)
+    n = 120_000
+    keys = np.where(rng.random(n) < 0.5, "a", "b").astype(object)
+    x = rng.normal(0.0, 1.0, n)
+    x[(keys == "b") & (np.arange(n) > 60_000)] += 1.0
+    x[::1000] = np.nan
+    mon = DriftMonitor()
+    a = mon.update("s", keys, np.arange(n), x, now_ms=123)
+    assert a["key"].tolist() == ["b"]
+    assert a["detected_at"].tolist() == [123]
+    assert a["stream"].tolist() == ["s"]
+    assert mon.skipped == 120
+    assert mon.alerts_total == 1
+
+
+def test_snapshot_restore_continues_exactly_and_state_pickles() -> None:
+    x = np.random.default_rng(4).normal(0.0, 1.0, 100_000)
+    x[70_000:] += 0.7
+    ts = np.arange(len(x))
+    ref = DriftMonitor().update("s", "k", ts, x, now_ms=0)
+    mon = DriftMonitor()
+    assert len(mon.update("s", "k", ts[:50_000], x[:50_000], now_ms=0)["alert_id"]) == 0
+    mon2 = DriftMonitor.restore(pickle.loads(pickle.dumps(mon.snapshot())))
+    rest = mon2.update("s", "k", ts[50_000:], x[50_000:], now_ms=0)
+    assert rest["alert_id"].tolist() == ref["alert_id"].tolist()
+    assert len(ref["alert_id"]) == 1
+
+
+def test_mismatched_lengths_raise_value_error() -> None:
+    with pytest.raises(ValueError, match="one entry per value"):
+        DriftMonitor().update("s", np.array(["a", "b"], dtype=object), [1, 2, 3], [1.0, 2.0, 3.0])
+
+
+def test_empty_batch_gives_empty_alerts() -> None:
+    a = DriftMonitor().update("s", np.empty(0, object), [], [])
+    assert set(a) == set(ALERT_COLUMNS) and all(len(v) == 0 for v in a.values())
+
+
+def _simulated_reward_alerts(drift_at_s: float | None, seed: int) -> tuple[list[dict], int]:
+    """A converged greedy policy (oracle of the pre-drift truth) on the simulator's reward."""
+    cfg = SimConfig(seed=seed, n_events=120_000, drift_at_s=drift_at_s, incident_every_s=0)
+    sim = Simulator(cfg)
+    before = Simulator(SimConfig(seed=seed, n_events=120_000, incident_every_s=0))
+    mon = DriftMonitor()
+    out_alerts = []
+    while not sim.exhausted:
+        req = sim.next_requests(2_000)
+        arms = before.expected_rewards(sim.index_of(req.id)).argmax(axis=1)
+        sim.respond(req.id, arms)
+        out = sim.due_outcomes(int(req.ts[-1]))
+        reward = out.revenue - cfg.latency_penalty_per_s * out.latency_ms / 1000.0
+        out_alerts.append(mon.update("reward", "all", out.ts, reward, now_ms=0))
+        out_alerts.append(mon.update("reward_by_partner", out.partner, out.ts, reward, now_ms=0))
+    return [a for a in out_alerts if len(a["alert_id"])], cfg.start_ms
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_simulated_concept_drift_is_alerted_once_and_a_clean_run_is_silent(seed: int) -> None:
+    drifted, start = _simulated_reward_alerts(30.0, seed)
+    overall = [a for a in drifted if a["stream"][0] == "reward"]
+    assert sum(len(a["alert_id"]) for a in overall) == 1
+    delay_s = (int(overall[0]["event_time"][0]) - start) / 1000.0 - 30.0
+    assert 0.0 <= delay_s < 5.0
+    assert overall[0]["magnitude"][0] < 0  # the best partner became the worst: reward dropped
+    for a in drifted:  # nothing before the drift, on any stream
+        assert ((a["event_time"] - start) / 1000.0 >= 30.0).all()
+    clean, _ = _simulated_reward_alerts(None, seed)
+    assert clean == []
