@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ def test_columns_match_the_drift_alerts_table() -> None:
     ("field", "value"),
     [("threshold", 0.0), ("block", 0), ("warmup", 1), ("half_life", 0.5), ("clip", -1.0)],
 )
-def test_config_errors_name_the_field(field: str, value: float) -> None:
+def test_config_errors_name_the_field(field: str, value: Any) -> None:
     with pytest.raises(ValueError, match=f"DriftConfig.{field}: expected"):
         DriftConfig(**{field: value})
 
