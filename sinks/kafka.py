@@ -1,0 +1,291 @@
+"""Kafka as a Bytewax sink: an idempotent producer per worker, failures never ignored.
+
+Items are :class:`KafkaRecords` micro-batches (a topic plus parallel lists of keys and values).
+Each worker owns one ``confluent_kafka.Producer`` with ``enable.idempotence=true`` and
+``acks=all``; the message key is the record id (decision id, anomaly id, ...), and keys are
+partitioned with ``murmur2_random`` (the Java client's partitioner), so a key always lands in the
+same partition, whichever client wrote it.
+
+Delivery is asynchronous: ``write_batch`` hands every record to the producer and serves delivery
+reports with ``poll(0)``; when the local queue is full it waits for deliveries (``poll``) and
+retries, so in-flight messages are bounded by ``max_in_flight``. A failed delivery (reported by
+the delivery callback or the error callback, e.g. a record larger than the topic allows) is
+remembered and raised as :class:`KafkaDeliveryError` from the next ``write_batch`` or from
+``close``, which flushes everything first: the step fails loudly, nothing is dropped quietly.
+
+:func:`encode_json_rows` turns a columnar batch (numpy arrays or lists) into JSON values with
+orjson, and :func:`ensure_topics` creates the output topics (the test broker does not auto-create).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+__all__ = [
+    "KafkaDeliveryError",
+    "KafkaRecords",
+    "KafkaSink",
+    "KafkaSinkPartition",
+    "encode_json_rows",
+    "ensure_topics",
+    "records_from_columns",
+]
+
+_MAX_EXAMPLES = 5
+
+
+class KafkaDeliveryError(RuntimeError):
+    """Records could not be delivered to Kafka; the message names how many and why."""
+
+
+@dataclass(frozen=True)
+class KafkaRecords:
+    """Records for one topic: ``keys[i]`` (the record id) goes with ``values[i]``."""
+
+    topic: str
+    keys: Sequence[bytes]
+    values: Sequence[bytes]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.topic, str) or not self.topic:
+            raise ValueError(f"KafkaRecords topic: expected a non-empty str, got {self.topic!r}")
+        if len(self.keys) != len(self.values):
+            raise ValueError(
+                f"KafkaRecords keys/values: expected equal lengths, "
+                f"got {len(self.keys)} keys and {len(self.values)} values"
+            )
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _default(obj: Any) -> Any:
+    # orjson calls this for types it does not know: raw bytes (dead letters) and numpy scalars.
+    if isinstance(obj, bytes | bytearray | memoryview):
+        raw = bytes(obj)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(raw).decode("ascii")
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
+
+
+def _as_list(col: np.ndarray | Sequence[Any]) -> list[Any]:
+    return col.tolist() if isinstance(col, np.ndarray) else list(col)
+
+
+def encode_json_rows(columns: Mapping[str, np.ndarray | Sequence[Any]]) -> list[bytes]:
+    """One JSON object per row of a columnar batch (all columns of equal length).
+
+    numpy values become JSON numbers/strings/booleans/arrays; NaN becomes ``null`` (JSON has no
+    NaN); bytes become a string (UTF-8 text as is, anything else as ``"base64:<base64>"``).
+    """
+    names = list(columns)
+    if not names:
+        return []
+    cols = [_as_list(columns[n]) for n in names]
+    n = len(cols[0])
+    for name, col in zip(names, cols, strict=True):
+        if len(col) != n:
+            raise ValueError(
+                f"encode_json_rows column {name!r}: expected {n} values like column "
+                f"{names[0]!r}, got {len(col)}"
+            )
+    dumps = orjson.dumps
+    opt = orjson.OPT_SERIALIZE_NUMPY
+    return [
+        dumps(dict(zip(names, row, strict=True)), default=_default, option=opt)
+        for row in zip(*cols, strict=True)
+    ]
+
+
+def records_from_columns(
+    topic: str, columns: Mapping[str, np.ndarray | Sequence[Any]], key: str
+) -> KafkaRecords:
+    """A :class:`KafkaRecords` of JSON rows keyed by column ``key`` (e.g. ``decision_id``)."""
+    if key not in columns:
+        raise ValueError(f"records_from_columns key: column {key!r} not in {sorted(columns)}")
+    keys = [str(k).encode() for k in _as_list(columns[key])]
+    return KafkaRecords(topic, keys, encode_json_rows(columns))
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: Mapping[str, int],
+    *,
+    config: Mapping[str, str] | None = None,
+    replication_factor: int = 1,
+    timeout_s: float = 30.0,
+) -> None:
+    """Create each ``topic -> partitions`` that does not exist yet (existing ones are kept)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = [
+        NewTopic(
+            t, num_partitions=p, replication_factor=replication_factor, config=dict(config or {})
+        )
+        for t, p in topics.items()
+    ]
+    if not new:
+        return
+    for topic, fut in admin.create_topics(new, request_timeout=timeout_s).items():
+        try:
+            fut.result(timeout=timeout_s)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(
+                    f"Kafka at {bootstrap}: cannot create topic {topic!r}: {e}"
+                ) from e
+
+
+class KafkaSinkPartition(StatelessSinkPartition[KafkaRecords]):
+    """One worker's producer. Raises :class:`KafkaDeliveryError` once any delivery failed."""
+
+    def __init__(self, config: Mapping[str, Any], *, close_timeout_s: float, check_topics: bool):
+        self._bootstrap = str(config.get("bootstrap.servers"))
+        self._close_timeout_s = close_timeout_s
+        self._check_topics = check_topics
+        self._known_topics: set[str] = set()
+        self.delivered = 0
+        self.failed = 0
+        self._examples: list[str] = []
+        self._producer = Producer({**config, "error_cb": self._on_error})
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            self.delivered += 1
+            return
+        self.failed += 1
+        if len(self._examples) < _MAX_EXAMPLES:
+            key = msg.key()
+            self._examples.append(f"topic {msg.topic()!r} key {key!r:.60}: {err.str()}")
+
+    def _on_error(self, err: KafkaError) -> None:
+        # Client-level errors; only fatal ones (e.g. the idempotent producer lost its
+        # guarantees) mean records may be lost. Transient ones are retried by librdkafka.
+        if err.fatal():
+            self.failed += 1
+            self._examples.append(f"fatal producer error: {err.str()}")
+
+    def _raise_if_failed(self) -> None:
+        if self.failed:
+            raise KafkaDeliveryError(
+                f"Kafka at {self._bootstrap}: {self.failed} record(s) not delivered "
+                f"({self.delivered} delivered); first failures: " + "; ".join(self._examples)
+            )
+
+    def _check_topic(self, topic: str) -> None:
+        md = self._producer.list_topics(topic=topic, timeout=10.0)
+        tmd = md.topics.get(topic)
+        if tmd is None or tmd.error is not None:
+            reason = tmd.error.str() if tmd is not None and tmd.error is not None else "missing"
+            raise KafkaDeliveryError(
+                f"Kafka at {self._bootstrap}: topic {topic!r} is not available ({reason}); "
+                "create it first (sinks.kafka.ensure_topics) or enable auto-creation on the broker"
+            )
+        self._known_topics.add(topic)
+
+    def write_batch(self, items: list[KafkaRecords]) -> None:
+        self._raise_if_failed()
+        produce = self._producer.produce
+        poll = self._producer.poll
+        cb = self._on_delivery
+        for rec in items:
+            if self._check_topics and rec.topic not in self._known_topics:
+                self._check_topic(rec.topic)
+            topic = rec.topic
+            for key, value in zip(rec.keys, rec.values, strict=True):
+                while True:
+                    try:
+                        produce(topic, value=value, key=key, on_delivery=cb)
+                        break
+                    except BufferError:
+                        # Local queue full: wait for deliveries to free room (bounds in-flight).
+                        poll(0.05)
+                        self._raise_if_failed()
+                    except KafkaException as e:
+                        raise KafkaDeliveryError(
+                            f"Kafka at {self._bootstrap}: cannot produce to topic {topic!r} "
+                            f"(key {key!r:.60}, {len(value)} bytes): {e}"
+                        ) from e
+        poll(0)
+        self._raise_if_failed()
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every produced record is delivered; raise on failure or timeout."""
+        deadline = time.monotonic() + (self._close_timeout_s if timeout_s is None else timeout_s)
+        remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        self._raise_if_failed()
+        if remaining:
+            raise KafkaDeliveryError(
+                f"Kafka at {self._bootstrap}: {remaining} record(s) still undelivered after "
+                f"{self._close_timeout_s:.0f}s ({self.delivered} delivered)"
+            )
+
+    def close(self) -> None:
+        self.flush()
+
+
+class KafkaSink(DynamicSink[KafkaRecords]):
+    """Writes :class:`KafkaRecords` with an idempotent producer per worker.
+
+    ``producer_config`` entries override the defaults. ``max_in_flight`` bounds the messages
+    queued locally per worker; ``linger_ms`` trades latency for batching.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        linger_ms: int = 5,
+        max_in_flight: int = 100_000,
+        compression: str = "lz4",
+        close_timeout_s: float = 60.0,
+        check_topics: bool = True,
+        producer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise ValueError(
+                f"KafkaSink max_in_flight: expected an int >= 1, got {max_in_flight!r}"
+            )
+        if not linger_ms >= 0:
+            raise ValueError(f"KafkaSink linger_ms: expected >= 0, got {linger_ms!r}")
+        if not close_timeout_s > 0:
+            raise ValueError(f"KafkaSink close_timeout_s: expected > 0, got {close_timeout_s!r}")
+        self.bootstrap = bootstrap
+        self.linger_ms = linger_ms
+        self.max_in_flight = max_in_flight
+        self.compression = compression
+        self.close_timeout_s = close_timeout_s
+        self.check_topics = check_topics
+        self.producer_config = dict(producer_config or {})
+
+    def config(self) -> dict[str, Any]:
+        """The producer configuration (defaults + ``producer_config``)."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+            "linger.ms": self.linger_ms,
+            "compression.type": self.compression,
+            "queue.buffering.max.messages": self.max_in_flight,
+        }
+        config.update(self.producer_config)
+        return config
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> KafkaSinkPartition:
+        return KafkaSinkPartition(
+            self.config(), close_timeout_s=self.close_timeout_s, check_topics=self.check_topics
+        )

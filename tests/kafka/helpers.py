@@ -1,0 +1,54 @@
+"""Dataflow runners shared by the Kafka tests."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig
+from bytewax.testing import TestingSink, TestingSource, run_main
+from confluent_kafka import Consumer, TopicPartition
+
+from sinks.kafka import KafkaRecords, KafkaSink
+from sources.base import RawBatch
+from sources.kafka import KafkaSource
+
+__all__ = ["consume_all", "run_sink", "run_source"]
+
+
+def run_source(source: KafkaSource, recovery_dir: Path | None = None) -> list[RawBatch]:
+    """Run ``source`` to its end (``stop_at_end``) in a real dataflow; return the batches."""
+    flow = Dataflow("kafka_source_test")
+    stream = op.input("in", flow, source)
+    out: list[RawBatch] = []
+    op.output("out", stream, TestingSink(out))
+    rc = RecoveryConfig(str(recovery_dir)) if recovery_dir is not None else None
+    run_main(flow, recovery_config=rc)
+    return out
+
+
+def run_sink(sink: KafkaSink, items: list[KafkaRecords]) -> None:
+    flow = Dataflow("kafka_sink_test")
+    stream = op.input("in", flow, TestingSource(items))
+    op.output("out", stream, sink)
+    run_main(flow)
+
+
+def consume_all(
+    bootstrap: str, topic: str, partitions: int, expected: int, timeout_s: float = 30.0
+) -> list[tuple[int, int, bytes | None, bytes | None]]:
+    """Read ``expected`` records of ``topic``: ``(partition, offset, key, value)``."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "eddy-test", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out: list[tuple[int, int, bytes | None, bytes | None]] = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < expected and time.monotonic() < deadline:
+        for msg in consumer.consume(1000, 0.2):
+            assert msg.error() is None, msg.error()
+            out.append((msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value()))
+    consumer.close()
+    return out

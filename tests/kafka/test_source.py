@@ -1,0 +1,126 @@
+"""KafkaSource against the real broker, in real Bytewax dataflows."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from schemas.events import decode_requests
+from sources.base import OUTCOMES, REQUESTS
+from sources.kafka import KafkaSource, list_partitions
+from tests.fixtures_kafka import KafkaBroker
+from tests.kafka.helpers import run_source
+
+pytestmark = pytest.mark.kafka
+
+
+def request_line(i: int) -> bytes:
+    return orjson.dumps(
+        {
+            "id": f"r{i}",
+            "ts": 1_700_000_000_000 + i,
+            "placement": "top",
+            "device": "mobile",
+            "geo": "FR",
+            "floor_price": 0.5,
+        }
+    )
+
+
+def test_reads_every_record_with_offsets_in_order(
+    kafka_broker: KafkaBroker, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic(partitions=1)
+    lines = [request_line(i) for i in range(500)]
+    kafka_broker.produce(topic, lines)
+
+    src = KafkaSource(
+        kafka_broker.bootstrap, topic, stream=REQUESTS, batch_size=64, stop_at_end=True
+    )
+    batches = run_source(src)
+
+    assert all(1 <= len(b) <= 64 for b in batches)
+    assert {(b.stream, b.source, b.partition) for b in batches} == {
+        (REQUESTS, f"kafka:{topic}/0", 0)
+    }
+    positions = [p for b in batches for p in b.positions]
+    assert positions == list(range(500))
+    assert [line for b in batches for line in b.lines] == lines
+    assert all(b.ingest_ns > 1_600_000_000 * 10**9 for b in batches)
+
+
+def test_bad_records_reach_decode_as_lines_and_become_dead_letters(
+    kafka_broker: KafkaBroker, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic()
+    values: list[bytes | None] = [
+        request_line(0),
+        None,
+        b"not json",
+        b"x" * 70_000,
+        request_line(4),
+    ]
+    kafka_broker.produce(topic, values)
+
+    batches = run_source(KafkaSource(kafka_broker.bootstrap, topic, stop_at_end=True))
+
+    positions = [p for b in batches for p in b.positions]
+    lines = [line for b in batches for line in b.lines]
+    assert positions == [0, 1, 2, 3, 4]
+    assert lines[1] == b""  # the tombstone is delivered, not dropped
+    good, dead = decode_requests(lines, positions, f"kafka:{topic}/0", 0)
+    assert list(good.id) == ["r0", "r4"]
+    assert [(d.position, d.source) for d in dead] == [(p, f"kafka:{topic}/0") for p in (1, 2, 3)]
+    assert "exceeds the limit" in dead[2].reason
+
+
+def test_one_bytewax_partition_per_kafka_partition(
+    kafka_broker: KafkaBroker, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic(partitions=3)
+    sizes = {0: 40, 1: 0, 2: 75}
+    for part, n in sizes.items():
+        kafka_broker.produce(topic, [b"%d:%d" % (part, i) for i in range(n)], partition=part)
+    assert list_partitions(kafka_broker.bootstrap, topic) == [0, 1, 2]
+
+    batches = run_source(
+        KafkaSource(kafka_broker.bootstrap, topic, stream=OUTCOMES, batch_size=16, stop_at_end=True)
+    )
+
+    by_part: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
+    for b in batches:
+        assert b.source == f"kafka:{topic}/{b.partition}"
+        assert b.stream == OUTCOMES
+        by_part[b.partition].extend(zip(b.positions, b.lines, strict=True))
+    for part, n in sizes.items():
+        assert by_part.get(part, []) == [(i, b"%d:%d" % (part, i)) for i in range(n)]
+
+
+def test_start_at_end_reads_nothing_already_in_the_topic(
+    kafka_broker: KafkaBroker, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic()
+    kafka_broker.produce(topic, [b"old"] * 10)
+    src = KafkaSource(kafka_broker.bootstrap, topic, start="end", stop_at_end=True)
+    assert run_source(src) == []
+
+
+def test_missing_topic_fails_with_its_name(kafka_broker: KafkaBroker) -> None:
+    with pytest.raises(RuntimeError, match="no-such-topic"):
+        list_partitions(kafka_broker.bootstrap, "no-such-topic", timeout_s=5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"start": "middle"}, "start"),
+        ({"poll_timeout_s": -1}, "poll"),
+    ],
+)
+def test_invalid_parameters_name_the_field(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        KafkaSource("127.0.0.1:9092", "t", **kwargs)  # type: ignore[arg-type]
