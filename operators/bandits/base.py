@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from numba import njit
 
 __all__ = ["POLICIES", "LinearArms", "Policy", "argmax_probabilities", "check_batch"]
 
@@ -44,6 +45,31 @@ def check_batch(X: Any, n_features: int) -> np.ndarray:
     return X
 
 
+@njit(cache=True)
+def _moments(X, theta, L_inv, want_var):
+    """Per (row, arm): mean ``x . theta_a`` and variance ``x^T A_a^{-1} x = |L_a^{-1} x|^2``
+    (``L_inv`` lower triangular): single-threaded, no BLAS thread contention."""
+    n, d = X.shape
+    k = theta.shape[0]
+    M = np.empty((n, k))
+    V = np.empty((n, k))
+    for i in range(n):
+        for a in range(k):
+            m = 0.0
+            for j in range(d):
+                m += X[i, j] * theta[a, j]
+            M[i, a] = m
+            if want_var:
+                v = 0.0
+                for j in range(d):
+                    s = 0.0
+                    for c in range(j + 1):
+                        s += L_inv[a, j, c] * X[i, c]
+                    v += s * s
+                V[i, a] = v
+    return M, V
+
+
 @dataclass
 class LinearArms:
     """Per-arm ridge regression: ``A`` (k, d, d), ``b`` (k, d), derived ``A_inv`` and ``theta``.
@@ -57,6 +83,7 @@ class LinearArms:
     A_inv: np.ndarray
     theta: np.ndarray
     counts: np.ndarray
+    L_inv: np.ndarray  # inverse Cholesky factor of A (lower triangular): A^-1 = L_inv^T L_inv
 
     @classmethod
     def create(cls, n_arms: int, n_features: int, l2: float) -> LinearArms:
@@ -67,6 +94,7 @@ class LinearArms:
             A_inv=np.repeat(eye[None] / l2, n_arms, axis=0),
             theta=np.zeros((n_arms, n_features)),
             counts=np.zeros(n_arms, dtype=np.int64),
+            L_inv=np.repeat(eye[None] / np.sqrt(l2), n_arms, axis=0),
         )
 
     def update(self, X: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
@@ -86,19 +114,25 @@ class LinearArms:
         L_inv = np.linalg.inv(L)
         A_inv = np.swapaxes(L_inv, 1, 2) @ L_inv
         self.A_inv[arms] = A_inv
+        self.L_inv[arms] = np.tril(L_inv)
         self.theta[arms] = np.einsum("kde,ke->kd", A_inv, self.b[arms])
 
     def means(self, X: np.ndarray) -> np.ndarray:
         """``x . theta_a`` for every row and arm: (n, k)."""
-        return X @ self.theta.T
+        return np.asarray(_moments(X, self.theta, self.L_inv, False)[0])
+
+    def moments(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Means ``x . theta_a`` and variances ``x^T A_a^{-1} x`` (>= 0), each (n, k)."""
+        M, V = _moments(X, self.theta, self.L_inv, True)
+        return np.asarray(M), np.asarray(V)
 
     def variances(self, X: np.ndarray) -> np.ndarray:
-        """``x^T A_a^{-1} x`` for every row and arm: (n, k), clipped at 0."""
-        v = np.einsum("nd,kde,ne->nk", X, self.A_inv, X, optimize=True)
-        return np.maximum(v, 0.0)
+        """``x^T A_a^{-1} x`` for every row and arm: (n, k)."""
+        return self.moments(X)[1]
 
     def to_dict(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k).copy() for k in ("A", "b", "A_inv", "theta", "counts")}
+        keys = ("A", "b", "A_inv", "theta", "counts", "L_inv")
+        return {k: getattr(self, k).copy() for k in keys}
 
     @classmethod
     def from_dict(cls, d: dict[str, np.ndarray]) -> LinearArms:

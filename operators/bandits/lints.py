@@ -167,8 +167,8 @@ class LinTS(Policy):
             raise ValueError(f"n_quad: expected an int in [4, 128], got {q!r}")
 
     def _moments(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        st = self._arms
-        return st.means(X), float(self.params["v"]) * np.sqrt(st.variances(X))
+        M, V = self._arms.moments(X)
+        return M, float(self.params["v"]) * np.sqrt(V)
 
     def _policy_probabilities(self, X: np.ndarray) -> np.ndarray:
         M, S = self._moments(X)

@@ -37,8 +37,8 @@ class LinUCB(Policy):
 
     def scores(self, X: np.ndarray) -> np.ndarray:
         """Upper confidence bounds, (n, n_arms)."""
-        st = self._arms
-        return st.means(X) + float(self.params["alpha"]) * np.sqrt(st.variances(X))
+        M, V = self._arms.moments(X)
+        return M + float(self.params["alpha"]) * np.sqrt(V)
 
     def _policy_probabilities(self, X: np.ndarray) -> np.ndarray:
         return argmax_probabilities(self.scores(X))
