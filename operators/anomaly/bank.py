@@ -9,14 +9,14 @@ with identical outputs.
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from operators.anomaly.default import build_default_members, default_likelihood
-from operators.anomaly.ensemble import Ensemble
+from operators.anomaly.default import default_ensemble
+from operators.anomaly.ensemble import CALIBRATIONS
 
 __all__ = ["BankConfig", "BankOutput", "DetectorBank"]
 
@@ -28,7 +28,7 @@ class BankConfig:
     n_metrics: int = 1
     threshold: float = 0.99
     detector: str = "default"
-    likelihood: dict[str, Any] = field(default_factory=dict)
+    calibration: str = "novelty"
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_metrics, int) or self.n_metrics < 1:
@@ -39,6 +39,10 @@ class BankConfig:
             )
         if self.detector != "default":
             raise ValueError(f"BankConfig.detector: expected 'default', got {self.detector!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(
+                f"BankConfig.calibration: expected one of {CALIBRATIONS}, got {self.calibration!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,7 @@ class DetectorBank:
     def __init__(self, config: BankConfig | None = None, seed: int = 0) -> None:
         self.config = config or BankConfig()
         self.seed = seed
-        lk = {**default_likelihood(), **self.config.likelihood}
-        self._ens = Ensemble(build_default_members(seed), likelihood=lk)
+        self._ens = default_ensemble(seed, self.config.calibration)
 
     @property
     def detector_names(self) -> list[str]:

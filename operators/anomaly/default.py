@@ -10,18 +10,38 @@ from numpy.typing import NDArray
 
 from operators.anomaly.base import SlotDetector
 from operators.anomaly.ensemble import Ensemble
+from operators.anomaly.knn import ContextKnn
 from operators.anomaly.median_mad import MedianMad
+from operators.anomaly.seasonal import SeasonalNaive
+from operators.anomaly.spatial import RangeNovelty
 
-__all__ = ["SeriesDetector", "build_default_members", "default_detector", "default_likelihood"]
+__all__ = [
+    "DEFAULT_CALIBRATION",
+    "SeriesDetector",
+    "build_default_members",
+    "default_detector",
+    "default_ensemble",
+]
+
+DEFAULT_CALIBRATION: dict[str, Any] = {"decay": 0.9999, "warmup": 100}
 
 
 def build_default_members(seed: int = 0) -> list[SlotDetector]:
-    """Fresh member detectors of the default ensemble."""
-    return [MedianMad(window=128), MedianMad(window=128, diff=True)]
+    """Fresh member detectors of the default ensemble (deterministic; ``seed`` is reserved for
+    randomised members)."""
+    del seed
+    return [
+        MedianMad(window=512),
+        MedianMad(window=512, diff=True),
+        SeasonalNaive(window=512),
+        ContextKnn(dim=4, history=500, k=1),
+        RangeNovelty(tol=0.05),
+    ]
 
 
-def default_likelihood() -> dict[str, Any]:
-    return {"short": 3, "long": 2000, "warmup": 64}
+def default_ensemble(seed: int = 0, calibration: str = "novelty") -> Ensemble:
+    params = DEFAULT_CALIBRATION if calibration == "novelty" else {}
+    return Ensemble(build_default_members(seed), calibration, params)
 
 
 class SeriesDetector:
@@ -38,4 +58,4 @@ class SeriesDetector:
 
 
 def default_detector(seed: int = 0) -> SeriesDetector:
-    return SeriesDetector(Ensemble(build_default_members(seed), likelihood=default_likelihood()))
+    return SeriesDetector(default_ensemble(seed))

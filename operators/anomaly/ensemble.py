@@ -1,9 +1,16 @@
-"""The default ensemble: several raw detectors, one likelihood stage each, max-combined.
+"""The ensemble: several raw detectors, one calibration stage each, max-combined.
 
-For every event and slot: each member detector produces a raw surprise, its own
-:class:`~operators.anomaly.likelihood.Likelihood` turns it into a calibrated score, and the
-ensemble score is the maximum over members. ``votes`` is a bitmask of the members whose own
-score reached the threshold; the expected range is the first member's that has one.
+For every event and slot each member produces a raw surprise; a per-member calibration stage
+turns it into a score in [0, 1]:
+
+- ``"novelty"`` (default): :class:`~operators.anomaly.novelty.Novelty` ratio ``q`` (surprise over
+  the largest recent surprise), mapped by :func:`~operators.anomaly.novelty.q_to_score`;
+- ``"likelihood"``: :class:`~operators.anomaly.likelihood.Likelihood` Gaussian tail probability of
+  the short-averaged surprise against its long-run distribution.
+
+Members flagged ``prescored`` (e.g. the range break) already emit ``q`` and skip calibration.
+The ensemble score is the maximum over members; ``votes`` is a bitmask of members whose own score
+reached the threshold; the expected range is the first member's that has one.
 """
 
 from __future__ import annotations
@@ -17,8 +24,11 @@ from numpy.typing import NDArray
 
 from operators.anomaly.base import SlotDetector, as_batch
 from operators.anomaly.likelihood import Likelihood
+from operators.anomaly.novelty import Novelty, q_to_score
 
-__all__ = ["Ensemble", "EnsembleOutput"]
+__all__ = ["CALIBRATIONS", "Ensemble", "EnsembleOutput"]
+
+CALIBRATIONS = ("novelty", "likelihood")
 
 
 @dataclass(frozen=True)
@@ -35,13 +45,20 @@ class Ensemble:
     def __init__(
         self,
         members: Sequence[SlotDetector],
-        likelihood: dict[str, Any] | None = None,
+        calibration: str = "novelty",
+        calibration_params: dict[str, Any] | None = None,
     ) -> None:
         if not 1 <= len(members) <= 32:
             raise ValueError(f"Ensemble.members: expected 1..32 detectors, got {len(members)}")
+        if calibration not in CALIBRATIONS:
+            raise ValueError(
+                f"Ensemble.calibration: expected one of {CALIBRATIONS}, got {calibration!r}"
+            )
         self.members = list(members)
-        self.likelihood = dict(likelihood or {})
-        self._calib = [Likelihood(**self.likelihood) for _ in self.members]
+        self.calibration = calibration
+        self.calibration_params = dict(calibration_params or {})
+        cls = Novelty if calibration == "novelty" else Likelihood
+        self._calib: list[Any] = [cls(**self.calibration_params) for _ in self.members]
 
     @property
     def names(self) -> list[str]:
@@ -58,7 +75,12 @@ class Ensemble:
         for d, (det, cal) in enumerate(zip(self.members, self._calib, strict=True)):
             out = det.score_learn(s, t, v)
             raw = np.where(nan, np.nan, out.raw)
-            sc = cal.score_learn(s, raw)
+            if getattr(det, "prescored", False):
+                sc = q_to_score(np.nan_to_num(raw, nan=0.0))
+            elif self.calibration == "novelty":
+                sc = q_to_score(cal.score_learn(s, raw))
+            else:
+                sc = cal.score_learn(s, raw)
             np.maximum(scores, sc, out=scores)
             votes |= (sc >= threshold).astype(np.uint32) << np.uint32(d)
             fill = np.isnan(lower) & ~np.isnan(out.lower)

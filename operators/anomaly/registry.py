@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from operators.anomaly.default import default_detector
+from operators.anomaly.default import SeriesDetector, default_detector, default_ensemble
 
 __all__ = ["DETECTORS"]
 
 DETECTORS: dict[str, Callable[[], Any]] = {
     "eddy": default_detector,
+    "eddy_likelihood": lambda: SeriesDetector(default_ensemble(calibration="likelihood")),
 }

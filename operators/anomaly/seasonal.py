@@ -1,0 +1,97 @@
+"""Seasonal-naive residuals: ``x[i] - x[i - P]`` scored by a robust z-score.
+
+The period ``P`` (events per day) is inferred per slot from its first timestamps: when the
+cadence is regular and divides a day into ``4..max_period`` steps, ``P = day / cadence``;
+otherwise the slot has no seasonality and this member stays silent (raw 0). The residuals go
+through a :class:`~operators.anomaly.median_mad.MedianMad` (window ``window``), so the surprise
+is ``|residual - median| / scale`` of recent residuals. Expected range: ``x[i - P] + residual
+range``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from operators.anomaly.base import F64, I64, SlotDetector, SlotOutput, StateSpec
+from operators.anomaly.median_mad import MedianMad
+
+__all__ = ["SeasonalNaive"]
+
+DAY_MS = 86_400_000
+_PROBE = 8
+
+
+@njit(cache=True)
+def _residuals(
+    slots, ts, x, max_period, ring, cnt, period, t0, tprev, irregular, res, base
+):  # pragma: no cover
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        v = x[i]
+        res[i] = np.nan
+        base[i] = np.nan
+        if math.isnan(v):
+            continue
+        n = cnt[s]
+        if n > 0 and n <= _PROBE:
+            dt0 = tprev[s] - t0[s]
+            step = ts[i] - tprev[s]
+            if n >= 2 and abs(step * (n - 1) - dt0) > 0.01 * max(dt0, 1):
+                irregular[s] = 1
+        if n == 0:
+            t0[s] = ts[i]
+        tprev[s] = ts[i]
+        if n == _PROBE and irregular[s] == 0:
+            dt = (ts[i] - t0[s]) / _PROBE
+            if dt > 0:
+                p = round(DAY_MS / dt)
+                if 4 <= p <= max_period and abs(p * dt - DAY_MS) <= 0.001 * DAY_MS:
+                    period[s] = p
+        p = period[s]
+        if p > 0 and n >= p:
+            past = ring[s, n % p]
+            res[i] = v - past
+            base[i] = past
+        if p > 0:
+            ring[s, n % p] = v
+        elif n < _PROBE:
+            ring[s, n] = v
+        cnt[s] = n + 1
+
+
+class SeasonalNaive(SlotDetector):
+    """Daily seasonal-naive residual, robust z-scored (silent when there is no regular cadence)."""
+
+    def __init__(self, window: int = 512, max_period: int = 2048, k: float = 4.0) -> None:
+        if max_period < 8:
+            raise ValueError(f"SeasonalNaive.max_period: expected an int >= 8, got {max_period!r}")
+        super().__init__()
+        self.window = window
+        self.max_period = max_period
+        self.k = k
+        self.name = "seasonal"
+        self._inner = MedianMad(window=window, k=k)
+
+    def state_spec(self) -> StateSpec:
+        return {
+            "ring": ((self.max_period,), np.float64, 0.0),
+            "cnt": ((), np.int64, 0),
+            "period": ((), np.int64, 0),
+            "t0": ((), np.int64, 0),
+            "tprev": ((), np.int64, 0),
+            "irregular": ((), np.int64, 0),
+        }
+
+    def _run(self, slots: I64, ts: I64, x: F64) -> SlotOutput:
+        n = slots.shape[0]
+        res, base = np.empty(n), np.empty(n)
+        st = self._state
+        _residuals(
+            slots, ts, x, self.max_period, st["ring"], st["cnt"], st["period"], st["t0"],
+            st["tprev"], st["irregular"], res, base,
+        )  # fmt: skip
+        inner = self._inner.score_learn(slots, ts, res)
+        return SlotOutput(inner.raw, base + inner.lower, base + inner.upper)
