@@ -38,6 +38,7 @@ from sinks.readonly_sql import check_read_only, fetch_rows
 __all__ = ["BatchError", "DuckDBWriter", "to_arrow"]
 
 _BATCH_VIEW = "__eddy_batch"
+_SAFE_BATCHES = 16
 
 
 class BatchError(ValueError):
@@ -156,10 +157,7 @@ class DuckDBWriter:
         with self._lock:
             for t in TABLES.values():
                 self._con.execute(ddl(t))
-        self._insert_sql = {
-            name: (f'INSERT INTO "{name}" SELECT * FROM {_BATCH_VIEW} ON CONFLICT DO NOTHING')
-            for name in TABLES
-        }
+        self._safe_left: dict[str, int] = dict.fromkeys(TABLES, 0)
 
     # ------------------------------------------------------------------ writes
     def _connection(self) -> duckdb.DuckDBPyConnection:
@@ -167,23 +165,64 @@ class DuckDBWriter:
             raise RuntimeError(f"DuckDBWriter({self.path!r}) is closed")
         return self._con
 
-    def _insert(self, con: duckdb.DuckDBPyConnection, table: str, batch: pa.Table) -> int:
+    @staticmethod
+    def _insert(con: duckdb.DuckDBPyConnection, table: str, batch: pa.Table, ignore: bool) -> int:
+        sql = f'INSERT INTO "{table}" SELECT * FROM {_BATCH_VIEW}'
         con.register(_BATCH_VIEW, batch)
         try:
-            row = con.execute(self._insert_sql[table]).fetchone()
+            row = con.execute(sql + " ON CONFLICT DO NOTHING" if ignore else sql).fetchone()
         finally:
             with contextlib.suppress(duckdb.Error):  # fails in an aborted transaction
                 con.unregister(_BATCH_VIEW)
         return int(row[0]) if row else 0
 
+    def _commit(self, arrow: Mapping[str, pa.Table]) -> dict[str, int]:
+        """Insert every batch in one transaction. Caller holds the lock.
+
+        A plain INSERT is ~1.4x faster than ``ON CONFLICT DO NOTHING`` in DuckDB, so new keys
+        take the plain path; a primary-key conflict rolls the transaction back and redoes it
+        with ``ON CONFLICT DO NOTHING``, and that table stays on the conflict-tolerant path for
+        the next ``_SAFE_BATCHES`` batches (a replay after a restart conflicts in a run).
+        """
+        con = self._connection()
+        todo = {t: b for t, b in arrow.items() if b.num_rows}
+        inserted = dict.fromkeys(arrow, 0)
+        if not todo:
+            return inserted
+        for retry in (False, True):
+            ignore = {t: retry or self._safe_left[t] > 0 for t in todo}
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for t, batch in todo.items():
+                    inserted[t] = self._insert(con, t, batch, ignore[t])
+                con.execute("COMMIT")
+            except duckdb.ConstraintException:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                if retry or all(ignore.values()):
+                    raise  # not a key conflict (e.g. a NULL key): the caller must see it
+                for t in todo:
+                    if not ignore[t]:
+                        self._safe_left[t] = _SAFE_BATCHES
+                continue
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+            for t in todo:
+                if ignore[t] and not retry:
+                    self._safe_left[t] -= 1
+            return inserted
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def write(self, table: str, columns: Mapping[str, Any]) -> int:
         """Insert one batch in one statement; return the number of rows actually inserted
-        (rows whose primary key already exists are skipped)."""
+        (rows whose primary key already exists, or repeats inside the batch, are skipped)."""
         batch = to_arrow(table, columns)
         if batch.num_rows == 0:
             return 0
         with self._lock:
-            return self._insert(self._connection(), table, batch)
+            return self._commit({table: batch})[table]
 
     def write_many(self, batches: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
         """Insert several tables' batches in ONE transaction (all or nothing).
@@ -191,20 +230,8 @@ class DuckDBWriter:
         Returns rows inserted per table. Every batch is validated before anything is written.
         """
         arrow = {t: to_arrow(t, cols) for t, cols in batches.items()}
-        inserted = dict.fromkeys(arrow, 0)
         with self._lock:
-            con = self._connection()
-            con.execute("BEGIN TRANSACTION")
-            try:
-                for t, batch in arrow.items():
-                    if batch.num_rows:
-                        inserted[t] = self._insert(con, t, batch)
-                con.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):
-                    con.execute("ROLLBACK")
-                raise
-        return inserted
+            return self._commit(arrow)
 
     def counts(self) -> dict[str, int]:
         """Rows per table."""
