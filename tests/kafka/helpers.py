@@ -15,7 +15,17 @@ from sinks.kafka import KafkaRecords, KafkaSink
 from sources.base import RawBatch
 from sources.kafka import KafkaSource
 
-__all__ = ["consume_all", "run_sink", "run_source"]
+__all__ = ["consume_all", "error_chain", "run_sink", "run_source"]
+
+
+def error_chain(exc: BaseException) -> str:
+    """The messages of ``exc`` and its causes (Bytewax wraps step errors in its own)."""
+    parts = []
+    e: BaseException | None = exc
+    while e is not None:
+        parts.append(f"{type(e).__name__}: {e}")
+        e = e.__cause__ or e.__context__
+    return "\n".join(parts)
 
 
 def run_source(source: KafkaSource, recovery_dir: Path | None = None) -> list[RawBatch]:

@@ -1,0 +1,161 @@
+"""KafkaSink against the real broker: keys, partitions, and loud delivery failures."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+import orjson
+import pytest
+
+from sinks.kafka import (
+    KafkaDeliveryError,
+    KafkaRecords,
+    KafkaSink,
+    encode_json_rows,
+    ensure_topics,
+    records_from_columns,
+)
+from sources.kafka import list_partitions
+from tests.fixtures_kafka import KafkaBroker
+from tests.kafka.helpers import consume_all, error_chain, run_sink
+
+
+@pytest.mark.kafka
+def test_every_keyed_record_arrives_and_a_key_keeps_its_partition(
+    kafka_broker: KafkaBroker, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic(partitions=3)
+    rng = np.random.default_rng(7)
+    items = []
+    expected: dict[bytes, list[bytes]] = defaultdict(list)
+    for b in range(20):
+        ids = rng.integers(0, 60, 100)
+        cols = {"decision_id": np.array([f"d{i}" for i in ids]), "batch": np.full(100, b)}
+        rec = records_from_columns(topic, cols, key="decision_id")
+        items.append(rec)
+        for k, v in zip(rec.keys, rec.values, strict=True):
+            expected[k].append(v)
+
+    run_sink(KafkaSink(kafka_broker.bootstrap, linger_ms=1), items)
+
+    got = consume_all(kafka_broker.bootstrap, topic, 3, expected=2000)
+    assert len(got) == 2000
+    by_key: dict[bytes, list[tuple[int, int, bytes]]] = defaultdict(list)
+    for part, offset, key, value in got:
+        assert key is not None and value is not None
+        by_key[key].append((part, offset, value))
+    assert set(by_key) == set(expected)
+    for key, recs in by_key.items():
+        assert len({p for p, _, _ in recs}) == 1, f"key {key!r} spread over partitions"
+        in_order = [v for _, _, v in sorted(recs)]
+        assert in_order == expected[key]  # per-key order is preserved
+    assert len({recs[0][0] for recs in by_key.values()}) == 3  # all partitions used
+
+
+@pytest.mark.kafka
+def test_record_larger_than_the_topic_allows_fails_the_dataflow(
+    kafka_broker: KafkaBroker, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic(config={"max.message.bytes": "2048"})
+    items = [
+        KafkaRecords(topic, [b"small"], [b"{}"]),
+        KafkaRecords(topic, [b"big"], [b"x" * 20_000]),
+    ]
+    sink = KafkaSink(kafka_broker.bootstrap, compression="none")
+    with pytest.raises(Exception) as exc:
+        run_sink(sink, items)
+    chain = error_chain(exc.value)
+    assert "not delivered" in chain
+    assert "key b'big'" in chain
+    assert "too large" in chain.lower()
+
+
+@pytest.mark.kafka
+def test_delivery_failure_is_raised_by_the_next_write_or_close(
+    kafka_broker: KafkaBroker, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic(config={"max.message.bytes": "2048"})
+    part = KafkaSink(kafka_broker.bootstrap, compression="none").build("s", 0, 1)
+    part.write_batch([KafkaRecords(topic, [b"big"], [b"x" * 20_000])])
+    with pytest.raises(KafkaDeliveryError, match="1 record"):
+        part.flush(30)  # waits for the broker's answer
+    with pytest.raises(KafkaDeliveryError):
+        part.write_batch([KafkaRecords(topic, [b"ok"], [b"{}"])])
+    with pytest.raises(KafkaDeliveryError):
+        part.close()
+
+
+@pytest.mark.kafka
+def test_missing_topic_fails_at_once_with_its_name(kafka_broker: KafkaBroker) -> None:
+    part = KafkaSink(kafka_broker.bootstrap).build("s", 0, 1)
+    with pytest.raises(KafkaDeliveryError, match=r"topic 'eddy\.no-such-topic' is not available"):
+        part.write_batch([KafkaRecords("eddy.no-such-topic", [b"k"], [b"{}"])])
+
+
+@pytest.mark.kafka
+def test_record_over_the_client_limit_raises_from_write_batch(
+    kafka_broker: KafkaBroker, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic()
+    part = KafkaSink(kafka_broker.bootstrap, producer_config={"message.max.bytes": 10_000}).build(
+        "s", 0, 1
+    )
+    with pytest.raises(KafkaDeliveryError, match="20000 bytes"):
+        part.write_batch([KafkaRecords(topic, [b"k"], [b"x" * 20_000])])
+
+
+@pytest.mark.kafka
+def test_small_in_flight_bound_still_delivers_everything(
+    kafka_broker: KafkaBroker, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic()
+    part = KafkaSink(kafka_broker.bootstrap, max_in_flight=50).build("s", 0, 1)
+    values = [b"%d" % i for i in range(3000)]
+    part.write_batch([KafkaRecords(topic, [b"k"] * 3000, values)])
+    part.close()
+    assert part.delivered == 3000 and part.failed == 0
+    got = consume_all(kafka_broker.bootstrap, topic, 1, expected=3000)
+    assert [v for _, _, _, v in got] == values
+
+
+@pytest.mark.kafka
+def test_ensure_topics_creates_missing_and_keeps_existing(
+    kafka_broker: KafkaBroker, make_topic: Callable[..., str]
+) -> None:
+    existing = make_topic(partitions=2)
+    ensure_topics(kafka_broker.bootstrap, {existing: 5, "eddy.ensure-test": 3})
+    assert list_partitions(kafka_broker.bootstrap, existing) == [0, 1]
+    assert list_partitions(kafka_broker.bootstrap, "eddy.ensure-test") == [0, 1, 2]
+
+
+def test_encode_json_rows_handles_numpy_nan_bytes_and_lists() -> None:
+    rows = encode_json_rows(
+        {
+            "id": np.array(["a", "b"], dtype=object),
+            "n": np.array([1, 2], dtype=np.int64),
+            "x": np.array([np.nan, 0.25]),
+            "ok": np.array([True, False]),
+            "raw": [b"text", b"\xff\x00"],
+            "vec": np.array([[1.0, 2.0], [3.0, 4.0]]),
+        }
+    )
+    assert [orjson.loads(r) for r in rows] == [
+        {"id": "a", "n": 1, "x": None, "ok": True, "raw": "text", "vec": [1.0, 2.0]},
+        {"id": "b", "n": 2, "x": 0.25, "ok": False, "raw": "base64:/wA=", "vec": [3.0, 4.0]},
+    ]
+
+
+def test_encode_json_rows_rejects_ragged_columns() -> None:
+    with pytest.raises(ValueError, match="column 'b': expected 2 values"):
+        encode_json_rows({"a": [1, 2], "b": [1]})
+
+
+def test_records_validate_their_shape() -> None:
+    with pytest.raises(ValueError, match="2 keys and 1 values"):
+        KafkaRecords("t", [b"a", b"b"], [b"x"])
+    with pytest.raises(ValueError, match="topic"):
+        KafkaRecords("", [], [])
+    with pytest.raises(ValueError, match="key: column 'id'"):
+        records_from_columns("t", {"x": [1]}, key="id")
