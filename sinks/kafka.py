@@ -31,6 +31,9 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from schemas.tables import TABLES
+from schemas.topics import OUTPUT_TOPICS
+
 __all__ = [
     "KafkaDeliveryError",
     "KafkaRecords",
@@ -39,6 +42,7 @@ __all__ = [
     "encode_json_rows",
     "ensure_topics",
     "records_from_columns",
+    "table_records",
 ]
 
 _MAX_EXAMPLES = 5
@@ -118,6 +122,31 @@ def records_from_columns(
     if key not in columns:
         raise ValueError(f"records_from_columns key: column {key!r} not in {sorted(columns)}")
     keys = [str(k).encode() for k in _as_list(columns[key])]
+    return KafkaRecords(topic, keys, encode_json_rows(columns))
+
+
+def table_records(
+    table: str,
+    columns: Mapping[str, np.ndarray | Sequence[Any]],
+    topics: Mapping[str, str] = OUTPUT_TOPICS,
+) -> KafkaRecords | None:
+    """A table batch as the records of its output topic, or ``None`` if it is not published.
+
+    The topic comes from ``topics`` (default ``schemas.topics.OUTPUT_TOPICS``); the key is the
+    table's primary key (``schemas.tables``), several key columns joined with ``|``, so a
+    replayed row is the same message key again (compacted topics keep one copy).
+    """
+    topic = topics.get(table)
+    if topic is None:
+        return None
+    if table not in TABLES:
+        raise ValueError(f"table_records table: expected one of {sorted(TABLES)}, got {table!r}")
+    pk = TABLES[table].primary_key
+    missing = [k for k in pk if k not in columns]
+    if missing:
+        raise ValueError(f"table_records {table!r}: primary-key column(s) {missing} missing")
+    parts = [_as_list(columns[k]) for k in pk]
+    keys = ["|".join(map(str, row)).encode() for row in zip(*parts, strict=True)]
     return KafkaRecords(topic, keys, encode_json_rows(columns))
 
 

@@ -145,6 +145,14 @@ class KafkaSourcePartition(StatefulSourcePartition[RawBatch, int]):
                 next_offset,
                 low - 1,
             )
+        elif next_offset > high:
+            log.warning(
+                "%s: resume offset %d is beyond the end of the partition (%d): was the topic "
+                "recreated? The client will reset to the earliest offset",
+                self._source,
+                next_offset,
+                high,
+            )
         self._next = next_offset
         self._end = high if stop_at_end else None
         self._consumer.assign([TopicPartition(topic, partition, next_offset)])

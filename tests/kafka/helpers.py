@@ -8,7 +8,7 @@ from pathlib import Path
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from confluent_kafka import Consumer, TopicPartition
 
 from sinks.kafka import KafkaRecords, KafkaSink
@@ -28,14 +28,19 @@ def error_chain(exc: BaseException) -> str:
     return "\n".join(parts)
 
 
-def run_source(source: KafkaSource, recovery_dir: Path | None = None) -> list[RawBatch]:
+def run_source(
+    source: KafkaSource, recovery_dir: Path | None = None, workers: int = 1
+) -> list[RawBatch]:
     """Run ``source`` to its end (``stop_at_end``) in a real dataflow; return the batches."""
     flow = Dataflow("kafka_source_test")
     stream = op.input("in", flow, source)
     out: list[RawBatch] = []
     op.output("out", stream, TestingSink(out))
     rc = RecoveryConfig(str(recovery_dir)) if recovery_dir is not None else None
-    run_main(flow, recovery_config=rc)
+    if workers == 1:
+        run_main(flow, recovery_config=rc)
+    else:
+        cluster_main(flow, [], 0, recovery_config=rc, worker_count_per_proc=workers)
     return out
 
 

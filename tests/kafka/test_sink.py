@@ -16,6 +16,7 @@ from sinks.kafka import (
     encode_json_rows,
     ensure_topics,
     records_from_columns,
+    table_records,
 )
 from sources.kafka import list_partitions
 from tests.fixtures_kafka import KafkaBroker
@@ -150,6 +151,26 @@ def test_encode_json_rows_handles_numpy_nan_bytes_and_lists() -> None:
 def test_encode_json_rows_rejects_ragged_columns() -> None:
     with pytest.raises(ValueError, match="column 'b': expected 2 values"):
         encode_json_rows({"a": [1, 2], "b": [1]})
+
+
+def test_table_records_use_the_output_topic_and_primary_key() -> None:
+    rec = table_records(
+        "metrics",
+        {
+            "run_id": ["r1", "r1"],
+            "ts": np.array([10, 11]),
+            "step": ["decide", "decide"],
+            "name": ["lat", "lat"],
+            "value": np.array([1.5, 2.5]),
+        },
+    )
+    assert rec is not None
+    assert rec.topic == "eddy.metrics"
+    assert list(rec.keys) == [b"r1|10|decide|lat", b"r1|11|decide|lat"]
+    assert orjson.loads(rec.values[1])["value"] == 2.5
+    assert table_records("rewards", {"decision_id": ["d"]}) is None  # not published
+    with pytest.raises(ValueError, match=r"primary-key column\(s\) \['anomaly_id'\]"):
+        table_records("anomalies", {"score": [0.5]})
 
 
 def test_records_validate_their_shape() -> None:

@@ -99,6 +99,25 @@ def test_one_bytewax_partition_per_kafka_partition(
         assert by_part.get(part, []) == [(i, b"%d:%d" % (part, i)) for i in range(n)]
 
 
+def test_partitions_are_spread_over_workers_and_read_once(
+    kafka_broker: KafkaBroker, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic(partitions=4)
+    for part in range(4):
+        kafka_broker.produce(topic, [b"%d:%d" % (part, i) for i in range(30)], partition=part)
+
+    batches = run_source(
+        KafkaSource(kafka_broker.bootstrap, topic, batch_size=7, stop_at_end=True), workers=2
+    )
+
+    got = sorted(
+        (b.partition, p, line)
+        for b in batches
+        for p, line in zip(b.positions, b.lines, strict=True)
+    )
+    assert got == [(part, i, b"%d:%d" % (part, i)) for part in range(4) for i in range(30)]
+
+
 def test_start_at_end_reads_nothing_already_in_the_topic(
     kafka_broker: KafkaBroker, make_topic: Callable[..., str]
 ) -> None:
