@@ -36,6 +36,7 @@ def build_default_members(seed: int = 0) -> list[SlotDetector]:
         SeasonalNaive(window=512),
         ContextKnn(dim=4, history=500, k=1),
         RangeNovelty(tol=0.05),
+        MedianMad(window=512, smooth=32),
     ]
 
 

@@ -4,8 +4,9 @@ Each slot keeps its last ``window`` values in a ring buffer plus the same values
 (insert/delete by binary search and shift: O(window) per event, no allocation), so the median
 and quartiles are O(1) reads. The raw surprise is ``|x - median| / scale`` with
 ``scale = max(IQR / 1.349, (max - min) / window, tiny)`` (the range term keeps discrete or
-near-constant series from dividing by zero). With ``diff=True`` the detector looks at first
-differences ``x[i] - x[i-1]`` instead of values (level shifts and spikes in the increments).
+near-constant series from dividing by zero). With ``smooth > 1`` the detector sees an EWMA
+(span ``smooth``) of the values: bursts and slow level changes. With ``diff=True`` it looks at
+first differences ``x[i] - x[i-1]`` instead of values (level shifts and spikes in the increments).
 
 Expected range: ``median +- k * scale`` on the value scale (for ``diff``: previous value + that).
 """
@@ -23,11 +24,19 @@ __all__ = ["MedianMad"]
 
 
 @njit(cache=True)
-def _kernel(slots, x, diff, k, ring, srt, cnt, pos, prev, raw, lo, hi):  # pragma: no cover
+def _kernel(
+    slots, x, diff, a_sm, k, ring, srt, cnt, pos, prev, ew, raw, lo, hi
+):  # pragma: no cover
     w = ring.shape[1]
     for i in range(slots.shape[0]):
         s = slots[i]
         xi = x[i]
+        if a_sm < 1.0 and not math.isnan(xi):
+            if math.isnan(ew[s]):
+                ew[s] = xi
+            else:
+                ew[s] += a_sm * (xi - ew[s])
+            xi = ew[s]
         if diff:
             v = xi - prev[s]
             base = prev[s]
@@ -83,16 +92,21 @@ def _kernel(slots, x, diff, k, ring, srt, cnt, pos, prev, raw, lo, hi):  # pragm
 class MedianMad(SlotDetector):
     """Sliding-window median / IQR robust z-score (on values, or on differences)."""
 
-    def __init__(self, window: int = 128, k: float = 4.0, diff: bool = False) -> None:
+    def __init__(
+        self, window: int = 128, k: float = 4.0, diff: bool = False, smooth: int = 1
+    ) -> None:
         if window < 8:
             raise ValueError(f"MedianMad.window: expected an int >= 8, got {window!r}")
         if not k > 0:
             raise ValueError(f"MedianMad.k: expected a float > 0, got {k!r}")
+        if smooth < 1:
+            raise ValueError(f"MedianMad.smooth: expected an int >= 1, got {smooth!r}")
         super().__init__()
         self.window = window
         self.k = k
         self.diff = diff
-        self.name = "median_diff" if diff else "median"
+        self.smooth = smooth
+        self.name = ("median_diff" if diff else "median") + (f"_ew{smooth}" if smooth > 1 else "")
 
     def state_spec(self) -> StateSpec:
         return {
@@ -101,6 +115,7 @@ class MedianMad(SlotDetector):
             "cnt": ((), np.int64, 0),
             "pos": ((), np.int64, 0),
             "prev": ((), np.float64, np.nan),
+            "ew": ((), np.float64, np.nan),
         }
 
     def _run(self, slots: I64, ts: I64, x: F64) -> SlotOutput:
@@ -108,7 +123,7 @@ class MedianMad(SlotDetector):
         raw, lo, hi = np.empty(n), np.empty(n), np.empty(n)
         st = self._state
         _kernel(
-            slots, x, self.diff, self.k, st["ring"], st["srt"], st["cnt"], st["pos"],
-            st["prev"], raw, lo, hi,
+            slots, x, self.diff, 2.0 / (self.smooth + 1.0), self.k, st["ring"], st["srt"],
+            st["cnt"], st["pos"], st["prev"], st["ew"], raw, lo, hi,
         )  # fmt: skip
         return SlotOutput(raw, lo, hi)

@@ -1,7 +1,8 @@
 """Seasonal-naive residuals: ``x[i] - x[i - P]`` scored by a robust z-score.
 
-The period ``P`` (events per day) is inferred per slot from its first timestamps: when the
-cadence is regular and divides a day into ``4..max_period`` steps, ``P = day / cadence``;
+The period ``P`` (events per season of ``days`` days: 1 = daily, 7 = weekly) is inferred per
+slot from its first timestamps: when the cadence is regular and divides the season into
+``4..max_period`` steps, ``P = season / cadence``;
 otherwise the slot has no seasonality and this member stays silent (raw 0). The residuals go
 through a :class:`~operators.anomaly.median_mad.MedianMad` (window ``window``), so the surprise
 is ``|residual - median| / scale`` of recent residuals. Expected range: ``x[i - P] + residual
@@ -26,7 +27,7 @@ _PROBE = 8
 
 @njit(cache=True)
 def _residuals(
-    slots, ts, x, max_period, ring, cnt, period, t0, tprev, irregular, res, base
+    slots, ts, x, season_ms, max_period, ring, cnt, period, t0, tprev, irregular, res, base
 ):  # pragma: no cover
     for i in range(slots.shape[0]):
         s = slots[i]
@@ -47,8 +48,8 @@ def _residuals(
         if n == _PROBE and irregular[s] == 0:
             dt = (ts[i] - t0[s]) / _PROBE
             if dt > 0:
-                p = round(DAY_MS / dt)
-                if 4 <= p <= max_period and abs(p * dt - DAY_MS) <= 0.001 * DAY_MS:
+                p = round(season_ms / dt)
+                if 4 <= p <= max_period and abs(p * dt - season_ms) <= 0.001 * season_ms:
                     period[s] = p
         p = period[s]
         if p > 0 and n >= p:
@@ -63,16 +64,21 @@ def _residuals(
 
 
 class SeasonalNaive(SlotDetector):
-    """Daily seasonal-naive residual, robust z-scored (silent when there is no regular cadence)."""
+    """Seasonal-naive residual, robust z-scored (silent when there is no regular cadence)."""
 
-    def __init__(self, window: int = 512, max_period: int = 2048, k: float = 4.0) -> None:
+    def __init__(
+        self, window: int = 512, max_period: int = 2048, k: float = 4.0, days: int = 1
+    ) -> None:
         if max_period < 8:
             raise ValueError(f"SeasonalNaive.max_period: expected an int >= 8, got {max_period!r}")
+        if days < 1:
+            raise ValueError(f"SeasonalNaive.days: expected an int >= 1, got {days!r}")
         super().__init__()
         self.window = window
         self.max_period = max_period
         self.k = k
-        self.name = "seasonal"
+        self.days = days
+        self.name = "seasonal" if days == 1 else f"seasonal_{days}d"
         self._inner = MedianMad(window=window, k=k)
 
     def state_spec(self) -> StateSpec:
@@ -90,8 +96,8 @@ class SeasonalNaive(SlotDetector):
         res, base = np.empty(n), np.empty(n)
         st = self._state
         _residuals(
-            slots, ts, x, self.max_period, st["ring"], st["cnt"], st["period"], st["t0"],
-            st["tprev"], st["irregular"], res, base,
+            slots, ts, x, self.days * DAY_MS, self.max_period, st["ring"], st["cnt"],
+            st["period"], st["t0"], st["tprev"], st["irregular"], res, base,
         )  # fmt: skip
         inner = self._inner.score_learn(slots, ts, res)
         return SlotOutput(inner.raw, base + inner.lower, base + inner.upper)
