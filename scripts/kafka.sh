@@ -113,6 +113,16 @@ num.recovery.threads.per.data.dir=1
 background.threads=2
 delete.topic.enable=true
 EOF
+    # Command-line tools (storage format): warnings only, to stdout.log.
+    cat >"$STATE/log4j2-tools.properties" <<EOF
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.out.ref = OUT
+EOF
     cat >"$STATE/log4j2.properties" <<EOF
 status = warn
 appender.file.type = File
@@ -146,15 +156,16 @@ up() {
     start="$(date +%s%N)"
     read -r port cport cluster_id < <(ports_and_cluster_id)
     write_config "$port" "$cport"
-    local common=(-Djava.awt.headless=true "-Dlog4j2.configurationFile=$STATE/log4j2.properties"
-        "-Dkafka.logs.dir=$STATE" -cp "$JARS/*")
-    local jvm=(-Xms128m "-Xmx$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "${common[@]}")
+    local common=(-Djava.awt.headless=true "-Dkafka.logs.dir=$STATE" -cp "$JARS/*")
+    local jvm=(-Xms128m "-Xmx$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+        "-Dlog4j2.configurationFile=$STATE/log4j2.properties" "${common[@]}")
     case "$JIT" in
         c1) jvm=(-XX:TieredStopAtLevel=1 "${jvm[@]}") ;;
         full) ;;
         *) die "EDDY_KAFKA_JIT must be c1 or full, got '$JIT'" ;;
     esac
-    "$JAVA" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC "${common[@]}" \
+    "$JAVA" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+        "-Dlog4j2.configurationFile=$STATE/log4j2-tools.properties" "${common[@]}" \
         kafka.tools.StorageTool format -t "$cluster_id" \
         -c "$STATE/server.properties" >"$STATE/stdout.log" 2>&1 \
         || { log_tail; die "formatting the Kafka storage failed"; }

@@ -43,8 +43,9 @@ class KafkaBrokerError(RuntimeError):
 class KafkaBroker:
     """A broker process managed through ``scripts/kafka.sh`` with state in ``state_dir``."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, env: Mapping[str, str] | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.env = dict(env or {})
         self.bootstrap = ""
         self.pid = 0
         self.start_seconds = 0.0
@@ -56,6 +57,7 @@ class KafkaBroker:
             "EDDY_KAFKA_STATE": str(self.state_dir),
             "EDDY_KAFKA_OWNER_PID": str(os.getpid()),
             "EDDY_KAFKA_TIMEOUT": str(int(timeout_s)),
+            **self.env,
         }
         return subprocess.run(
             ["bash", str(SCRIPT), cmd],
@@ -76,13 +78,20 @@ class KafkaBroker:
         return "\n".join(out) or f"(no broker logs in {self.state_dir})"
 
     def start(self, timeout_s: float = 60.0) -> None:
-        """Start the broker and wait until a metadata request succeeds."""
+        """Start the broker and wait until a metadata request succeeds.
+
+        The free ports are picked just before the JVM binds them; if another process took one
+        in between, the start is retried once with new ports.
+        """
         t0 = time.monotonic()
         proc = self._run("up", timeout_s)
+        if proc.returncode != 0 and "Address already in use" in self.log_tail():
+            proc = self._run("up", timeout_s)
         if proc.returncode != 0:
+            # The script's stderr has the reason and the tails of the broker's logs.
             raise KafkaBrokerError(
-                f"scripts/kafka.sh up failed (exit {proc.returncode}):\n{proc.stderr}\n"
-                + self.log_tail()
+                f"scripts/kafka.sh up failed (exit {proc.returncode}), state in "
+                f"{self.state_dir}:\n{proc.stderr}"
             )
         self.bootstrap = proc.stdout.strip().splitlines()[-1]
         self.pid = int((self.state_dir / "pid").read_text().strip())
