@@ -10,9 +10,14 @@ temporary directory) and stops it at the end. Measures:
   serves (best of one; the machine load is reported next to it);
 * ``encode``: :func:`sinks.kafka.encode_json_rows` of decision-like rows, rows/s;
 * ``sink``: :class:`sinks.kafka.KafkaSink` (one worker, idempotent, acks=all, lz4) writing
-  pre-encoded :class:`KafkaRecords` batches, write_batch + final flush, records/s and MB/s;
+  pre-encoded :class:`KafkaRecords` batches, write_batch + final flush (after a one-record
+  warm-up), records/s and MB/s;
 * ``source``: :class:`sources.kafka.KafkaSource` reading them all back in a real Bytewax dataflow
-  (``run_main``, ``stop_at_end``), records/s and MB/s.
+  (``run_main``, ``stop_at_end``), records/s and MB/s;
+* ``latency``: produce-to-read latency through the broker at a steady ``--rate`` (records/s,
+  default 2000) for ``--latency-seconds`` (default 3): a producer thread writes records stamped
+  with ``time.time_ns()`` through the sink (``linger_ms=5``), a following (not ``stop_at_end``)
+  source partition reads them with its default ``next_awake`` idle wait; p50/p95/p99/max ms.
 
 Prints one JSON object; ``--out FILE`` also writes it.
 """
@@ -24,8 +29,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +84,48 @@ def _stop_broker(state: Path) -> None:
     subprocess.run(["bash", str(_ROOT / "scripts" / "kafka.sh"), "down"], env=env, check=False)
 
 
+def _latency(bootstrap: str, rate: int, seconds: float) -> dict[str, Any]:
+    topic = f"bench-lat-{uuid.uuid4().hex[:8]}"
+    ensure_topics(bootstrap, {topic: 1})
+    part = KafkaSource(bootstrap, topic).build_part("lat", f"0-{topic}", None)
+    n = int(rate * seconds)
+    stop = threading.Event()
+
+    def produce() -> None:
+        sink = KafkaSink(bootstrap, linger_ms=5).build("lat", 0, 1)
+        t0 = time.perf_counter()
+        for i in range(n):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sink.write_batch([KafkaRecords(topic, [b"k"], [b"%d" % time.time_ns()])])
+        sink.close()
+        stop.set()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    lat_ms: list[float] = []
+    deadline = time.monotonic() + seconds + 30
+    while len(lat_ms) < n and time.monotonic() < deadline:
+        awake = part.next_awake()
+        if awake is not None:
+            time.sleep(max(0.0, (awake - datetime.now(UTC)).total_seconds()))
+        for batch in part.next_batch():
+            lat_ms.extend((batch.ingest_ns - int(v)) / 1e6 for v in batch.lines)
+    producer.join()
+    part.close()
+    assert len(lat_ms) == n, (len(lat_ms), n)
+    q = np.percentile(lat_ms, [50, 95, 99, 100])
+    return {
+        "rate_per_s": rate,
+        "records": n,
+        "p50_ms": round(float(q[0]), 2),
+        "p95_ms": round(float(q[1]), 2),
+        "p99_ms": round(float(q[2]), 2),
+        "max_ms": round(float(q[3]), 2),
+    }
+
+
 def run(bootstrap: str, records: int, batch_size: int, partitions: int) -> dict[str, Any]:
     result: dict[str, Any] = {
         "records": records,
@@ -98,12 +147,18 @@ def run(bootstrap: str, records: int, batch_size: int, partitions: int) -> dict[
     result["mean_value_bytes"] = round(nbytes / records, 1)
 
     part = KafkaSink(bootstrap).build("bench", 0, 1)
+    # Warm-up outside the timing: metadata + the idempotent producer id (first one per broker
+    # also creates the transaction-state topic), one record to a separate topic.
+    warm = f"{topic}-warmup"
+    ensure_topics(bootstrap, {warm: 1})
+    part.write_batch([KafkaRecords(warm, [b"w"], [b"{}"])])
+    part.flush()
     t0 = time.perf_counter()
     for it in items:
         part.write_batch([it])
     part.close()
     dt = time.perf_counter() - t0
-    assert part.delivered == records and part.failed == 0, (part.delivered, part.failed)
+    assert part.delivered == records + 1 and part.failed == 0, (part.delivered, part.failed)
     result["sink"] = {
         "records_per_s": round(records / dt),
         "mb_per_s": round(nbytes / dt / 1e6, 1),
@@ -138,6 +193,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--records", type=int, default=300_000)
     p.add_argument("--batch-size", type=int, default=5_000)
     p.add_argument("--partitions", type=int, default=3)
+    p.add_argument("--rate", type=int, default=2_000)
+    p.add_argument("--latency-seconds", type=float, default=3.0)
     p.add_argument("--bootstrap", help="use this broker instead of starting a private one")
     p.add_argument("--out", help="also write the JSON result here")
     args = p.parse_args(argv)
@@ -150,6 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             bootstrap, start_s = _start_broker(state)
         load = os.getloadavg()[0]
         result = run(bootstrap, args.records, args.batch_size, args.partitions)
+        result["latency"] = _latency(bootstrap, args.rate, args.latency_seconds)
         result = {
             "broker_start_s": None if start_s is None else round(start_s, 2),
             "load_avg_1m_at_start": round(load, 2),

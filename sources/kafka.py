@@ -28,6 +28,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -120,6 +121,7 @@ class KafkaSourcePartition(StatefulSourcePartition[RawBatch, int]):
         stream: str,
         batch_size: int,
         poll_timeout_s: float,
+        idle_wait_s: float,
         stop_at_end: bool,
         from_end: bool,
     ) -> None:
@@ -128,6 +130,8 @@ class KafkaSourcePartition(StatefulSourcePartition[RawBatch, int]):
         self._stream = stream
         self._batch_size = batch_size
         self._poll_timeout_s = poll_timeout_s
+        self._idle_wait = timedelta(seconds=idle_wait_s)
+        self._awake: datetime | None = None
         self._source = f"kafka:{topic}/{partition}"
         self._consumer = Consumer(dict(config))
         self.errors = 0
@@ -195,7 +199,10 @@ class KafkaSourcePartition(StatefulSourcePartition[RawBatch, int]):
             if pos.offset >= self._end:
                 self._next = max(self._next, self._end)
         if not positions:
+            # Nothing queued locally: let the worker run other steps instead of spinning.
+            self._awake = datetime.now(UTC) + self._idle_wait
             return []
+        self._awake = None
         return [
             RawBatch(
                 stream=self._stream,
@@ -206,6 +213,9 @@ class KafkaSourcePartition(StatefulSourcePartition[RawBatch, int]):
                 ingest_ns=ingest_ns,
             )
         ]
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
 
     def snapshot(self) -> int:
         return self._next
@@ -218,7 +228,10 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
     """All partitions of ``topic`` on ``bootstrap``, as :class:`RawBatch` micro-batches.
 
     ``start`` is where a partition without a snapshot begins: ``"beginning"`` (default) or
-    ``"end"``. ``consumer_config`` entries override the defaults (e.g. security settings).
+    ``"end"``. ``next_batch`` never blocks by default (``poll_timeout_s=0``: librdkafka
+    prefetches in the background); a partition with nothing queued sleeps ``idle_wait_s``
+    (via ``next_awake``) so the worker serves its other steps instead of spinning.
+    ``consumer_config`` entries override the defaults (e.g. security settings).
     """
 
     def __init__(
@@ -228,7 +241,8 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
         *,
         stream: str = REQUESTS,
         batch_size: int = 2_000,
-        poll_timeout_s: float = 0.01,
+        poll_timeout_s: float = 0.0,
+        idle_wait_s: float = 0.005,
         stop_at_end: bool = False,
         start: str = "beginning",
         consumer_config: Mapping[str, Any] | None = None,
@@ -237,6 +251,8 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
             raise ValueError(f"KafkaSource batch_size: expected an int >= 1, got {batch_size!r}")
         if not poll_timeout_s >= 0:
             raise ValueError(f"KafkaSource poll_timeout_s: expected >= 0, got {poll_timeout_s!r}")
+        if not idle_wait_s >= 0:
+            raise ValueError(f"KafkaSource idle_wait_s: expected >= 0, got {idle_wait_s!r}")
         if start not in ("beginning", "end"):
             raise ValueError(f"KafkaSource start: expected 'beginning' or 'end', got {start!r}")
         self.bootstrap = bootstrap
@@ -244,6 +260,7 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
         self.stream = stream
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
+        self.idle_wait_s = idle_wait_s
         self.stop_at_end = stop_at_end
         self.start = start
         self.consumer_config = dict(consumer_config or {})
@@ -284,6 +301,7 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
             stream=self.stream,
             batch_size=self.batch_size,
             poll_timeout_s=self.poll_timeout_s,
+            idle_wait_s=self.idle_wait_s,
             stop_at_end=self.stop_at_end,
             from_end=self.start == "end",
         )
