@@ -6,6 +6,10 @@ Measures, on a fresh file in a temporary directory:
 
 * ``arrow_insert``: :meth:`DuckDBWriter.write` of ``decisions`` batches (new keys), rows/s;
 * ``arrow_replay``: the same batches again (every key conflicts, nothing inserted), rows/s;
+* ``arrow_insert_checkpoint_threshold_16MB``: new keys again on a second file with DuckDB's
+  default automatic checkpoint (every 16 MB of WAL; each blocks the writer, see
+  ``batch_ms.max``) instead of the writer's default ``1GB``;
+* ``close_s``: the final checkpoint in ``close()`` (where deferred checkpoint work lands);
 * ``executemany_autocommit`` / ``executemany_1tx``: the row-by-row baseline, ``INSERT ...
   VALUES (?, ...) ON CONFLICT DO NOTHING`` through ``executemany`` on the same table, each row
   its own transaction / all rows in one transaction, rows/s (fewer rows: it is slow);
@@ -63,10 +67,27 @@ def decisions_batch(start: int, n: int, d: int = 16, seed: int = 0) -> dict[str,
     }
 
 
-def _arrow(writer: DuckDBWriter, batches: list[dict[str, Any]]) -> tuple[float, int]:
-    t0 = time.perf_counter()
-    inserted = sum(writer.write("decisions", b) for b in batches)
-    return time.perf_counter() - t0, inserted
+def _arrow(writer: DuckDBWriter, batches: list[dict[str, Any]]) -> dict[str, Any]:
+    times = []
+    inserted = 0
+    for b in batches:
+        t0 = time.perf_counter()
+        inserted += writer.write("decisions", b)
+        times.append(time.perf_counter() - t0)
+    rows = sum(len(b["decision_id"]) for b in batches)
+    secs = float(sum(times))
+    ms = np.asarray(times) * 1e3
+    return {
+        "rows": rows,
+        "inserted": inserted,
+        "seconds": round(secs, 3),
+        "rows_per_s": round(rows / secs),
+        "batch_ms": {
+            "p50": round(float(np.quantile(ms, 0.5)), 1),
+            "p99": round(float(np.quantile(ms, 0.99)), 1),
+            "max": round(float(ms.max()), 1),
+        },
+    }
 
 
 def _executemany(path: str, batch: dict[str, Any], transaction: bool) -> float:
@@ -151,51 +172,42 @@ def _latency(writer: DuckDBWriter, queries: int, batch_size: int, start: int) ->
     }
 
 
-def run(batches: int = 50, batch_size: int = 10_000, queries: int = 300) -> dict[str, Any]:
+def run(
+    batches: int = 50,
+    batch_size: int = 10_000,
+    queries: int = 300,
+    checkpoint_threshold: str = "16MB",
+) -> dict[str, Any]:
     data = [decisions_batch(i * batch_size, batch_size) for i in range(batches)]
     rows = batches * batch_size
+    out: dict[str, Any] = {"table": "decisions", "batch_size": batch_size, "context_dims": 16}
     with tempfile.TemporaryDirectory(prefix="eddy-bench-") as tmp:
         path = os.path.join(tmp, "bench.duckdb")
-        with DuckDBWriter(path) as writer:
-            secs, inserted = _arrow(writer, data)
-            replay_secs, replayed = _arrow(writer, data)
-            latency = _latency(writer, queries, batch_size, rows)
-        baselines = {}
+        writer = DuckDBWriter(path)
+        out["checkpoint_threshold"] = writer.checkpoint_threshold
+        out["arrow_insert"] = _arrow(writer, data)
+        out["arrow_replay"] = _arrow(writer, data)
+        out["endpoint_latency"] = _latency(writer, queries, batch_size, rows)
+        t0 = time.perf_counter()
+        writer.close()
+        out["close_s"] = round(time.perf_counter() - t0, 3)
+        other = os.path.join(tmp, "other-threshold.duckdb")
+        with DuckDBWriter(other, checkpoint_threshold=checkpoint_threshold) as writer:
+            out[f"arrow_insert_checkpoint_threshold_{checkpoint_threshold}"] = _arrow(writer, data)
         for label, n, tx in (
             ("executemany_autocommit", 300, False),
             ("executemany_1tx", 3000, True),
         ):
             em_path = os.path.join(tmp, f"{label}.duckdb")
             DuckDBWriter(em_path).close()
-            em_secs = _executemany(em_path, decisions_batch(0, n), tx)
-            baselines[label] = {
-                "rows": n,
-                "seconds": round(em_secs, 3),
-                "rows_per_s": round(n / em_secs),
-            }
-    return {
-        "table": "decisions",
-        "batch_size": batch_size,
-        "context_dims": 16,
-        "arrow_insert": {
-            "rows": rows,
-            "inserted": inserted,
-            "seconds": round(secs, 3),
-            "rows_per_s": round(rows / secs),
-        },
-        "arrow_replay": {
-            "rows": rows,
-            "inserted": replayed,
-            "seconds": round(replay_secs, 3),
-            "rows_per_s": round(rows / replay_secs),
-        },
-        **baselines,
-        "arrow_speedup_vs_executemany_1tx": round(
-            (rows / secs) / baselines["executemany_1tx"]["rows_per_s"], 1
-        ),
-        "endpoint_latency": latency,
-        "cpu_count": os.cpu_count(),
-    }
+            secs = _executemany(em_path, decisions_batch(0, n), tx)
+            out[label] = {"rows": n, "seconds": round(secs, 3), "rows_per_s": round(n / secs)}
+    out["arrow_speedup_vs_executemany_1tx"] = round(
+        out["arrow_insert"]["rows_per_s"] / out["executemany_1tx"]["rows_per_s"], 1
+    )
+    out["cpu_count"] = os.cpu_count()
+    out["load_avg_1min"] = round(os.getloadavg()[0], 2)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,9 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=10_000)
     p.add_argument("--queries", type=int, default=300)
+    p.add_argument(
+        "--checkpoint-threshold", default="16MB", help="second insert run (DuckDB default 16MB)"
+    )
     p.add_argument("--out", help="also write the JSON result here")
     args = p.parse_args(argv)
-    result = run(args.batches, args.batch_size, args.queries)
+    result = run(args.batches, args.batch_size, args.queries, args.checkpoint_threshold)
     text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
     print(text)
     if args.out:

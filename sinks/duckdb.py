@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -35,10 +36,13 @@ import pyarrow as pa
 from schemas.tables import TABLES, Table, arrow_schema, ddl
 from sinks.readonly_sql import check_read_only, fetch_rows
 
-__all__ = ["BatchError", "DuckDBWriter", "to_arrow"]
+__all__ = ["DEFAULT_CHECKPOINT_THRESHOLD", "BatchError", "DuckDBWriter", "to_arrow"]
 
 _BATCH_VIEW = "__eddy_batch"
 _SAFE_BATCHES = 16
+# An automatic checkpoint blocks the writer (seconds once the file holds ~10^5 rows at DuckDB's
+# default 16 MB threshold; benchmarks/duckdb_sink.py): checkpoint rarely, and on close().
+DEFAULT_CHECKPOINT_THRESHOLD = "1GB"
 
 
 class BatchError(ValueError):
@@ -142,15 +146,32 @@ class DuckDBWriter:
     one lock). ``query`` uses a pool of cursors and never waits for a write to finish.
     """
 
-    def __init__(self, path: str, *, max_query_cursors: int = 4) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        max_query_cursors: int = 4,
+        checkpoint_threshold: str | None = DEFAULT_CHECKPOINT_THRESHOLD,
+    ) -> None:
         if not isinstance(path, str) or not path:
             raise ValueError(f"DuckDBWriter path: expected a non-empty str, got {path!r}")
         if max_query_cursors < 1:
             raise ValueError(f"max_query_cursors: expected >= 1, got {max_query_cursors!r}")
+        if checkpoint_threshold is not None and not re.fullmatch(
+            r"\d+(\.\d+)?\s*[KMGT]i?B", checkpoint_threshold, flags=re.IGNORECASE
+        ):
+            raise ValueError(
+                "checkpoint_threshold: expected a size such as '16MB' or '1GB', "
+                f"got {checkpoint_threshold!r}"
+            )
         self.path = path
         self.max_query_cursors = max_query_cursors
+        self.checkpoint_threshold = checkpoint_threshold
         self._lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = duckdb.connect(path)
+        if checkpoint_threshold is not None:
+            # WAL size that triggers an automatic checkpoint (None: DuckDB's 16 MB).
+            self._con.execute(f"SET checkpoint_threshold = '{checkpoint_threshold}'")
         self._idle: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
         self._cursor_slots = threading.BoundedSemaphore(max_query_cursors)
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -240,6 +261,12 @@ class DuckDBWriter:
             rows = self._connection().execute(sql).fetchall()
         return {str(t): int(c) for t, c in rows}
 
+    def checkpoint(self) -> None:
+        """Write the WAL into the database file now (blocks writes meanwhile; call it at a
+        quiet moment, e.g. the end of a bounded input)."""
+        with self._lock:
+            self._connection().execute("CHECKPOINT")
+
     # ------------------------------------------------------------------ reads
     def _take_cursor(self) -> duckdb.DuckDBPyConnection:
         try:
@@ -272,6 +299,7 @@ class DuckDBWriter:
         fetched; after ``timeout_s`` seconds the query is interrupted
         (``duckdb.InterruptException``)."""
         sql = check_read_only(sql)
+        self._connection()  # closed: RuntimeError, not a DuckDB error about a cursor
         if max_rows is not None and max_rows < 0:
             raise ValueError(f"max_rows: expected >= 0 or None, got {max_rows!r}")
         if not self._cursor_slots.acquire(timeout=timeout_s if timeout_s else -1):

@@ -80,7 +80,7 @@ class QueryResult:
 
 def endpoint_path(db_path: str) -> str:
     """Where the engine advertises its query endpoint for ``db_path``."""
-    return os.path.abspath(db_path) + ".endpoint.json"
+    return os.path.realpath(db_path) + ".endpoint.json"
 
 
 def json_default(value: Any) -> Any:

@@ -192,7 +192,7 @@ class QueryServer:
         self.timeout_s = timeout_s
         self.max_rows_limit = max_rows_limit
         self.advertise = advertise
-        self.db = os.path.abspath(writer.path) if writer.path != ":memory:" else ":memory:"
+        self.db = os.path.realpath(writer.path) if writer.path != ":memory:" else ":memory:"
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._endpoint_file: str | None = None
@@ -244,7 +244,7 @@ class QueryServer:
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.2},
+            kwargs={"poll_interval": 0.1},
             name="eddy-query-server",
             daemon=True,
         )

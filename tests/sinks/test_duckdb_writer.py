@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 
 import duckdb
@@ -236,3 +237,22 @@ def test_close_is_idempotent_and_data_persists(tmp_path):
     con.close()
     with DuckDBWriter(path) as w2:  # reopening keeps rows and dedupes replays
         assert w2.write("metrics", make_batch("metrics", 3)) == 0
+
+
+def test_checkpoint_threshold_is_applied_and_validated(tmp_path):
+    with DuckDBWriter(str(tmp_path / "c.duckdb"), checkpoint_threshold="256MB") as w:
+        _, rows = w.query("SELECT current_setting('checkpoint_threshold')")
+        assert rows[0][0] == "244.1 MiB"  # DuckDB reports 256 MB (10^6) in MiB
+    with pytest.raises(ValueError, match="checkpoint_threshold: expected a size"):
+        DuckDBWriter(str(tmp_path / "d.duckdb"), checkpoint_threshold="1GB'; DROP TABLE x; --")
+
+
+def test_checkpoint_moves_the_wal_into_the_file(tmp_path):
+    path = str(tmp_path / "w.duckdb")
+    with DuckDBWriter(path) as w:
+        w.write("decisions", make_batch("decisions", 2000))
+        wal = path + ".wal"
+        assert os.path.getsize(wal) > 0
+        w.checkpoint()
+        assert not os.path.exists(wal) or os.path.getsize(wal) == 0
+        assert w.counts()["decisions"] == 2000

@@ -111,6 +111,15 @@ def test_missing_or_wrong_token_is_401(server, token):
     assert status == 401
 
 
+def test_closed_writer_answers_503(tmp_path):
+    w = DuckDBWriter(str(tmp_path / "closing.duckdb"))
+    with QueryServer(w, advertise=False) as s:
+        assert request(s, {"sql": "SELECT 1"})[0] == 200
+        w.close()
+        status, data = request(s, {"sql": "SELECT 1"})
+        assert status == 503 and "closed" in data["error"]
+
+
 def test_health_and_errors(server):
     status, data = request(server, None, method="GET", path="/health")
     assert (status, data["ok"], data["pid"]) == (200, True, os.getpid())
@@ -171,7 +180,7 @@ def test_endpoint_file_is_private_and_removed_on_stop(writer):
             "port": s.port,
             "token": s.token,
             "pid": os.getpid(),
-            "db": os.path.abspath(writer.path),
+            "db": os.path.realpath(writer.path),
         }
         ep = discover(writer.path)
         assert ep == Endpoint("127.0.0.1", s.port, s.token, os.getpid(), info["db"])
