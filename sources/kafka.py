@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -124,9 +125,13 @@ class KafkaSourcePartition(StatefulSourcePartition[RawBatch, int]):
         idle_wait_s: float,
         stop_at_end: bool,
         from_end: bool,
+        stop: threading.Event | None = None,
+        partition_base: int = 0,
     ) -> None:
         self._topic = topic
         self._partition = partition
+        self._stop = stop
+        self._index = partition_base + partition
         self._stream = stream
         self._batch_size = batch_size
         self._poll_timeout_s = poll_timeout_s
@@ -163,6 +168,8 @@ class KafkaSourcePartition(StatefulSourcePartition[RawBatch, int]):
 
     def next_batch(self) -> list[RawBatch]:
         if self._end is not None and self._next >= self._end:
+            raise StopIteration
+        if self._stop is not None and self._stop.is_set():
             raise StopIteration
         msgs = self._consumer.consume(self._batch_size, self._poll_timeout_s)
         ingest_ns = time.time_ns()
@@ -207,7 +214,7 @@ class KafkaSourcePartition(StatefulSourcePartition[RawBatch, int]):
             RawBatch(
                 stream=self._stream,
                 source=self._source,
-                partition=self._partition,
+                partition=self._index,
                 positions=positions,
                 lines=lines,
                 ingest_ns=ingest_ns,
@@ -231,7 +238,11 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
     ``"end"``. ``next_batch`` never blocks by default (``poll_timeout_s=0``: librdkafka
     prefetches in the background); a partition with nothing queued sleeps ``idle_wait_s``
     (via ``next_awake``) so the worker serves its other steps instead of spinning.
-    ``consumer_config`` entries override the defaults (e.g. security settings).
+    A partition ends when ``stop`` (an Event) is set, or with ``stop_at_end`` at the end of the
+    data present when it started. ``RawBatch.partition`` is ``partition_base`` + the Kafka
+    partition (so two topics merged into one flow keep distinct partition indexes), while
+    ``RawBatch.source`` always names the real topic and partition. ``consumer_config`` entries
+    override the defaults (e.g. security settings).
     """
 
     def __init__(
@@ -245,6 +256,8 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
         idle_wait_s: float = 0.005,
         stop_at_end: bool = False,
         start: str = "beginning",
+        stop: threading.Event | None = None,
+        partition_base: int = 0,
         consumer_config: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -263,6 +276,8 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
         self.idle_wait_s = idle_wait_s
         self.stop_at_end = stop_at_end
         self.start = start
+        self.stop = stop
+        self.partition_base = partition_base
         self.consumer_config = dict(consumer_config or {})
 
     @classmethod
@@ -304,4 +319,6 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
             idle_wait_s=self.idle_wait_s,
             stop_at_end=self.stop_at_end,
             from_end=self.start == "end",
+            stop=self.stop,
+            partition_base=self.partition_base,
         )

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 
+import bytewax.operators as op
 import orjson
 import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, run_main
 
 from schemas.events import decode_requests
-from sources.base import OUTCOMES, REQUESTS
+from sources.base import OUTCOMES, REQUESTS, RawBatch
 from sources.kafka import KafkaSource, list_partitions
 from tests.fixtures_kafka import KafkaBroker
 from tests.kafka.helpers import run_source
@@ -116,6 +120,34 @@ def test_partitions_are_spread_over_workers_and_read_once(
         for p, line in zip(b.positions, b.lines, strict=True)
     )
     assert got == [(part, i, b"%d:%d" % (part, i)) for part in range(4) for i in range(30)]
+
+
+def test_stop_event_ends_a_following_source_and_partition_base_shifts_indexes(
+    kafka_broker: KafkaBroker, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic(partitions=2)
+    for part in (0, 1):
+        kafka_broker.produce(topic, [b"x"] * 25, partition=part)
+    stop = threading.Event()
+    seen = [0]
+
+    def count(b: RawBatch) -> RawBatch:
+        seen[0] += len(b)
+        if seen[0] == 50:
+            stop.set()  # a following source only ends when told to
+        return b
+
+    flow = Dataflow("kafka_stop_test")
+    src = KafkaSource(kafka_broker.bootstrap, topic, stop=stop, partition_base=10)
+    out: list[RawBatch] = []
+    op.output("out", op.map("count", op.input("in", flow, src), count), TestingSink(out))
+    run_main(flow)
+
+    assert {(b.partition, b.source) for b in out} == {
+        (10, f"kafka:{topic}/0"),
+        (11, f"kafka:{topic}/1"),
+    }
+    assert sum(len(b) for b in out) == 50
 
 
 def test_start_at_end_reads_nothing_already_in_the_topic(
