@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -25,9 +25,11 @@ __all__ = [
     "FieldSpec",
     "OutcomeBatch",
     "RequestBatch",
+    "concat",
     "decode_outcomes",
     "decode_requests",
     "parse_time",
+    "take",
 ]
 
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -118,6 +120,9 @@ class OutcomeBatch:
         return len(self.ts)
 
 
+_B = TypeVar("_B", RequestBatch, OutcomeBatch)
+
+
 class _Invalid(ValueError):
     pass
 
@@ -206,7 +211,10 @@ def _decode(
     source: str,
     stream: str,
     max_bytes: int,
+    time_field: str,
 ) -> tuple[list[tuple[Any, ...]], list[int], list[DeadLetter]]:
+    if time_field != "ts":
+        specs = tuple(FieldSpec(time_field, "time") if s.kind == "time" else s for s in specs)
     good: list[tuple[Any, ...]] = []
     good_pos: list[int] = []
     dead: list[DeadLetter] = []
@@ -226,9 +234,12 @@ def decode_requests(
     source: str,
     ingest_ns: int,
     max_bytes: int = 65_536,
+    time_field: str = "ts",
 ) -> tuple[RequestBatch, list[DeadLetter]]:
     """Decode raw JSON lines into a :class:`RequestBatch` and dead letters."""
-    good, _, dead = _decode(lines, positions, REQUEST_FIELDS, source, "requests", max_bytes)
+    good, _, dead = _decode(
+        lines, positions, REQUEST_FIELDS, source, "requests", max_bytes, time_field
+    )
     if not good:
         return RequestBatch(), dead
     cols = list(zip(*good, strict=True))
@@ -252,9 +263,12 @@ def decode_outcomes(
     positions: Sequence[int],
     source: str,
     max_bytes: int = 65_536,
+    time_field: str = "ts",
 ) -> tuple[OutcomeBatch, list[DeadLetter]]:
     """Decode raw JSON lines into an :class:`OutcomeBatch` and dead letters."""
-    good, good_pos, dead = _decode(lines, positions, OUTCOME_FIELDS, source, "outcomes", max_bytes)
+    good, good_pos, dead = _decode(
+        lines, positions, OUTCOME_FIELDS, source, "outcomes", max_bytes, time_field
+    )
     if not good:
         return OutcomeBatch(), dead
     cols = list(zip(*good, strict=True))
@@ -270,4 +284,19 @@ def decode_outcomes(
             position=np.array([f"{source}#{p}" for p in good_pos], dtype=object),
         ),
         dead,
+    )
+
+
+def take(batch: _B, index: np.ndarray) -> _B:
+    """Rows ``index`` (a bool mask or positions) of a columnar batch."""
+    return type(batch)(**{f.name: getattr(batch, f.name)[index] for f in fields(batch)})
+
+
+def concat(batches: Sequence[_B]) -> _B:
+    """One batch from several of the same type, rows in order."""
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0]
+    return type(first)(
+        **{f.name: np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(first)}
     )

@@ -1,19 +1,154 @@
-"""`eddy run`."""
+"""`eddy run`: run the reference pipeline (simulator or JSONL) into DuckDB, with live status."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
+import threading
+from dataclasses import replace
 from typing import Any
 
 __all__ = ["add_parser"]
 
+_EPILOG = """examples:
+  eddy run                                   # ~1 minute of simulated traffic into eddy.duckdb
+  eddy run --events 500000 --seed 7
+  eddy run --forever                         # until Ctrl-C; query it live with `eddy sql`
+  eddy run --source jsonl:requests.jsonl --rewards jsonl:outcomes.jsonl
+"""
+
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("run", help="(not yet available)")
+    p = sub.add_parser(
+        "run",
+        help="run the streaming pipeline (simulator or JSONL) into DuckDB",
+        description="Run the reference ad-serving pipeline: features, anomaly detection, "
+        "a contextual bandit per request, results into DuckDB.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="FILE", help="pipeline TOML (see dataflows/default.toml)")
+    p.add_argument(
+        "--source",
+        default="simulator",
+        metavar="SPEC",
+        help="simulator (default) or jsonl:PATH (request events, one JSON object per line)",
+    )
+    p.add_argument("--rewards", metavar="SPEC", help="jsonl:PATH of outcome events")
+    p.add_argument("--duckdb", metavar="PATH", help="results database (default eddy.duckdb)")
+    p.add_argument("--seed", type=int, metavar="N", help="simulator and policy seed")
+    p.add_argument("--events", type=int, metavar="N", help="simulated requests to generate")
+    p.add_argument("--seconds", type=float, metavar="S", help="stop after S seconds wall clock")
+    p.add_argument("--forever", action="store_true", help="run until Ctrl-C")
+    p.add_argument(
+        "--speed", type=float, metavar="X", help="pace the simulator at X times real time"
+    )
+    p.add_argument("--follow", action="store_true", help="tail the JSONL files as they grow")
+    p.add_argument("--batch-size", type=int, metavar="N", help="events per micro-batch")
+    p.add_argument("--quiet", action="store_true", help="no live status line")
     p.set_defaults(func=_run)
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from dataflows.cli import UsageError
+    from dataflows.config import ConfigError, load_settings
+    from dataflows.pipeline import RunOptions
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    src = args.source
+    if src != "simulator" and not src.startswith("jsonl:"):
+        raise UsageError(f"--source: expected 'simulator' or 'jsonl:PATH', got {src!r}")
+    for flag, spec in (("--source", src), ("--rewards", args.rewards)):
+        if spec and spec.startswith("jsonl:") and not os.path.isfile(spec[6:]):
+            raise UsageError(f"{flag}: no such file {spec[6:]!r}")
+    if args.rewards is not None:
+        if not args.rewards.startswith("jsonl:"):
+            raise UsageError(f"--rewards: expected 'jsonl:PATH', got {args.rewards!r}")
+        if src == "simulator":
+            raise UsageError("--rewards: the simulator makes its own outcomes; use it with jsonl")
+    if args.forever and (args.events is not None or args.seconds is not None):
+        raise UsageError("--forever cannot be combined with --events or --seconds")
+    if src != "simulator" and (args.events is not None or args.speed is not None):
+        raise UsageError("--events and --speed apply to the simulator only")
+    if args.follow and src == "simulator":
+        raise UsageError("--follow applies to jsonl sources only")
+    for name in ("events", "batch_size"):
+        v = getattr(args, name)
+        if v is not None and v < (0 if name == "events" else 1):
+            raise UsageError(f"--{name.replace('_', '-')}: expected a positive number, got {v}")
+    for name in ("seconds", "speed"):
+        v = getattr(args, name)
+        if v is not None and not v > 0:
+            raise UsageError(f"--{name}: expected a number > 0, got {v}")
+    sim = settings.simulator
+    if args.seed is not None:
+        sim = replace(sim, seed=args.seed)
+        settings = replace(settings, engine=replace(settings.engine, seed=args.seed))
+    if args.events is not None:
+        sim = replace(sim, n_events=args.events)
+    if args.forever:
+        sim = replace(sim, n_events=None)
+    settings = replace(
+        settings,
+        simulator=sim,
+        duckdb=args.duckdb or settings.duckdb,
+        batch_size=args.batch_size or settings.batch_size,
+    )
+    return RunOptions(
+        settings=settings,
+        source=src,
+        rewards=args.rewards,
+        seconds=args.seconds,
+        follow=args.follow,
+        speed=args.speed,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
     from dataflows.cli import UsageError
 
-    raise UsageError("'eddy run' is not available yet")
+    opts = _options(args)
+    import duckdb
+
+    from dataflows.pipeline import run_pipeline
+    from dataflows.status import StatusPrinter, format_summary
+    from operators.stats import RunStats
+    from sinks.duckdb import DuckDBWriter
+    from sinks.query_server import QueryServer
+    from sources.simulator import Simulator
+
+    db = opts.settings.duckdb
+    try:
+        writer = DuckDBWriter(db)
+    except duckdb.IOException as e:
+        raise UsageError(f"--duckdb: cannot open {db!r} for writing ({e})") from None
+    stats = RunStats()
+    sim = Simulator(opts.settings.simulator) if opts.source == "simulator" else None
+    stop = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    server = QueryServer(writer).start()
+    status = None
+    if not args.quiet:
+        status = StatusPrinter(stats, lambda: None if sim is None else sim.scoreboard).start()
+    try:
+        result = run_pipeline(opts, stop=stop, writer=writer, stats=stats, sim=sim)
+    finally:
+        if status is not None:
+            status.stop()
+        server.stop()
+        writer.close()
+        signal.signal(signal.SIGINT, previous)
+    print(format_summary(result, db))
+    sys.stdout.flush()
+    return 0

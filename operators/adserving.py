@@ -1,0 +1,438 @@
+"""The reference pipeline's logic, pure: ad requests in, decisions, rewards and anomalies out.
+
+One :class:`AdServingEngine` owns the state of one shard: partner-health windows over outcomes,
+trailing request features, the anomaly detector bank, the bandit policy and the delayed-reward
+join. ``process(batch)`` takes a decoded micro-batch (requests or outcomes) and returns
+:class:`Results`: columns per output table (names from ``schemas.tables``), plus counters.
+
+Event time drives everything (windows, reward TTL, anomaly cooldown), so the same input in the
+same order gives the same decisions and rows, however it is cut into batches.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from operators.anomaly import BankConfig, DetectorBank
+from operators.bandits import POLICIES, FeatureSpec, Featurizer, RewardJoin
+from operators.windows import EventTimeFeatures, FeatureConfig
+from operators.windows.config import duration_label
+from schemas.events import OutcomeBatch, RequestBatch, concat, take
+from schemas.results import Results
+
+__all__ = ["HEALTH_METRICS", "AdServingEngine", "EngineConfig"]
+
+#: the partner-health series the detectors watch, from the first trailing window
+HEALTH_METRICS = ("fill_rate", "ecpm", "mean_latency_ms", "error_rate", "request_rate")
+_OUTCOME_METRICS = ("filled", "revenue", "latency_ms", "error")
+# per partner, from the second trailing window, appended to the bandit's context
+_CONTEXT_HEALTH = (("filled", "mean"), ("error", "mean"), ("latency_ms", "mean"))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Settings of the reference pipeline's logic (the ``[pipeline]``/``[features]``/... TOML)."""
+
+    arms: tuple[str, ...]
+    trailing_ms: tuple[int, ...] = (10_000, 60_000, 300_000)
+    tumbling_ms: tuple[int, ...] = (10_000,)
+    sliding: tuple[tuple[int, int], ...] = ((60_000, 10_000),)
+    session_gap_ms: tuple[int, ...] = ()
+    allowed_lateness_ms: int = 2_000
+    late_policy: str = "drop"
+    policy: str = "linucb"
+    policy_params: tuple[tuple[str, Any], ...] = (("alpha", 0.5), ("floor", 0.02))
+    reward_ttl_ms: int = 30_000
+    default_reward: float = 0.0
+    latency_penalty_per_s: float = 1.0
+    anomaly_threshold: float = 0.995
+    anomaly_cooldown_ms: int = 30_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.arms) < 2 or len(set(self.arms)) != len(self.arms):
+            raise ValueError(f"arms: expected at least two distinct names, got {self.arms!r}")
+        if len(self.trailing_ms) < 2:
+            raise ValueError("trailing: expected at least two windows (health uses the first two)")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy: expected one of {sorted(POLICIES)}, got {self.policy!r}")
+        if self.late_policy not in ("drop", "include"):
+            raise ValueError(f"late_policy: expected 'drop' or 'include', got {self.late_policy!r}")
+        if not 0.0 < self.anomaly_threshold < 1.0:
+            raise ValueError(f"anomaly threshold: expected (0, 1), got {self.anomaly_threshold}")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class AdServingEngine:
+    """See the module docstring. ``snapshot()`` / ``AdServingEngine.restore(cfg, snap)``."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = c = config
+        wins = dict(
+            trailing_ms=c.trailing_ms,
+            allowed_lateness_ms=c.allowed_lateness_ms,
+            late_policy=c.late_policy,
+        )
+        self._health = EventTimeFeatures(
+            FeatureConfig(
+                metrics=_OUTCOME_METRICS,
+                # exact trailing p95 costs O(window) per event: latency is watched through its mean
+                aggregations=("count", "mean", "std", "max", "rate"),
+                tumbling_ms=c.tumbling_ms,
+                sliding=c.sliding,
+                session_gap_ms=c.session_gap_ms,
+                **wins,
+            )
+        )
+        self._requests = EventTimeFeatures(
+            FeatureConfig(
+                metrics=("floor_price",),
+                aggregations=("count", "mean", "rate"),
+                tumbling_ms=(),
+                sliding=(),
+                session_gap_ms=(),
+                **wins,
+            )
+        )
+        names = self._health.feature_names
+        w0, w1 = duration_label(c.trailing_ms[0]), duration_label(c.trailing_ms[1])
+        col = {n: i for i, n in enumerate(names)}
+        self._score_cols = np.array(
+            [
+                col[f"filled_mean_{w0}"],
+                col[f"revenue_mean_{w0}"],
+                col[f"latency_ms_mean_{w0}"],
+                col[f"error_mean_{w0}"],
+                col[f"filled_rate_{w0}"],
+            ]
+        )
+        self._ctx_cols = np.array([col[f"{m}_{a}_{w1}"] for m, a in _CONTEXT_HEALTH])
+        self._req_cols = list(self._requests.feature_names)
+        self._health_names = [f"{arm}_{m}_{a}_{w1}" for arm in c.arms for m, a in _CONTEXT_HEALTH]
+        self._featurizer = Featurizer(
+            FeatureSpec(
+                numeric=("floor_price", *self._req_cols, *self._health_names),
+                categorical=(("placement", 8), ("device", 4), ("geo", 16)),
+                hashed=True,
+            )
+        )
+        d = self._featurizer.n_features
+        self._policy = POLICIES[c.policy](len(c.arms), d, seed=c.seed, **dict(c.policy_params))
+        self._join = RewardJoin(c.reward_ttl_ms, c.default_reward, d)
+        self._bank = DetectorBank(
+            BankConfig(n_metrics=len(HEALTH_METRICS), threshold=c.anomaly_threshold), seed=c.seed
+        )
+        self._arm_of = {a: i for i, a in enumerate(c.arms)}
+        self._key_of: dict[str, int] = dict(self._arm_of)  # partners seen in outcomes
+        self._health_ctx = np.full((len(c.arms), len(_CONTEXT_HEALTH)), np.nan)
+        self._last_alert: dict[tuple[int, int], int] = {}
+        self._last_tick: dict[int, int] = {}
+        self._max_ts = self._req_max_ts = np.iinfo(np.int64).min
+        self._held: list[OutcomeBatch] = []
+
+    # -- public -----------------------------------------------------------------------
+    @property
+    def policy(self) -> Any:
+        return self._policy
+
+    @property
+    def pending_decisions(self) -> int:
+        return int(self._join.pending)
+
+    def process(self, batch: RequestBatch | OutcomeBatch) -> Results:
+        out = Results()
+        if len(batch) == 0:
+            return out
+        self._max_ts = max(self._max_ts, int(batch.ts.max()))
+        if isinstance(batch, RequestBatch):
+            self._req_max_ts = max(self._req_max_ts, int(batch.ts.max()))
+            self._decide(batch, out)
+        else:
+            self._held.append(batch)
+        self._release(self._req_max_ts, out)
+        self._expire(self._max_ts - self.config.allowed_lateness_ms, out)
+        return out
+
+    def _release(self, until_ms: int, out: Results) -> None:
+        """Learn from held outcomes whose event time the requests have reached.
+
+        An outcome answers a decision made before it, so it waits until the request stream's
+        event time passes its own: two inputs read at different speeds (two files, two topics)
+        still join, and the order of learning depends on event time only."""
+        if not self._held or min(int(b.ts.min()) for b in self._held) > until_ms:
+            return
+        held = concat(self._held)
+        due = held.ts <= until_ms
+        self._held = [take(held, ~due)] if not due.all() else []
+        self._learn(take(held, due), out)
+
+    def finish(self) -> Results:
+        """End of bounded input: close every window, time out every waiting decision."""
+        out = Results()
+        self._release(np.iinfo(np.int64).max, out)
+        for feats in (self._health, self._requests):
+            self._windows(feats.flush().windows, out)
+        self._expire(np.iinfo(np.int64).max, out)
+        return out
+
+    def snapshot(self) -> bytes:
+        state = {k: v for k, v in self.__dict__.items() if k != "config"}
+        state["_health"] = self._health.snapshot()
+        state["_requests"] = self._requests.snapshot()
+        state["_policy"] = self._policy.snapshot()
+        state["_join"] = self._join.snapshot()
+        state["_featurizer"] = self._featurizer.snapshot()
+        state["_bank"] = self._bank.snapshot()
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def restore(cls, config: EngineConfig, snap: bytes) -> AdServingEngine:
+        eng = cls(config)
+        state = pickle.loads(snap)
+        state["_health"] = EventTimeFeatures.restore(eng._health.config, state["_health"])
+        state["_requests"] = EventTimeFeatures.restore(eng._requests.config, state["_requests"])
+        state["_policy"] = type(eng._policy).restore(state["_policy"])
+        state["_join"] = RewardJoin.restore(state["_join"])
+        state["_featurizer"] = Featurizer.restore(state["_featurizer"])
+        state["_bank"] = DetectorBank.restore(state["_bank"])
+        eng.__dict__.update(state)
+        return eng
+
+    # -- requests -> decisions -----------------------------------------------------------
+    def _decide(self, rb: RequestBatch, out: Results) -> None:
+        c = self.config
+        res = self._requests.process(rb.placement, rb.ts, rb.floor_price[:, None])
+        self._late("requests", rb.id, rb.placement, rb.ts, res.late, res.watermark_ms, out)
+        cols: dict[str, Any] = {
+            "floor_price": rb.floor_price,
+            "placement": rb.placement,
+            "device": rb.device,
+            "geo": rb.geo,
+        }
+        for i, name in enumerate(self._req_cols):
+            cols[name] = res.features[:, i]
+        health = self._health_ctx.reshape(-1)
+        for i, name in enumerate(self._health_names):
+            cols[name] = np.full(len(rb), health[i])
+        X = self._featurizer.transform(cols)
+        arms, props = self._policy.choose(X)
+        self._join.add_decisions(rb.id, rb.ts, X, arms, props)
+        now_ns = time.time_ns()
+        out.add(
+            "decisions",
+            {
+                "decision_id": rb.id,
+                "event_time": rb.ts,
+                "placement": rb.placement,
+                "device": rb.device,
+                "geo": rb.geo,
+                "floor_price": rb.floor_price,
+                "arm": arms.astype(np.int32),
+                "partner": np.asarray(c.arms, dtype=object)[arms],
+                "propensity": props,
+                "policy": np.full(len(rb), self._policy.name, dtype=object),
+                "policy_version": np.full(len(rb), self._policy.version, dtype=object),
+                "feature_version": np.full(len(rb), self._featurizer.version, dtype=object),
+                "context": X,
+                "decided_at": np.full(len(rb), now_ns // 1_000_000, dtype=np.int64),
+                "latency_ms": (now_ns - rb.ingest_ns) / 1e6,
+            },
+        )
+        out.count("requests", len(rb))
+        out.count("decisions", len(rb))
+
+    # -- outcomes -> rewards, health, anomalies -----------------------------------------
+    def _learn(self, ob: OutcomeBatch, out: Results) -> None:
+        c = self.config
+        reward = ob.revenue - c.latency_penalty_per_s * ob.latency_ms / 1000.0
+        m = self._join.match(ob.decision_id, ob.ts, reward)
+        if len(m.index):
+            self._policy.learn(m.X, m.arms, m.rewards)
+            i = m.index
+            out.add(
+                "rewards",
+                {
+                    "decision_id": m.decision_ids,
+                    "event_time": ob.ts[i],
+                    "arm": m.arms.astype(np.int32),
+                    "partner": np.asarray(c.arms, dtype=object)[m.arms],
+                    "filled": ob.filled[i],
+                    "revenue": ob.revenue[i],
+                    "latency_ms": ob.latency_ms[i],
+                    "error": ob.error[i],
+                    "reward": m.rewards,
+                    "timed_out": np.zeros(len(i), np.bool_),
+                },
+            )
+            out.count("rewards", len(i))
+            out.count("reward_sum", float(m.rewards.sum()))
+        if len(m.unmatched_index):
+            u = m.unmatched_index
+            out.add(
+                "unmatched_outcomes",
+                {
+                    "outcome_id": ob.position[u],
+                    "decision_id": ob.decision_id[u],
+                    "event_time": ob.ts[u],
+                    "partner": ob.partner[u],
+                    "revenue": ob.revenue[u],
+                    "reason": np.asarray(m.unmatched_reason, dtype=object),
+                },
+            )
+            out.count("unmatched_outcomes", len(u))
+        values = np.column_stack(
+            [ob.filled.astype(np.float64), ob.revenue, ob.latency_ms, ob.error.astype(np.float64)]
+        )
+        res = self._health.process(ob.partner, ob.ts, values)
+        self._late("outcomes", ob.position, ob.partner, ob.ts, res.late, res.watermark_ms, out)
+        self._windows(res.windows, out)
+        keys = np.array([self._key(p) for p in ob.partner.tolist()], dtype=np.int64)
+        ok = ~res.late if c.late_policy == "drop" else np.ones(len(ob), bool)
+        feats = res.features
+        known = keys < len(c.arms)
+        last = ok & known
+        if last.any():  # latest health per partner for the bandit's context
+            rows = np.flatnonzero(last)
+            _, first_from_end = np.unique(keys[rows][::-1], return_index=True)
+            pick = rows[::-1][first_from_end]
+            self._health_ctx[keys[pick]] = feats[np.ix_(pick, self._ctx_cols)]
+        tick = self._ticks(keys, ob.ts, ok)
+        self._detect(keys[tick], ob.ts[tick], feats[tick][:, self._score_cols], out)
+        out.count("outcomes", len(ob))
+
+    def _ticks(self, keys: np.ndarray, ts: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """Rows that open a new event-time second for their partner: the health series the
+        detectors score is sampled once per partner per second (a regular series, as the
+        detectors expect, at a fraction of the cost of scoring every outcome)."""
+        sec = ts // 1000
+        tick = np.zeros(len(ts), np.bool_)
+        for k in np.unique(keys[ok]).tolist():
+            rows = np.flatnonzero(ok & (keys == k))
+            s = sec[rows]
+            prev = np.concatenate([[self._last_tick.get(k, -1)], s[:-1]])
+            new = s > np.maximum.accumulate(prev)
+            tick[rows[new]] = True
+            self._last_tick[k] = max(self._last_tick.get(k, -1), int(s.max()))
+        return tick
+
+    def _detect(self, keys: np.ndarray, ts: np.ndarray, series: np.ndarray, out: Results) -> None:
+        if len(keys) == 0:
+            return
+        series = series.copy()
+        series[:, 1] *= 1000.0  # mean revenue per request -> eCPM
+        scored = self._bank.score_learn(keys, ts, series)
+        hits = np.argwhere(scored.is_anomaly)
+        if len(hits) == 0:
+            return
+        names = {v: k for k, v in self._key_of.items()}
+        cols: dict[str, list[Any]] = {k: [] for k in _ANOMALY_COLS}
+        detectors = self._bank.detector_names
+        cooldown = self.config.anomaly_cooldown_ms
+        now = _now_ms()
+        for r, mi in hits.tolist():
+            k, t = int(keys[r]), int(ts[r])
+            last = self._last_alert.get((k, mi))
+            if last is not None and t - last < cooldown:
+                continue
+            self._last_alert[(k, mi)] = t
+            votes = int(scored.votes[r, mi])
+            cols["anomaly_id"].append(f"{names[k]}:{HEALTH_METRICS[mi]}:{t}")
+            cols["key"].append(names[k])
+            cols["metric"].append(HEALTH_METRICS[mi])
+            cols["value"].append(float(series[r, mi]))
+            cols["score"].append(float(scored.scores[r, mi]))
+            cols["threshold"].append(self.config.anomaly_threshold)
+            cols["expected_low"].append(float(scored.lower[r, mi]))
+            cols["expected_high"].append(float(scored.upper[r, mi]))
+            cols["detectors"].append([d for b, d in enumerate(detectors) if votes >> b & 1])
+            cols["event_time"].append(t)
+            cols["detected_at"].append(now)
+        if cols["anomaly_id"]:
+            out.add("anomalies", cols)
+            out.count("anomalies", len(cols["anomaly_id"]))
+
+    # -- shared ------------------------------------------------------------------------
+    def _key(self, partner: str) -> int:
+        k = self._key_of.get(partner)
+        if k is None:
+            k = self._key_of[partner] = len(self._key_of)
+        return k
+
+    def _expire(self, now_ms: int, out: Results) -> None:
+        e = self._join.expire(now_ms)
+        n = len(e.decision_ids)
+        if n == 0:
+            return
+        self._policy.learn(e.X, e.arms, e.rewards)
+        out.add(
+            "rewards",
+            {
+                "decision_id": e.decision_ids,
+                "event_time": np.minimum(e.ts + self.config.reward_ttl_ms, _MAX_TS),
+                "arm": e.arms.astype(np.int32),
+                "partner": np.asarray(self.config.arms, dtype=object)[e.arms],
+                "filled": np.zeros(n, np.bool_),
+                "revenue": np.zeros(n),
+                "latency_ms": np.full(n, np.nan),
+                "error": np.zeros(n, np.bool_),
+                "reward": e.rewards,
+                "timed_out": np.ones(n, np.bool_),
+            },
+        )
+        out.count("timed_out", n)
+        out.count("reward_sum", float(e.rewards.sum()))
+
+    def _late(
+        self,
+        stream: str,
+        ids: np.ndarray,
+        keys: np.ndarray,
+        ts: np.ndarray,
+        late: np.ndarray,
+        watermark: int,
+        out: Results,
+    ) -> None:
+        if not late.any():
+            return
+        idx = np.flatnonzero(late)
+        out.add(
+            "late_events",
+            {
+                "late_event_id": np.array([f"{stream}:{i}" for i in ids[idx].tolist()], object),
+                "stream": np.full(len(idx), stream, dtype=object),
+                "key": keys[idx],
+                "event_time": ts[idx],
+                "watermark": np.full(len(idx), watermark, dtype=np.int64),
+                "policy": np.full(len(idx), self.config.late_policy, dtype=object),
+            },
+        )
+        out.count("late_events", len(idx))
+
+    def _windows(self, windows: dict[str, Any], out: Results) -> None:
+        if windows and len(windows.get("key", ())):
+            out.add("window_aggregates", windows)
+            out.count("window_aggregates", len(windows["key"]))
+
+
+_MAX_TS = 4_102_444_800_000
+_ANOMALY_COLS = (
+    "anomaly_id",
+    "key",
+    "metric",
+    "value",
+    "score",
+    "threshold",
+    "expected_low",
+    "expected_high",
+    "detectors",
+    "event_time",
+    "detected_at",
+)

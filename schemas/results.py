@@ -1,0 +1,79 @@
+"""Results: what a step produced for the sinks, as columns per table (names from tables.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from schemas.events import DeadLetter
+
+__all__ = ["Results", "dead_letter_results"]
+
+
+@dataclass
+class Results:
+    """What one batch produced: table -> columns, and counters for the run statistics."""
+
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    counters: dict[str, float] = field(default_factory=dict)
+
+    def add(self, table: str, columns: dict[str, Any]) -> None:
+        n = len(next(iter(columns.values())))
+        if n == 0:
+            return
+        self.tables.setdefault(table, {})
+        prev = self.tables[table]
+        if not prev:
+            self.tables[table] = columns
+        else:  # same table twice in one batch: concatenate column-wise
+            for k, v in columns.items():
+                prev[k] = _concat(prev[k], v)
+
+    def count(self, name: str, value: float) -> None:
+        if value:
+            self.counters[name] = self.counters.get(name, 0) + value
+
+    def merge(self, other: Results) -> None:
+        for t, cols in other.tables.items():
+            self.add(t, cols)
+        for k, v in other.counters.items():
+            self.count(k, v)
+
+
+def _concat(a: Any, b: Any) -> Any:
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return np.concatenate([a, b])
+    return list(a) + list(b)
+
+    def rows(self, table: str) -> int:
+        cols = self.tables.get(table)
+        return len(next(iter(cols.values()))) if cols else 0
+
+
+def _concat(a: Any, b: Any) -> Any:
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == b.ndim:
+        return np.concatenate([a, b])
+    return list(a) + list(b)
+
+
+def dead_letter_results(dead: list[DeadLetter], received_ms: int) -> Results:
+    """Dead letters as rows of the ``dead_letters`` table."""
+    out = Results()
+    if dead:
+        n = len(dead)
+        out.add(
+            "dead_letters",
+            {
+                "dead_letter_id": np.array([d.dead_letter_id for d in dead], dtype=object),
+                "source": np.array([d.source for d in dead], dtype=object),
+                "position": np.array([d.position for d in dead], dtype=np.int64),
+                "stream": np.array([d.stream for d in dead], dtype=object),
+                "raw": [d.raw for d in dead],
+                "reason": np.array([d.reason for d in dead], dtype=object),
+                "received_at": np.full(n, received_ms, dtype=np.int64),
+            },
+        )
+        out.count("dead_letters", n)
+    return out
