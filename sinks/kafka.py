@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import polars as pl
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -90,23 +91,67 @@ def _as_list(col: np.ndarray | Sequence[Any]) -> list[Any]:
     return col.tolist() if isinstance(col, np.ndarray) else list(col)
 
 
-def encode_json_rows(columns: Mapping[str, np.ndarray | Sequence[Any]]) -> list[bytes]:
+_FAST_KINDS = frozenset("biufUO")
+
+
+def _fast_dtype(dtype: Any) -> bool:
+    if isinstance(dtype, pl.Array | pl.List):
+        return _fast_dtype(dtype.inner)
+    return bool(dtype.is_integer() or dtype.is_float() or dtype in (pl.Boolean, pl.String, pl.Null))
+
+
+def _encode_polars(columns: Mapping[str, np.ndarray | Sequence[Any]], n: int) -> list[bytes] | None:
+    """NDJSON through polars (Rust) when every column is a plain numpy array of numbers,
+    booleans or strings; ``None`` when some column needs the general path."""
+    for col in columns.values():
+        if not isinstance(col, np.ndarray) or col.dtype.kind not in _FAST_KINDS or col.ndim > 2:
+            return None
+    # float32 as float64: the same digits orjson writes for it (via ``tolist``).
+    cols = {
+        k: v.astype(np.float64) if v.dtype == np.float32 else v  # type: ignore[union-attr]
+        for k, v in columns.items()
+    }
+    try:
+        df = pl.DataFrame(cols)
+    except Exception:
+        return None
+    if not all(_fast_dtype(t) for t in df.schema.values()):
+        return None
+    lines = df.write_ndjson().encode().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines if len(lines) == n else None
+
+
+def encode_json_rows(
+    columns: Mapping[str, np.ndarray | Sequence[Any]], *, fast: bool = True
+) -> list[bytes]:
     """One JSON object per row of a columnar batch (all columns of equal length).
 
-    numpy values become JSON numbers/strings/booleans/arrays; NaN becomes ``null`` (JSON has no
-    NaN); bytes become a string (UTF-8 text as is, anything else as ``"base64:<base64>"``).
+    numpy values become JSON numbers/strings/booleans/arrays; NaN and infinities become
+    ``null`` (JSON has neither); bytes become a string (UTF-8 text as is, anything else as
+    ``"base64:<base64>"``). With ``fast`` (default), batches of plain numpy columns (numbers,
+    booleans, strings, 2-D numeric arrays) are encoded by polars' NDJSON writer, several times
+    faster than per-row orjson; anything else goes through orjson row by row. Both paths give
+    the same JSON values.
     """
     names = list(columns)
     if not names:
         return []
-    cols = [_as_list(columns[n]) for n in names]
-    n = len(cols[0])
-    for name, col in zip(names, cols, strict=True):
-        if len(col) != n:
+    n = len(columns[names[0]])
+    for name in names:
+        if len(columns[name]) != n:
             raise ValueError(
                 f"encode_json_rows column {name!r}: expected {n} values like column "
-                f"{names[0]!r}, got {len(col)}"
+                f"{names[0]!r}, got {len(columns[name])}"
             )
+    if n == 0:
+        return []
+    if fast:
+        lines = _encode_polars(columns, n)
+        if lines is not None:
+            return lines
+    cols = [_as_list(columns[k]) for k in names]
     dumps = orjson.dumps
     opt = orjson.OPT_SERIALIZE_NUMPY
     return [

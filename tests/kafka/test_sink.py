@@ -13,6 +13,7 @@ from sinks.kafka import (
     KafkaDeliveryError,
     KafkaRecords,
     KafkaSink,
+    _encode_polars,
     encode_json_rows,
     ensure_topics,
     records_from_columns,
@@ -146,6 +147,34 @@ def test_encode_json_rows_handles_numpy_nan_bytes_and_lists() -> None:
         {"id": "a", "n": 1, "x": None, "ok": True, "raw": "text", "vec": [1.0, 2.0]},
         {"id": "b", "n": 2, "x": 0.25, "ok": False, "raw": "base64:/wA=", "vec": [3.0, 4.0]},
     ]
+
+
+def test_fast_and_general_json_encodings_give_the_same_values() -> None:
+    rng = np.random.default_rng(3)
+    n = 300
+    floats = rng.normal(size=n) * 10.0 ** rng.integers(-300, 300, n)
+    floats[::17] = np.nan
+    floats[::23] = np.inf
+    floats[::29] = -np.inf
+    text = np.array(
+        ["", 'q"uote', "new\nline", "tab\t", "\x00", "é€😀", "back\\slash"], dtype=object
+    )
+    cols = {
+        "id": np.array([f"id-{i}" for i in range(n)], dtype=object),
+        "text": text[rng.integers(0, len(text), n)],
+        "unicode": np.array(["ü"] * n),
+        "i64": rng.integers(-(2**62), 2**62, n),
+        "u64": rng.integers(0, 2**63, n).astype(np.uint64) * 2,
+        "f64": floats,
+        "f32": rng.random(n).astype(np.float32),
+        "flag": rng.random(n) < 0.5,
+        "vec": rng.random((n, 3)),
+    }
+    assert _encode_polars(cols, n) is not None  # the batch does take the fast path
+    fast = encode_json_rows(cols)
+    general = encode_json_rows(cols, fast=False)
+    assert len(fast) == len(general) == n
+    assert [orjson.loads(x) for x in fast] == [orjson.loads(x) for x in general]
 
 
 def test_encode_json_rows_rejects_ragged_columns() -> None:
