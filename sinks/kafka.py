@@ -13,8 +13,10 @@ the delivery callback or the error callback, e.g. a record larger than the topic
 remembered and raised as :class:`KafkaDeliveryError` from the next ``write_batch`` or from
 ``close``, which flushes everything first: the step fails loudly, nothing is dropped quietly.
 
-:func:`encode_json_rows` turns a columnar batch (numpy arrays or lists) into JSON values with
-orjson, and :func:`ensure_topics` creates the output topics (the test broker does not auto-create).
+:func:`encode_json_rows` turns a columnar batch (numpy arrays or lists) into JSON values,
+:func:`table_records` / :func:`results_records` map result tables to their output topics (key =
+primary key), :class:`KafkaResultsSink` publishes pipeline ``Results`` directly, and
+:func:`ensure_topics` creates the output topics (the test broker does not auto-create).
 """
 
 from __future__ import annotations
@@ -32,17 +34,20 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from schemas.results import Results
 from schemas.tables import TABLES
 from schemas.topics import OUTPUT_TOPICS
 
 __all__ = [
     "KafkaDeliveryError",
     "KafkaRecords",
+    "KafkaResultsSink",
     "KafkaSink",
     "KafkaSinkPartition",
     "encode_json_rows",
     "ensure_topics",
     "records_from_columns",
+    "results_records",
     "table_records",
 ]
 
@@ -363,3 +368,61 @@ class KafkaSink(DynamicSink[KafkaRecords]):
         return KafkaSinkPartition(
             self.config(), close_timeout_s=self.close_timeout_s, check_topics=self.check_topics
         )
+
+
+def results_records(
+    results: Results, topics: Mapping[str, str] = OUTPUT_TOPICS
+) -> list[KafkaRecords]:
+    """The published tables of a :class:`~schemas.results.Results` as :class:`KafkaRecords`."""
+    out = []
+    for table, columns in results.tables.items():
+        rec = table_records(table, columns, topics)
+        if rec is not None and len(rec):
+            out.append(rec)
+    return out
+
+
+class _ResultsPartition(StatelessSinkPartition[Results]):
+    def __init__(self, inner: KafkaSinkPartition, topics: Mapping[str, str]) -> None:
+        self.inner = inner
+        self._topics = topics
+
+    def write_batch(self, items: list[Results]) -> None:
+        self.inner.write_batch([r for res in items for r in results_records(res, self._topics)])
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class KafkaResultsSink(DynamicSink[Results]):
+    """Publishes pipeline :class:`~schemas.results.Results` to Kafka, next to the DuckDB sink.
+
+    Each table in ``topics`` (default ``schemas.topics.OUTPUT_TOPICS``: decisions, anomalies,
+    metrics, dead letters, drift alerts) goes to its topic as JSON rows keyed by the table's
+    primary key; other tables are not published. With ``create_partitions`` set, missing
+    topics are created with that many partitions when the sink starts. ``sink_options`` are
+    passed to :class:`KafkaSink`.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topics: Mapping[str, str] = OUTPUT_TOPICS,
+        create_partitions: int | None = None,
+        **sink_options: Any,
+    ) -> None:
+        if create_partitions is not None and create_partitions < 1:
+            raise ValueError(
+                f"KafkaResultsSink create_partitions: expected None or >= 1, "
+                f"got {create_partitions!r}"
+            )
+        self.sink = KafkaSink(bootstrap, **sink_options)
+        self.topics = dict(topics)
+        self.create_partitions = create_partitions
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ResultsPartition:
+        if self.create_partitions is not None:
+            wanted = dict.fromkeys(self.topics.values(), self.create_partitions)
+            ensure_topics(self.sink.bootstrap, wanted)
+        return _ResultsPartition(self.sink.build(step_id, worker_index, worker_count), self.topics)

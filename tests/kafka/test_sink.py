@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
+import bytewax.operators as op
 import numpy as np
 import orjson
 import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSource, run_main
 
+from schemas.results import Results
 from sinks.kafka import (
     KafkaDeliveryError,
     KafkaRecords,
+    KafkaResultsSink,
     KafkaSink,
     _encode_polars,
     encode_json_rows,
@@ -130,6 +135,40 @@ def test_ensure_topics_creates_missing_and_keeps_existing(
     ensure_topics(kafka_broker.bootstrap, {existing: 5, "eddy.ensure-test": 3})
     assert list_partitions(kafka_broker.bootstrap, existing) == [0, 1]
     assert list_partitions(kafka_broker.bootstrap, "eddy.ensure-test") == [0, 1, 2]
+
+
+@pytest.mark.kafka
+def test_results_sink_publishes_output_tables_keyed_by_primary_key(
+    kafka_broker: KafkaBroker,
+) -> None:
+    topics = {"decisions": "res.decisions", "dead_letters": "res.dead_letters"}
+    items = []
+    for b in range(3):
+        res = Results()
+        ids = np.array([f"req-{b}-{i}" for i in range(10)], dtype=object)
+        res.add(
+            "decisions", {"decision_id": ids, "arm": np.arange(10), "propensity": np.full(10, 0.2)}
+        )
+        res.add("rewards", {"decision_id": ids, "reward": np.ones(10)})  # not published
+        res.add(
+            "dead_letters",
+            {"dead_letter_id": [f"dl-{b}"], "raw": [b"\xffbad"], "reason": ["not valid UTF-8"]},
+        )
+        items.append(res)
+    flow = Dataflow("kafka_results_test")
+    sink = KafkaResultsSink(kafka_broker.bootstrap, topics=topics, create_partitions=2)
+    op.output("out", op.input("in", flow, TestingSource(items)), sink)
+    run_main(flow)
+
+    decisions = consume_all(kafka_broker.bootstrap, "res.decisions", 2, expected=30)
+    assert sorted(k for _, _, k, _ in decisions) == sorted(
+        f"req-{b}-{i}".encode() for b in range(3) for i in range(10)
+    )
+    for _, _, key, value in decisions:
+        assert value is not None and orjson.loads(value)["decision_id"] == key.decode()
+    dead = consume_all(kafka_broker.bootstrap, "res.dead_letters", 2, expected=3)
+    assert sorted(orjson.loads(v)["raw"] for _, _, _, v in dead) == ["base64:/2JhZA=="] * 3
+    assert list_partitions(kafka_broker.bootstrap, "res.decisions") == [0, 1]
 
 
 def test_encode_json_rows_handles_numpy_nan_bytes_and_lists() -> None:
