@@ -40,6 +40,8 @@ EDDY = {
     "eddy LinUCB": ("linucb", {"alpha": 1.0, "floor": 0.02}),
     "eddy LinTS": ("lints", {"v": 0.5, "floor": 0.02}),
     "eddy EpsilonGreedy": ("epsilon_greedy", {"epsilon": 0.05}),
+    # no exploration floor: shows what the floor costs (no propensity guarantee for OPE)
+    "eddy LinUCB floor=0": ("linucb", {"alpha": 1.0, "floor": 0.0}),
 }
 VW = {
     "VW cb_explore_adf --squarecb": "--squarecb",
@@ -158,6 +160,7 @@ def run(
     window: int | None = None,
     batch: int = 512,
     river: bool = True,
+    vw: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark; return a JSON-able dict (``results``: one row per method)."""
@@ -172,7 +175,7 @@ def run(
         methods[label] = lambda X, W, e, s, name=name, params=params: _eddy(
             name, params, X, W, e, s, batch
         )
-    for label, flags in VW.items():
+    for label, flags in VW.items() if vw else ():
         methods[label] = lambda X, W, e, s, flags=flags: _vw(flags, X, W, e, s)
     if river:
         methods["River LinUCBDisjoint"] = _river
@@ -257,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int)
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--no-river", action="store_true", help="skip River (slow)")
+    p.add_argument("--no-vw", action="store_true", help="skip Vowpal Wabbit")
     args = p.parse_args(argv)
     res = run(
         args.quick,
@@ -265,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         window=args.window,
         batch=args.batch,
         river=not args.no_river,
+        vw=not args.no_vw,
         log=lambda m: print(m, file=sys.stderr, flush=True),
     )
     res["command"] = "python -m benchmarks.bandits " + " ".join(argv or sys.argv[1:])

@@ -10,6 +10,7 @@ def test_benchmark_runs_end_to_end_on_a_tiny_stream() -> None:
         "eddy LinUCB",
         "eddy LinTS",
         "eddy EpsilonGreedy",
+        "eddy LinUCB floor=0",
         "VW cb_explore_adf --squarecb",
         "VW cb_explore_adf --epsilon 0.05",
         "River LinUCBDisjoint",
