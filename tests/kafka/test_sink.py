@@ -161,13 +161,16 @@ def test_results_sink_publishes_output_tables_keyed_by_primary_key(
     run_main(flow)
 
     decisions = consume_all(kafka_broker.bootstrap, "res.decisions", 2, expected=30)
-    assert sorted(k for _, _, k, _ in decisions) == sorted(
+    assert sorted(k or b"" for _, _, k, _ in decisions) == sorted(
         f"req-{b}-{i}".encode() for b in range(3) for i in range(10)
     )
     for _, _, key, value in decisions:
-        assert value is not None and orjson.loads(value)["decision_id"] == key.decode()
+        assert key is not None and value is not None
+        assert orjson.loads(value)["decision_id"] == key.decode()
     dead = consume_all(kafka_broker.bootstrap, "res.dead_letters", 2, expected=3)
-    assert sorted(orjson.loads(v)["raw"] for _, _, _, v in dead) == ["base64:/2JhZA=="] * 3
+    assert (
+        sorted(orjson.loads(v or b"null")["raw"] for _, _, _, v in dead) == ["base64:/2JhZA=="] * 3
+    )
     assert list_partitions(kafka_broker.bootstrap, "res.decisions") == [0, 1]
 
 
