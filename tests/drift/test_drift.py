@@ -133,3 +133,12 @@ def test_simulated_concept_drift_is_alerted_once_and_a_clean_run_is_silent(seed:
         assert ((a["event_time"] - start) / 1000.0 >= 30.0).all()
     clean, _ = _simulated_reward_alerts(None, seed)
     assert clean == []
+
+
+def test_direction_limits_the_test_to_drops_or_rises() -> None:
+    x = np.random.default_rng(5).normal(0.0, 1.0, 200_000)
+    x[100_000:] += 1.0
+    assert len(_alerts(DriftMonitor(DriftConfig(direction="down")), x)["alert_id"]) == 0
+    assert len(_alerts(DriftMonitor(DriftConfig(direction="up")), x)["alert_id"]) == 1
+    with pytest.raises(ValueError, match="DriftConfig.direction: expected one of"):
+        DriftConfig(direction="sideways")
