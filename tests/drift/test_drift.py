@@ -33,7 +33,7 @@ def test_columns_match_the_drift_alerts_table() -> None:
     [("threshold", 0.0), ("block", 0), ("warmup", 1), ("half_life", 0.5), ("clip", -1.0)],
 )
 def test_config_errors_name_the_field(field: str, value: Any) -> None:
-    with pytest.raises(ValueError, match=f"DriftConfig.{field}: expected"):
+    with pytest.raises(ValueError, match=rf"DriftConfig\.{field}: expected"):
         DriftConfig(**{field: value})
 
 
@@ -140,5 +140,5 @@ def test_direction_limits_the_test_to_drops_or_rises() -> None:
     x[100_000:] += 1.0
     assert len(_alerts(DriftMonitor(DriftConfig(direction="down")), x)["alert_id"]) == 0
     assert len(_alerts(DriftMonitor(DriftConfig(direction="up")), x)["alert_id"]) == 1
-    with pytest.raises(ValueError, match="DriftConfig.direction: expected one of"):
+    with pytest.raises(ValueError, match=r"DriftConfig\.direction: expected one of"):
         DriftConfig(direction="sideways")
