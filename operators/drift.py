@@ -17,7 +17,8 @@ inflate. Slow trends are absorbed into the reference while an abrupt shift accum
 far faster than the reference follows. With the defaults (50-value blocks, ``slack=0.5``,
 ``threshold=16``) the Gaussian in-control run length is astronomically long (no false alert in
 24 seeded drift-free simulator runs: 12 seeds x 2 policies), and a shift of half a per-value
-standard deviation (3.5 block sd) is found after ~6 blocks, i.e. ~300 values of that key. ``direction`` restricts the test to rises or drops.
+standard deviation (3.5 block sd) is found after ~6 blocks, i.e. ~300 values of that key.
+``direction`` restricts the test to rises or drops.
 
 On an alarm the alert carries the magnitude: the mean of the samples since the CUSUM last sat
 at zero (the change-point estimate) minus the reference mean, in the stream's own units
