@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from operators.adserving import EngineConfig
+from operators.bandits import POLICIES
 from sources.simulator import SimConfig
 
 __all__ = ["ConfigError", "Settings", "load_settings", "parse_duration"]
@@ -218,6 +219,10 @@ def load_settings(path: str | Path | None = None) -> Settings:
         simcfg = replace(simcfg, latency_penalty_per_s=engine.latency_penalty_per_s)
     except ValueError as e:
         raise ConfigError(f"{where}: {e}") from None
+    try:  # the policy checks its own params: build a tiny one
+        POLICIES[engine.policy](2, 1, **dict(engine.policy_params))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: key 'bandit.params': {e}") from None
     return Settings(
         duckdb=run.get("duckdb", "eddy.duckdb"),
         batch_size=run.get("batch_size", 1_000),

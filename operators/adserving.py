@@ -135,6 +135,7 @@ class AdServingEngine:
         self._health_ctx = np.full((len(c.arms), len(_CONTEXT_HEALTH)), np.nan)
         self._last_alert: dict[tuple[int, int], int] = {}
         self._last_tick: dict[int, int] = {}
+        self._first_ts: int | None = None
         self._max_ts = self._req_max_ts = np.iinfo(np.int64).min
         self._held: list[OutcomeBatch] = []
 
@@ -304,7 +305,11 @@ class AdServingEngine:
             _, first_from_end = np.unique(keys[rows][::-1], return_index=True)
             pick = rows[::-1][first_from_end]
             self._health_ctx[keys[pick]] = feats[np.ix_(pick, self._ctx_cols)]
-        tick = self._ticks(keys, ob.ts, ok)
+        if self._first_ts is None:
+            self._first_ts = int(ob.ts.min())
+        # trailing windows still filling up look like a ramp, not like the partner's health
+        warm = ob.ts >= self._first_ts + c.trailing_ms[0]
+        tick = self._ticks(keys, ob.ts, ok & warm)
         self._detect(keys[tick], ob.ts[tick], feats[tick][:, self._score_cols], out)
         out.count("outcomes", len(ob))
 
