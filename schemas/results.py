@@ -26,7 +26,7 @@ class Results:
         self.tables.setdefault(table, {})
         prev = self.tables[table]
         if not prev:
-            self.tables[table] = columns
+            self.tables[table] = dict(columns)  # never grow a dict another Results holds
         else:  # same table twice in one batch: concatenate column-wise
             for k, v in columns.items():
                 prev[k] = _concat(prev[k], v)
@@ -34,6 +34,26 @@ class Results:
     def count(self, name: str, value: float) -> None:
         if value:
             self.counters[name] = self.counters.get(name, 0) + value
+
+    def rows(self, table: str) -> int:
+        cols = self.tables.get(table)
+        return len(next(iter(cols.values()))) if cols else 0
+
+    @classmethod
+    def combine(cls, parts: list[Results]) -> Results:
+        """One Results from many, each column concatenated once (not pairwise)."""
+        out = cls()
+        chunks: dict[str, dict[str, list[Any]]] = {}
+        for r in parts:
+            for t, cols in r.tables.items():
+                dst = chunks.setdefault(t, {})
+                for k, v in cols.items():
+                    dst.setdefault(k, []).append(v)
+            for k, v in r.counters.items():
+                out.count(k, v)
+        for t, cols in chunks.items():
+            out.tables[t] = {k: _concat_all(v) for k, v in cols.items()}
+        return out
 
     def merge(self, other: Results) -> None:
         for t, cols in other.tables.items():
@@ -43,19 +63,17 @@ class Results:
 
 
 def _concat(a: Any, b: Any) -> Any:
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return np.concatenate([a, b])
-    return list(a) + list(b)
-
-    def rows(self, table: str) -> int:
-        cols = self.tables.get(table)
-        return len(next(iter(cols.values()))) if cols else 0
-
-
-def _concat(a: Any, b: Any) -> Any:
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == b.ndim:
         return np.concatenate([a, b])
     return list(a) + list(b)
+
+
+def _concat_all(parts: list[Any]) -> Any:
+    if len(parts) == 1:
+        return parts[0]
+    if all(isinstance(p, np.ndarray) for p in parts) and len({p.ndim for p in parts}) == 1:
+        return np.concatenate(parts)
+    return [x for p in parts for x in p]
 
 
 def dead_letter_results(dead: list[DeadLetter], received_ms: int) -> Results:

@@ -1,12 +1,17 @@
 """The DuckDB sink as one Bytewax partition: the single writer of the database file.
 
-Items are :class:`schemas.results.Results`. Each ``write_batch`` merges everything Bytewax
-handed over into one insert per table (Arrow, ``ON CONFLICT DO NOTHING``), then updates the
-run statistics and, once per wall-clock second, writes a snapshot of them to ``metrics``.
+Items are :class:`schemas.results.Results`. They are buffered and written together, one
+insert per table (Arrow, idempotent on the primary key), when the buffer holds ``max_rows``
+rows or is ``max_delay_s`` old: a commit costs tens of milliseconds whatever its size, so a
+few large ones beat many small ones, while the delay bounds what a reader waits for a row.
+A background timer flushes a buffer that no new item comes to push out; Bytewax's epoch
+snapshot and ``close`` flush too, so nothing acknowledged is left behind. Each flush also
+updates the run statistics and, once per wall-clock second, writes them to ``metrics``.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,17 +53,45 @@ class _Partition(StatefulSinkPartition[Results, None]):
         stats: RunStats,
         run_id: str,
         on_write: Callable[[Results], None] | None,
+        max_rows: int,
+        max_delay_s: float,
     ) -> None:
         self._writer = writer
         self._stats = stats
         self._run_id = run_id
         self._on_write = on_write
+        self._max_rows = max_rows
+        self._max_delay = max_delay_s
+        self._buf: list[Results] = []
+        self._rows = 0
+        self._since = 0.0  # monotonic time of the oldest buffered item
         self._last_metrics = 0.0
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._timer = threading.Thread(target=self._tick, name="eddy-duckdb-flush", daemon=True)
+        self._timer.start()
 
     def write_batch(self, values: list[Results]) -> None:
-        merged = Results()
-        for v in values:
-            merged.merge(v)
+        with self._lock:
+            if not self._buf:
+                self._since = time.monotonic()
+            self._buf.extend(values)
+            self._rows += sum(v.rows(t) for v in values for t in v.tables)
+            if self._rows >= self._max_rows or time.monotonic() - self._since >= self._max_delay:
+                self._flush()
+
+    def _tick(self) -> None:
+        while not self._closed.wait(self._max_delay / 2):
+            with self._lock:
+                if self._buf:
+                    if time.monotonic() - self._since >= self._max_delay:
+                        self._flush()
+                elif time.monotonic() - self._last_metrics >= 1.0:
+                    self._flush_metrics()
+
+    def _flush(self) -> None:
+        merged = Results.combine(self._buf)
+        self._buf, self._rows = [], 0
         if merged.tables:
             self._writer.write_many(merged.tables)
         now_ns = time.time_ns()
@@ -72,18 +105,24 @@ class _Partition(StatefulSinkPartition[Results, None]):
         if self._on_write is not None:
             self._on_write(merged)
         if time.monotonic() - self._last_metrics >= 1.0:
-            self.flush_metrics()
+            self._flush_metrics()
 
-    def flush_metrics(self) -> None:
+    def _flush_metrics(self) -> None:
         self._last_metrics = time.monotonic()
         rows = metrics_rows(self._run_id, self._stats, int(time.time() * 1000))
         self._writer.write("metrics", rows)
 
     def snapshot(self) -> None:
+        with self._lock:  # an epoch ends: what it produced must be in the file
+            self._flush()
         return None
 
     def close(self) -> None:
-        self.flush_metrics()
+        self._closed.set()
+        self._timer.join(timeout=5)
+        with self._lock:
+            self._flush()
+            self._flush_metrics()
 
 
 class DuckDBSink(FixedPartitionedSink[Results, None]):
@@ -95,11 +134,16 @@ class DuckDBSink(FixedPartitionedSink[Results, None]):
         stats: RunStats,
         run_id: str,
         on_write: Callable[[Results], None] | None = None,
+        *,
+        max_rows: int = 50_000,
+        max_delay_s: float = 0.1,
     ) -> None:
         self._writer = writer
         self._stats = stats
         self._run_id = run_id
         self._on_write = on_write
+        self._max_rows = max_rows
+        self._max_delay = max_delay_s
 
     def list_parts(self) -> list[str]:
         return [PART]
@@ -108,4 +152,11 @@ class DuckDBSink(FixedPartitionedSink[Results, None]):
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _Partition:
-        return _Partition(self._writer, self._stats, self._run_id, self._on_write)
+        return _Partition(
+            self._writer,
+            self._stats,
+            self._run_id,
+            self._on_write,
+            self._max_rows,
+            self._max_delay,
+        )
