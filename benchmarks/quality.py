@@ -75,11 +75,11 @@ def _closed_loop(sim_cfg: SimConfig, batch: int, drift_cfg: DriftConfig) -> dict
     learn(engine.process(sim.due_outcomes(2**62)))
     learn(engine.finish())
     wall = time.perf_counter() - t0
-    secs = sorted(sec_chosen)
-    ratio = np.array([sec_chosen[s] / sec_oracle[s] if sec_oracle[s] else np.nan for s in secs])
+    seconds = sorted(sec_chosen)
+    ratio = np.array([sec_chosen[s] / sec_oracle[s] if sec_oracle[s] else np.nan for s in seconds])
     sb = sim.scoreboard
     return {
-        "seconds": secs,
+        "seconds": seconds,
         "ratio": ratio,
         "alerts": alerts,
         "wall_s": wall,

@@ -93,12 +93,13 @@ def run_variant(
     workdir: str,
     max_seconds: float | None = None,
     warmup: bool = True,
+    warmup_requests: int = WARMUP_REQUESTS,
     **kwargs: Any,
 ) -> VariantResult:
     """Run one variant in this process (warm-up on a prefix first, then the timed run)."""
     run = _runner(variant)
     if warmup:
-        head = stream.head(Path(workdir) / f"warmup-{variant}", WARMUP_REQUESTS)
+        head = stream.head(Path(workdir) / f"warmup-{variant}", warmup_requests)
         run(head, str(Path(workdir) / f"warmup-{variant}"), max_seconds, **kwargs)
     result: VariantResult = run(stream, workdir, max_seconds, **kwargs)
     return result
@@ -146,6 +147,7 @@ def run_throughput(
     slow_max_seconds: float = 20.0,
     workdir: str | None = None,
     isolate: bool = True,
+    warmup_requests: int = WARMUP_REQUESTS,
 ) -> dict[str, Any]:
     """Run the throughput suite; returns ``{"throughput": {variant: events/s}, ...}``."""
     tmp = None
@@ -159,10 +161,11 @@ def run_throughput(
         results: dict[str, dict[str, Any]] = {}
         for v in variants:
             budget = slow_max_seconds if v in ("naive", "bytewax_idiomatic") else None
+            kw: dict[str, Any] = {"warmup_requests": warmup_requests}
             if isolate:
-                results[v] = run_isolated(v, stream, workdir, budget)
+                results[v] = run_isolated(v, stream, workdir, budget, **kw)
             else:
-                results[v] = run_variant(v, stream, workdir, budget).as_dict()
+                results[v] = run_variant(v, stream, workdir, budget, **kw).as_dict()
         return {
             "throughput": {v: r.get("events_per_s") for v, r in results.items()},
             "latency_ms": {v: r.get("latency_ms") for v, r in results.items()},
