@@ -429,3 +429,28 @@ def plot(out: dict[str, Any], out_dir: Path) -> list[str]:
         ax.legend()
         save(fig, "quality.png")
     return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.harness [SUITE ...] [--quick] [--json FILE] [--out DIR]``.
+
+    The same as ``eddy bench``; no suite names means all of them."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.harness")
+    ap.add_argument("suites", nargs="*", help=f"any of {list(SUITES)} (default: all)")
+    ap.add_argument("--quick", action="store_true", help="small sizes: under ~2 minutes in all")
+    ap.add_argument("--json", dest="json_path", default=None, help="write the results here")
+    ap.add_argument("--out", default="bench-results", help="directory for PNGs and bench.md")
+    args = ap.parse_args(argv)
+    names = args.suites or list(SUITES)
+    try:
+        out = run_suites(names, args.quick, args.out, args.json_path)
+    except ValueError as e:
+        ap.error(str(e))
+    print(markdown(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
