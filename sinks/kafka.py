@@ -208,7 +208,8 @@ def ensure_topics(
     replication_factor: int = 1,
     timeout_s: float = 30.0,
 ) -> None:
-    """Create each ``topic -> partitions`` that does not exist yet (existing ones are kept)."""
+    """Create each ``topic -> partitions`` that does not exist yet (existing ones are kept)
+    and wait until every partition of every topic has a leader."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     new = [
         NewTopic(
@@ -226,6 +227,28 @@ def ensure_topics(
                 raise RuntimeError(
                     f"Kafka at {bootstrap}: cannot create topic {topic!r}: {e}"
                 ) from e
+    # Creation returns before every partition has a leader; wait until they all do, so the
+    # topics are usable as soon as this returns.
+    deadline = time.monotonic() + timeout_s
+    pending = set(topics)
+    while pending:
+        md = admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))
+        for topic in list(pending):
+            tmd = md.topics.get(topic)
+            if (
+                tmd is not None
+                and tmd.error is None
+                and tmd.partitions
+                and all(p.leader >= 0 for p in tmd.partitions.values())
+            ):
+                pending.discard(topic)
+        if pending and time.monotonic() >= deadline:
+            raise RuntimeError(
+                f"Kafka at {bootstrap}: topic(s) {sorted(pending)} have no partition leaders "
+                f"{timeout_s:.0f}s after creation"
+            )
+        if pending:
+            time.sleep(0.05)
 
 
 class KafkaSinkPartition(StatelessSinkPartition[KafkaRecords]):

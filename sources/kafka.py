@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from sources.base import REQUESTS, RawBatch
@@ -51,6 +51,18 @@ log = logging.getLogger(__name__)
 #: Lines for records that the client reported as failed start with this (never valid JSON).
 ERROR_LINE_PREFIX = b"\x00kafka-error: "
 
+_STARTUP_TIMEOUT_S = 30.0
+_TRANSIENT = frozenset(
+    {
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)")
 _EXAMPLE = "kafka:127.0.0.1:9092/eddy.requests"
@@ -141,7 +153,7 @@ class KafkaSourcePartition(StatefulSourcePartition[RawBatch, int]):
         self._consumer = Consumer(dict(config))
         self.errors = 0
         tp = TopicPartition(topic, partition)
-        low, high = self._consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
+        low, high = self._watermarks(tp, _STARTUP_TIMEOUT_S)
         if next_offset is None:
             next_offset = high if from_end else low
         elif next_offset < low:
@@ -165,6 +177,23 @@ class KafkaSourcePartition(StatefulSourcePartition[RawBatch, int]):
         self._next = next_offset
         self._end = high if stop_at_end else None
         self._consumer.assign([TopicPartition(topic, partition, next_offset)])
+
+    def _watermarks(self, tp: TopicPartition, timeout_s: float) -> tuple[int, int]:
+        # A partition just created (or whose leader is moving) is briefly unknown to the
+        # client: retry transient errors for a while, then fail naming the partition.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=5.0, cached=False)
+                return int(low), int(high)
+            except KafkaException as e:
+                err = e.args[0]
+                transient = err.retriable() or err.code() in _TRANSIENT
+                if not transient or time.monotonic() >= deadline:
+                    raise RuntimeError(
+                        f"{self._source}: cannot read the partition's offsets: {err}"
+                    ) from e
+                time.sleep(0.2)
 
     def next_batch(self) -> list[RawBatch]:
         if self._end is not None and self._next >= self._end:
