@@ -130,10 +130,30 @@ def _parser(
     return parse
 
 
-def _bandit(state: Any, item: tuple[str, dict]) -> tuple[Any, Any]:
+def _reward_row(d: dict, ctx: dict, policy: Any) -> tuple[str, tuple[Any, ...], int]:
+    r = reward_of(float(d["revenue"]), float(d["latency_ms"]))
+    policy.update(d["partner"], ctx, r)
+    row = (
+        d["decision_id"],
+        d["ts"],
+        ARMS.index(d["partner"]),
+        d["partner"],
+        bool(d["filled"]),
+        float(d["revenue"]),
+        float(d["latency_ms"]),
+        bool(d["error"]),
+        r,
+        False,
+    )
+    return ("rewards", row, d["_t"])
+
+
+def _bandit(state: Any, item: tuple[str, dict]) -> tuple[Any, list]:
+    """One River model for all requests and outcomes; an outcome read before its request
+    waits in ``early`` until the request is decided (two inputs, read at their own pace)."""
     if state is None:
-        state = (bandit.LinUCBDisjoint(alpha=0.5, seed=0), {})
-    policy, pending = state
+        state = (bandit.LinUCBDisjoint(alpha=0.5, seed=0), {}, {})
+    policy, pending, early = state
     kind, d = item
     if kind == "r":
         ctx = {
@@ -144,7 +164,6 @@ def _bandit(state: Any, item: tuple[str, dict]) -> tuple[Any, Any]:
             "bias": 1.0,
         }
         arm = policy.pull(list(ARMS), context=ctx)
-        pending[d["id"]] = ctx
         now_ms = time.time_ns() // 1_000_000
         row = (
             d["id"],
@@ -163,26 +182,20 @@ def _bandit(state: Any, item: tuple[str, dict]) -> tuple[Any, Any]:
             now_ms,
             now_ms - d["_t"] / 1e6,
         )
-        return state, ("decisions", row, d["_t"])
-    out_row: tuple[Any, ...]
+        rows: list = [("decisions", row, d["_t"])]
+        waiting = early.pop(d["id"], None)
+        if waiting is not None:
+            rows.append(_reward_row(waiting, ctx, policy))
+        else:
+            pending[d["id"]] = ctx
+        return state, rows
+    if d["partner"] not in ARMS:
+        return state, [("unmatched", (), 0)]
     ctx = pending.pop(d["decision_id"], None)
-    if ctx is None or d["partner"] not in ARMS:
-        return state, ("unmatched", (), 0)
-    r = reward_of(float(d["revenue"]), float(d["latency_ms"]))
-    policy.update(d["partner"], ctx, r)
-    out_row = (
-        d["decision_id"],
-        d["ts"],
-        ARMS.index(d["partner"]),
-        d["partner"],
-        bool(d["filled"]),
-        float(d["revenue"]),
-        float(d["latency_ms"]),
-        bool(d["error"]),
-        r,
-        False,
-    )
-    return state, ("rewards", out_row, d["_t"])
+    if ctx is None:
+        early[d["decision_id"]] = d
+        return state, []
+    return state, [_reward_row(d, ctx, policy)]
 
 
 def _health(state: Any, d: dict) -> tuple[Any, Any]:
@@ -282,7 +295,7 @@ def run(stream: Stream, workdir: str, max_seconds: float | None = None) -> Varia
     )
     rows = op.merge(
         "rows",
-        op.filter_map("decisions_rewards", decided, lambda kv: kv[1]),
+        op.flat_map("decisions_rewards", decided, lambda kv: kv[1]),
         op.filter_map("anomaly_rows", health, lambda kv: kv[1]),
         op.map("window_rows", windows.down, _window_row),
     )
