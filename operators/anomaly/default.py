@@ -31,9 +31,9 @@ def build_default_members(seed: int = 0) -> list[SlotDetector]:
     randomised members)."""
     del seed
     return [
-        MedianMad(window=512),
-        MedianMad(window=512, diff=True),
-        SeasonalNaive(window=512),
+        MedianMad(window=256),
+        MedianMad(window=256, diff=True),
+        SeasonalNaive(window=256),
         ContextKnn(dim=4, history=500, k=1),
         RangeNovelty(tol=0.05),
         MedianMad(window=512, smooth=32),

@@ -1,7 +1,8 @@
 """Range novelty: a value outside everything seen so far (plus a tolerance) is surprising.
 
 Per slot the all-time ``[min, max]`` is kept; a value beyond ``max + tol * range`` (or below
-``min - tol * range``) gets raw surprise ``RANGE_Q * (1 + excess / range)``, everything else 0.
+``min - tol * range``) gets raw surprise ``RANGE_Q * (1 + log1p(excess / range))``, everything
+else 0 (so is everything during the first ``warmup`` events, while the range is being learned).
 The raw value is already on the ensemble's novelty scale (a range break ranks above any ordinary
 record surprise), so this member is not re-calibrated (``prescored``). This is the "spatial
 anomaly" rule of Numenta's NAB detector, made graded so that ties do not occur.
@@ -40,7 +41,7 @@ def _kernel(slots, x, tol, warmup, lo_s, hi_s, cnt, raw, lo, hi):  # pragma: no 
         if cnt[s] >= warmup and r > 0:
             e = max(v - (b + tol * r), (a - tol * r) - v)
             if e > 0:
-                raw[i] = RANGE_Q * (1.0 + e / r)
+                raw[i] = RANGE_Q * (1.0 + math.log1p(e / r))
         if cnt[s] == 0 or v < a:
             lo_s[s] = v
         if cnt[s] == 0 or v > b:
@@ -53,7 +54,7 @@ class RangeNovelty(SlotDetector):
 
     prescored = True
 
-    def __init__(self, tol: float = 0.05, warmup: int = 1) -> None:
+    def __init__(self, tol: float = 0.05, warmup: int = 100) -> None:
         if not tol >= 0:
             raise ValueError(f"RangeNovelty.tol: expected a float >= 0, got {tol!r}")
         if warmup < 1:

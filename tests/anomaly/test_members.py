@@ -86,7 +86,7 @@ def test_seasonal_infers_the_daily_period_and_predicts_it() -> None:
 
 
 def test_range_break_needs_tolerance() -> None:
-    det = RangeNovelty(tol=0.1)
+    det = RangeNovelty(tol=0.1, warmup=1)
     x = np.array([0.0, 10.0, 5.0, 10.5, 12.0, -2.0])
     raw = det.score_learn(np.zeros(6, np.int64), np.arange(6), x).raw
     assert raw[3] == 0.0 and raw[4] > 50.0 and raw[5] > raw[4]
