@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -37,10 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # One worker per core: multi-threaded BLAS would fight the dataflow (and other workers)
-    # for the cores; small per-batch matrix products are faster on one thread.
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    import operators  # noqa: F401 - pins BLAS to one thread before numpy loads (see there)
+
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)

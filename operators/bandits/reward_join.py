@@ -20,7 +20,7 @@ Rules (``age`` = outcome time - decision time):
 Memory: pending decisions live in growing numpy arrays (compacted when more than half the rows
 are dead) indexed by a dict id -> row. Resolved ids are remembered as tombstones (to tell
 "duplicate"/"expired" from "unknown") until their decision time is ``2 * ttl_ms`` behind the
-watermark, so state is bounded by the decisions of the last ``2 * ttl`` of event time.
+watermark (purged once per TTL of event time, so at most ``3 * ttl`` of them are kept).
 """
 
 from __future__ import annotations
@@ -226,7 +226,8 @@ class RewardJoin:
             self._tomb_min_ts = min(self._tomb_min_ts, int(self._ts[hit].min()))
         self.counts["expired"] += len(hit)
         horizon = now_ms - 2 * self.ttl_ms
-        if self._tomb_min_ts < horizon:
+        # purge at most once per TTL of event time: rebuilding the dict every batch is quadratic
+        if self._tomb_min_ts < horizon - self.ttl_ms:
             self._tomb = {d: v for d, v in tomb.items() if v[0] >= horizon}
             self._tomb_min_ts = min(
                 (v[0] for v in self._tomb.values()), default=np.iinfo(np.int64).max
