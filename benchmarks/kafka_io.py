@@ -16,8 +16,9 @@ temporary directory) and stops it at the end. Measures:
   (``run_main``, ``stop_at_end``), records/s and MB/s;
 * ``latency``: produce-to-read latency through the broker at a steady ``--rate`` (records/s,
   default 2000) for ``--latency-seconds`` (default 3): a producer thread writes records stamped
-  with ``time.time_ns()`` through the sink (``linger_ms=5``), a following (not ``stop_at_end``)
-  source partition reads them with its default ``next_awake`` idle wait; p50/p95/p99/max ms.
+  with ``time.time_ns()`` through the sink (``linger_ms=5``, after a warm-up record), a
+  following (not ``stop_at_end``) source partition reads them with its default ``next_awake``
+  idle wait; p50/p95/p99/max ms.
 
 Prints one JSON object; ``--out FILE`` also writes it.
 """
@@ -91,8 +92,14 @@ def _latency(bootstrap: str, rate: int, seconds: float) -> dict[str, Any]:
     n = int(rate * seconds)
     stop = threading.Event()
 
+    warm = f"{topic}-warmup"
+    ensure_topics(bootstrap, {warm: 1})
+
     def produce() -> None:
         sink = KafkaSink(bootstrap, linger_ms=5).build("lat", 0, 1)
+        # Warm-up: the idempotent producer's id and metadata (up to ~1 s on a fresh producer).
+        sink.write_batch([KafkaRecords(warm, [b"w"], [b"w"])])
+        sink.flush()
         t0 = time.perf_counter()
         for i in range(n):
             delay = t0 + i / rate - time.perf_counter()
