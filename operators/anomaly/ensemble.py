@@ -8,6 +8,7 @@ turns it into a score in [0, 1]:
 - ``"likelihood"``: :class:`~operators.anomaly.likelihood.Likelihood` Gaussian tail probability of
   the short-averaged surprise against its long-run distribution.
 
+Non-finite values (NaN, +-inf) are skipped: score 0, nothing learned.
 Members flagged ``prescored`` (e.g. the range break) already emit ``q`` and skip calibration.
 The ensemble score is the maximum over members; ``votes`` is a bitmask of members whose own score
 reached the threshold; the expected range is the first member's that has one.
@@ -66,6 +67,7 @@ class Ensemble:
 
     def score_learn(self, slots: Any, ts_ms: Any, values: Any, threshold: float) -> EnsembleOutput:
         s, t, v = as_batch(slots, ts_ms, values)
+        v = np.where(np.isfinite(v), v, np.nan)  # +-inf is bad input: skipped like NaN
         n = s.shape[0]
         scores = np.zeros(n)
         lower = np.full(n, np.nan)

@@ -7,8 +7,9 @@ fire once at the onset of a new behaviour rather than on every repeat of it (NAB
 first detection in a window and charges every false positive). Before ``warmup`` events q = 0.
 
 The ensemble maps the largest q over members to the final score with :func:`q_to_score`:
-``1 - 0.01 * (Q_AT_99 / q) ** 4`` (clipped at 0), strictly increasing, so ``score >= 0.99`` iff
-``q >= Q_AT_99`` and scores stay distinct up to q ~ 1e3 (no ties near 1).
+``0.99 * (q / Q_AT_99) ** 2`` up to ``Q_AT_99``, ``1 - 0.01 * Q_AT_99 / q`` above; continuous and
+strictly increasing, so ``score >= 0.99`` iff ``q >= Q_AT_99``, and scores written with 9 decimals
+stay distinct up to q ~ 1e6 (no ties near 1).
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ def _kernel(slots, raw, decay, warmup, cnt, mx, q):  # pragma: no cover
 
 def q_to_score(q: np.ndarray) -> np.ndarray:
     """Final score in [0, 1) from a novelty ratio (see module docstring)."""
+    q = np.nan_to_num(np.asarray(q, dtype=np.float64), nan=0.0, posinf=1e300)
+    q = np.maximum(q, 0.0)
+    low = 0.99 * (np.minimum(q, Q_AT_99) / Q_AT_99) ** 2
     with np.errstate(divide="ignore"):
-        s = 1.0 - 0.01 * (Q_AT_99 / q) ** 4
-    return np.clip(np.nan_to_num(s, nan=0.0, neginf=0.0), 0.0, 1.0)
+        high = 1.0 - 0.01 * Q_AT_99 / np.maximum(q, Q_AT_99)
+    return np.where(q <= Q_AT_99, low, high)
 
 
 class Novelty:

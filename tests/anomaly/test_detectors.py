@@ -96,6 +96,16 @@ def test_bank_snapshot_restore_continues_identically() -> None:
     assert pickle.loads(pickle.dumps(bank)) is not None
 
 
+def test_bank_skips_non_finite_values() -> None:
+    ts, v = _series()
+    clean = DetectorBank(BankConfig()).score_learn(np.zeros(1500, np.int64), ts, v[:, None])
+    bad = v.copy()
+    bad[[500, 501, 502]] = [np.inf, -np.inf, np.nan]
+    out = DetectorBank(BankConfig()).score_learn(np.zeros(1500, np.int64), ts, bad[:, None])
+    assert np.all(out.scores[500:503] == 0.0) and np.all(np.isfinite(out.scores))
+    np.testing.assert_array_equal(out.scores[:500], clean.scores[:500])
+
+
 def test_bank_rejects_bad_shapes() -> None:
     bank = DetectorBank(BankConfig(n_metrics=2))
     with pytest.raises(ValueError, match="values"):
