@@ -238,6 +238,9 @@ def kafka_broker() -> KafkaBroker:
 def make_topic(kafka_broker: KafkaBroker) -> Iterator[Callable[..., str]]:
     """``make_topic(partitions=N, config={...}) -> name``: a fresh topic on the test broker."""
 
+    if not kafka_broker.alive():
+        pytest.fail("the test Kafka broker died:\n" + kafka_broker.log_tail(), pytrace=False)
+
     def _make(partitions: int = 1, config: Mapping[str, str] | None = None) -> str:
         return kafka_broker.create_topic(partitions=partitions, config=config)
 
