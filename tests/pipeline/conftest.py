@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
+from benchmarks.closed_loop import play
 from dataflows.config import Settings, load_settings
 from operators.adserving import AdServingEngine
 from schemas.results import Results
@@ -27,19 +27,7 @@ def settings() -> Callable[..., Settings]:
 
 def drive(engine: AdServingEngine, sim: Simulator, batch: int = 500) -> list[Results]:
     """Play the simulator against the engine (what the dataflow does, minus Bytewax)."""
-    outs: list[Results] = []
-    while not sim.exhausted:
-        rb = sim.next_requests(batch)
-        ob = sim.due_outcomes(int(rb.ts[-1]) + 1)
-        for b in (ob, rb):
-            res = engine.process(b)
-            outs.append(res)
-            dec = res.tables.get("decisions")
-            if dec is not None:
-                sim.respond(dec["decision_id"], dec["arm"].astype(np.int64))
-    outs.append(engine.process(sim.due_outcomes(np.iinfo(np.int64).max)))
-    outs.append(engine.finish())
-    return outs
+    return list(play(engine, sim, batch))
 
 
 def merged(outs: list[Results]) -> Results:
