@@ -17,6 +17,7 @@ from operators.anomaly.spatial import RangeNovelty
 
 __all__ = [
     "DEFAULT_CALIBRATION",
+    "DEFAULT_REFRACTORY",
     "SeriesDetector",
     "build_default_members",
     "default_detector",
@@ -24,6 +25,7 @@ __all__ = [
 ]
 
 DEFAULT_CALIBRATION: dict[str, Any] = {"decay": 0.9999, "warmup": 100}
+DEFAULT_REFRACTORY = 20  # events: a burst alerts once unless a later event is stronger
 
 
 def build_default_members(seed: int = 0) -> list[SlotDetector]:
@@ -42,7 +44,7 @@ def build_default_members(seed: int = 0) -> list[SlotDetector]:
 
 def default_ensemble(seed: int = 0, calibration: str = "novelty") -> Ensemble:
     params = DEFAULT_CALIBRATION if calibration == "novelty" else {}
-    return Ensemble(build_default_members(seed), calibration, params)
+    return Ensemble(build_default_members(seed), calibration, params, refractory=DEFAULT_REFRACTORY)
 
 
 class SeriesDetector:

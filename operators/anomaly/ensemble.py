@@ -10,8 +10,11 @@ turns it into a score in [0, 1]:
 
 Non-finite values (NaN, +-inf) are skipped: score 0, nothing learned.
 Members flagged ``prescored`` (e.g. the range break) already emit ``q`` and skip calibration.
-The ensemble score is the maximum over members; ``votes`` is a bitmask of members whose own score
-reached the threshold; the expected range is the first member's that has one.
+The ensemble score is the maximum over members, then (``refractory > 0``) damped by a
+:class:`~operators.anomaly.refractory.Refractory` stage when it does not beat the slot's previous
+``refractory`` scores. ``votes`` is a bitmask of the members whose own score reached the
+threshold, reported on flagged events only (0 elsewhere); the expected range is the first
+member's that has one.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from numpy.typing import NDArray
 from operators.anomaly.base import SlotDetector, as_batch
 from operators.anomaly.likelihood import Likelihood
 from operators.anomaly.novelty import Novelty, q_to_score
+from operators.anomaly.refractory import Refractory
 
 __all__ = ["CALIBRATIONS", "Ensemble", "EnsembleOutput"]
 
@@ -48,6 +52,7 @@ class Ensemble:
         members: Sequence[SlotDetector],
         calibration: str = "novelty",
         calibration_params: dict[str, Any] | None = None,
+        refractory: int = 0,
     ) -> None:
         if not 1 <= len(members) <= 32:
             raise ValueError(f"Ensemble.members: expected 1..32 detectors, got {len(members)}")
@@ -58,6 +63,10 @@ class Ensemble:
         self.members = list(members)
         self.calibration = calibration
         self.calibration_params = dict(calibration_params or {})
+        if refractory < 0:
+            raise ValueError(f"Ensemble.refractory: expected an int >= 0, got {refractory!r}")
+        self.refractory = refractory
+        self._refractory = Refractory(refractory) if refractory else None
         cls = Novelty if calibration == "novelty" else Likelihood
         self._calib: list[Any] = [cls(**self.calibration_params) for _ in self.members]
 
@@ -88,4 +97,8 @@ class Ensemble:
             fill = np.isnan(lower) & ~np.isnan(out.lower)
             lower[fill] = out.lower[fill]
             upper[fill] = out.upper[fill]
+        if self._refractory is not None:
+            scores = np.where(np.isnan(v), 0.0, scores)
+            scores = self._refractory.apply(s, scores)
+        votes[scores < threshold] = 0  # votes are reported for flagged events only
         return EnsembleOutput(scores, lower, upper, votes)

@@ -107,3 +107,16 @@ def test_likelihood_is_calibrated_on_noise() -> None:
     s = Likelihood(short=1, warmup=50).score_learn(np.zeros(20000, np.int64), raw)
     rate = (s[1000:] >= 0.9).mean()  # 1 - sqrt(Q) >= 0.9  <=>  Q <= 0.01
     assert 0.002 < rate < 0.03
+
+
+def test_refractory_alerts_once_per_burst() -> None:
+    from operators.anomaly.refractory import Refractory
+
+    ref = Refractory(events=3, damp=0.5)
+    s = np.array([0.1, 0.995, 0.993, 0.996, 0.2, 0.2, 0.2, 0.994])
+    out = ref.apply(np.zeros(8, np.int64), s)
+    np.testing.assert_allclose(out, [0.1, 0.995, 0.4965, 0.996, 0.1, 0.1, 0.1, 0.994])
+    two = Refractory(events=3).apply(
+        np.array([0, 1, 0, 1], np.int64), np.array([0.9, 0.1, 0.8, 0.2])
+    )
+    np.testing.assert_allclose(two, [0.9, 0.1, 0.4, 0.2])
