@@ -38,6 +38,7 @@ __all__ = [
     "load_profiles",
     "load_series",
     "load_windows",
+    "main",
     "parse_ts",
     "prepare_file",
     "run_detector",
@@ -290,3 +291,40 @@ def run_detector(
     if not labels.exists():
         return {}
     return score_corpus(files, load_windows(labels), load_profiles(data_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.nab --data DIR --out DIR [--detectors eddy,hst]``: run detectors,
+    score them and any reference results under ``DIR/reference/``; print a Markdown table."""
+    import argparse
+    import time
+
+    from operators.anomaly.registry import DETECTORS
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--detectors", default="eddy", help="comma-separated registry names")
+    a = p.parse_args(argv)
+    rows: list[tuple[str, dict[str, NabResult], float]] = []
+    for name in [d for d in a.detectors.split(",") if d]:
+        if name not in DETECTORS:
+            p.error(f"--detectors: unknown {name!r}; expected some of {sorted(DETECTORS)}")
+        t0 = time.perf_counter()
+        res = run_detector(a.data, a.out, name, DETECTORS[name])
+        rows.append((name, res, time.perf_counter() - t0))
+    ref = a.data / "reference"
+    if ref.is_dir():
+        for d in sorted(x.name for x in ref.iterdir() if x.is_dir()):
+            rows.append((f"{d} (reference file)", score_results_dir(ref, d, a.data), float("nan")))
+    profiles = list(load_profiles(a.data))
+    print("| detector | " + " | ".join(profiles) + " | run time (s) |")
+    print("|---" * (len(profiles) + 2) + "|")
+    for name, res, secs in rows:
+        cells = " | ".join(f"{res[pr].score:.2f}" for pr in profiles)
+        print(f"| {name} | {cells} | {'' if secs != secs else f'{secs:.1f}'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
