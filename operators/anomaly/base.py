@@ -89,8 +89,7 @@ class SlotDetector(ABC):
     def score_learn(self, slots: Any, ts_ms: Any, values: Any) -> SlotOutput:
         """Score every event (against the state before it), then learn it; order preserved."""
         s, t, v = as_batch(slots, ts_ms, values)
-        if s.size:
-            self.ensure_slots(int(s.max()) + 1)
+        self.ensure_slots(int(s.max()) + 1 if s.size else 1)
         return self._run(s, t, v)
 
     def snapshot(self) -> SlotDetector:

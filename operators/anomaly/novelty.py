@@ -2,9 +2,11 @@
 
 Per slot and member: ``q = raw / M``, where ``M`` is the largest raw surprise seen so far, decayed
 geometrically (``M <- max(raw, M * decay)`` after scoring, half-life ``ln 2 / -ln(decay)`` events).
-``q > 1`` means "more surprising than anything in recent memory". This is what makes a detector
-fire once at the onset of a new behaviour rather than on every repeat of it (NAB rewards the
-first detection in a window and charges every false positive). Before ``warmup`` events q = 0.
+``q > 1`` means "more surprising than anything in recent memory"; the first surprise after a
+perfectly quiet history (``M = 0``) gets ``q = FIRST_Q * (1 + log1p(raw))``. This is what makes
+a detector fire once at the onset of a new behaviour rather than on every repeat of it (NAB
+rewards the first detection in a window and charges every false positive). Before ``warmup``
+events q = 0.
 
 The ensemble maps the largest q over members to the final score with :func:`q_to_score`:
 ``0.99 * (q / Q_AT_99) ** 2`` up to ``Q_AT_99``, ``1 - 0.01 * Q_AT_99 / q`` above; continuous and
@@ -19,9 +21,10 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["Q_AT_99", "Novelty", "q_to_score"]
+__all__ = ["FIRST_Q", "Q_AT_99", "Novelty", "q_to_score"]
 
 Q_AT_99 = 1.05
+FIRST_Q = 1000.0
 
 
 @njit(cache=True)
@@ -32,8 +35,11 @@ def _kernel(slots, raw, decay, warmup, cnt, mx, q):  # pragma: no cover
         q[i] = 0.0
         if math.isnan(r):
             continue
-        if cnt[s] >= warmup and mx[s] > 0:
-            q[i] = r / mx[s]
+        if cnt[s] >= warmup:
+            if mx[s] > 0:
+                q[i] = r / mx[s]
+            elif r > 0:  # first surprise after a perfectly quiet history
+                q[i] = FIRST_Q * (1.0 + math.log1p(r))
         mx[s] = max(r, mx[s] * decay)
         cnt[s] += 1
 

@@ -38,10 +38,10 @@ def _kernel(slots, x, tol, warmup, lo_s, hi_s, cnt, raw, lo, hi):  # pragma: no 
         raw[i] = 0.0
         if math.isnan(v):
             continue
-        if cnt[s] >= warmup and r > 0:
+        if cnt[s] >= warmup:
             e = max(v - (b + tol * r), (a - tol * r) - v)
-            if e > 0:
-                raw[i] = RANGE_Q * (1.0 + math.log1p(e / r))
+            if e > 0:  # a flat history (r = 0) makes any change a break
+                raw[i] = RANGE_Q * (1.0 + math.log1p(e / max(r, 1e-9 * (1.0 + abs(a)))))
         if cnt[s] == 0 or v < a:
             lo_s[s] = v
         if cnt[s] == 0 or v > b:

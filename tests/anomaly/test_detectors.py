@@ -57,6 +57,13 @@ def test_default_detector_flags_the_spike() -> None:
     assert s[900] == s[300:].max() or s[900] >= np.quantile(s[300:], 0.999)
 
 
+def test_change_after_a_flat_history_is_flagged_once() -> None:
+    v = np.r_[np.full(500, 3.0), np.full(20, 3.5)]
+    s = default_detector().score_learn(np.arange(520) * 60_000, v)
+    assert s[500] >= 0.99
+    assert np.all(s[:500] == 0.0) and np.all(s[501:] < 0.99)
+
+
 def test_bank_keys_are_independent_and_nan_skipped() -> None:
     ts, v = _series()
     n = v.shape[0]
@@ -104,6 +111,14 @@ def test_bank_skips_non_finite_values() -> None:
     out = DetectorBank(BankConfig()).score_learn(np.zeros(1500, np.int64), ts, bad[:, None])
     assert np.all(out.scores[500:503] == 0.0) and np.all(np.isfinite(out.scores))
     np.testing.assert_array_equal(out.scores[:500], clean.scores[:500])
+
+
+def test_bank_accepts_empty_and_single_row_batches() -> None:
+    bank = DetectorBank(BankConfig(n_metrics=5))
+    out = bank.score_learn(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 5)))
+    assert out.scores.shape == (0, 5) and out.votes.shape == (0, 5)
+    out = bank.score_learn([3], [1000], [[1.0, 2.0, 3.0, 4.0, 5.0]])
+    assert out.scores.shape == (1, 5) and np.all(out.scores == 0.0)
 
 
 def test_bank_rejects_bad_shapes() -> None:
