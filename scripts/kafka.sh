@@ -164,11 +164,17 @@ up() {
         full) ;;
         *) die "EDDY_KAFKA_JIT must be c1 or full, got '$JIT'" ;;
     esac
-    "$JAVA" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
-        "-Dlog4j2.configurationFile=$STATE/log4j2-tools.properties" "${common[@]}" \
-        kafka.tools.StorageTool format -t "$cluster_id" \
-        -c "$STATE/server.properties" >"$STATE/stdout.log" 2>&1 \
-        || { log_tail; die "formatting the Kafka storage failed"; }
+    local format=("$JAVA" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
+        "-Dlog4j2.configurationFile=$STATE/log4j2-tools.properties" "${common[@]}"
+        kafka.tools.StorageTool format -t "$cluster_id" -c "$STATE/server.properties")
+    # One retry on a clean directory: a JVM starved on a busy machine can fail to start.
+    if ! "${format[@]}" >"$STATE/stdout.log" 2>&1; then
+        echo "kafka.sh: formatting failed; retrying once. Output:" >&2
+        cat "$STATE/stdout.log" >&2
+        rm -rf "$STATE/data" && mkdir -p "$STATE/data"
+        "${format[@]}" >"$STATE/stdout.log" 2>&1 \
+            || { log_tail; die "formatting the Kafka storage failed"; }
+    fi
     # setsid: the broker outlives the shell that started it (make kafka-up) and its signals.
     setsid nohup "$JAVA" "${jvm[@]}" kafka.Kafka "$STATE/server.properties" \
         >>"$STATE/stdout.log" 2>&1 </dev/null &
