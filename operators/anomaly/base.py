@@ -6,7 +6,9 @@ before event ``i`` is learned, so it depends only on events ``0..i`` of that slo
 numpy arrays whose first axis is the slot id (columnar, picklable, cheap to copy); a numba kernel
 walks a micro-batch in order, so there is never one Python call per event.
 
-A NaN value is skipped: raw score 0, no learning, the expected range is reported unchanged.
+A NaN value is skipped: no learning, the expected range is reported unchanged. A raw output of
+NaN means "no opinion" (skipped input, or the detector is still warming up); downstream stages
+neither score nor learn it.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class HalfSpaceTreesDetector(SlotDetector):
 
     def _run(self, slots: I64, ts: I64, x: F64) -> SlotOutput:
         n = slots.shape[0]
-        raw = np.zeros(n)
+        raw = np.full(n, np.nan)
         for i, (s, v) in enumerate(zip(slots.tolist(), x.tolist(), strict=True)):
             if math.isnan(v):
                 continue

@@ -28,7 +28,7 @@ def _kernel(slots, x, k, alpha, last, lpos, cnt, hist, hn, hp, mu, mad, raw):  #
     for i in range(slots.shape[0]):
         s = slots[i]
         v = x[i]
-        raw[i] = 0.0
+        raw[i] = np.nan
         if math.isnan(v):
             continue
         n = cnt[s]

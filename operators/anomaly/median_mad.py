@@ -57,16 +57,16 @@ def _kernel(
             lo[i] = np.nan
             hi[i] = np.nan
         if math.isnan(xi):
-            raw[i] = 0.0
+            raw[i] = np.nan
             continue
         if diff and math.isnan(prev[s]):
-            raw[i] = 0.0
+            raw[i] = np.nan
             prev[s] = xi
             continue
         if n >= 4:
             raw[i] = abs(v - med) / scale
         else:
-            raw[i] = 0.0
+            raw[i] = np.nan
         if diff:
             prev[s] = xi
         # learn: remove the oldest value when full, then insert v in sorted order

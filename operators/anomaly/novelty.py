@@ -38,7 +38,7 @@ def _kernel(slots, raw, decay, warmup, cnt, mx, q):  # pragma: no cover
         if cnt[s] >= warmup:
             if mx[s] > 0:
                 q[i] = r / mx[s]
-            elif r > 0:  # first surprise after a perfectly quiet history
+            elif r > 0 and cnt[s] > 0:  # first surprise after a perfectly quiet history
                 q[i] = FIRST_Q * (1.0 + math.log1p(r))
         mx[s] = max(r, mx[s] * decay)
         cnt[s] += 1

@@ -47,7 +47,7 @@ def test_member_no_lookahead_and_batch_invariance(name: str) -> None:
     full = MEMBERS[name]().score_learn(slots, ts, x)
     for k in (0, 5, 401, 1399, 2399):
         part = MEMBERS[name]().score_learn(slots[: k + 1], ts[: k + 1], x[: k + 1])
-        np.testing.assert_array_equal(part.raw, full.raw[: k + 1])
+        np.testing.assert_array_equal(part.raw, full.raw[: k + 1])  # NaN == NaN here
         np.testing.assert_array_equal(part.lower, full.lower[: k + 1])
     det = MEMBERS[name]()
     cuts = [0, 1, 2, 333, 1000, 2400]
@@ -55,8 +55,9 @@ def test_member_no_lookahead_and_batch_invariance(name: str) -> None:
         [det.score_learn(slots[a:b], ts[a:b], x[a:b]).raw for a, b in itertools.pairwise(cuts)]
     )
     np.testing.assert_array_equal(raw, full.raw)
-    assert full.raw[401] == 0.0
-    assert np.all(np.isfinite(full.raw)) and np.all(full.raw >= 0)
+    assert np.isnan(full.raw[401]) or name == "range"
+    seen = full.raw[~np.isnan(full.raw)]
+    assert seen.size > 2000 and np.all(np.isfinite(seen)) and np.all(seen >= 0)
 
 
 @pytest.mark.parametrize("name", sorted(MEMBERS))
@@ -70,7 +71,7 @@ def test_member_slots_are_independent(name: str) -> None:
 @pytest.mark.parametrize("name", ["median", "median_diff", "seasonal", "knn", "range"])
 def test_member_sees_the_spike(name: str) -> None:
     slots, ts, x = _two_slots()
-    raw = MEMBERS[name]().score_learn(slots, ts, x).raw[0::2]
+    raw = np.nan_to_num(MEMBERS[name]().score_learn(slots, ts, x).raw[0::2])
     assert raw[700:702].max() == raw[300:].max()  # a diff sees the spike up, then down
 
 
@@ -82,7 +83,7 @@ def test_seasonal_infers_the_daily_period_and_predicts_it() -> None:
     assert inside.mean() > 0.97
     irregular = np.cumsum(np.random.default_rng(0).integers(1, 100, 500)).astype(np.int64) * 1000
     quiet = SeasonalNaive().score_learn(np.zeros(500, np.int64), irregular, np.arange(500.0))
-    assert np.all(quiet.raw == 0.0)
+    assert np.all(np.isnan(quiet.raw))
 
 
 def test_range_break_needs_tolerance() -> None:
