@@ -29,6 +29,7 @@ import argparse
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -66,7 +67,12 @@ def _rows(start: int, n: int) -> dict[str, Any]:
 
 
 def _start_broker(state: Path) -> tuple[str, float]:
-    env = {**os.environ, "EDDY_KAFKA_STATE": str(state), "EDDY_KAFKA_OWNER_PID": str(os.getpid())}
+    env = {
+        **os.environ,
+        "EDDY_KAFKA_STATE": str(state),
+        "EDDY_KAFKA_OWNER_PID": str(os.getpid()),
+        "EDDY_PYTHON": sys.executable,
+    }
     t0 = time.perf_counter()
     proc = subprocess.run(
         ["bash", str(_ROOT / "scripts" / "kafka.sh"), "up"],

@@ -18,6 +18,7 @@
 #                       fixtures pass their own PID, so a killed test run leaves no broker behind)
 #   EDDY_KAFKA_JIT      "c1" (default: client compiler only, starts ~2x faster on a busy 2-core
 #                       machine) or "full" (C1+C2, for long-running local brokers)
+#   EDDY_PYTHON         python used for free ports (default: python3)
 #   JAVA                java binary (default: java on PATH; needs Java 17+)
 set -euo pipefail
 
@@ -28,6 +29,7 @@ TIMEOUT="${EDDY_KAFKA_TIMEOUT:-60}"
 HEAP="${EDDY_KAFKA_HEAP:-512m}"
 JIT="${EDDY_KAFKA_JIT:-c1}"
 JAVA="${JAVA:-java}"
+PYTHON="${EDDY_PYTHON:-python3}"
 POM="$ROOT/kafka/pom.xml"
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
@@ -67,7 +69,7 @@ running_pid() {
 
 # Two distinct free ports on 127.0.0.1 (broker, controller) and a random KRaft cluster id.
 ports_and_cluster_id() {
-    python3 - <<'PY'
+    "$PYTHON" - <<'PY'
 import base64, socket, uuid
 socks = [socket.socket() for _ in range(2)]
 for s in socks:
@@ -154,7 +156,9 @@ up() {
     mkdir -p "$STATE/data"
     local port cport cluster_id start
     start="$(date +%s%N)"
-    read -r port cport cluster_id < <(ports_and_cluster_id)
+    read -r port cport cluster_id < <(ports_and_cluster_id) || true
+    [[ "$port" =~ ^[0-9]+$ && "$cport" =~ ^[0-9]+$ && ${#cluster_id} -eq 22 ]] \
+        || die "could not pick free ports / a cluster id with $PYTHON (got '$port' '$cport' '$cluster_id')"
     write_config "$port" "$cport"
     local common=(-Djava.awt.headless=true "-Dkafka.logs.dir=$STATE" -cp "$JARS/*")
     local jvm=(-Xms128m "-Xmx$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20

@@ -19,6 +19,7 @@ import itertools
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -57,6 +58,7 @@ class KafkaBroker:
             "EDDY_KAFKA_STATE": str(self.state_dir),
             "EDDY_KAFKA_OWNER_PID": str(os.getpid()),
             "EDDY_KAFKA_TIMEOUT": str(int(timeout_s)),
+            "EDDY_PYTHON": sys.executable,
             **self.env,
         }
         return subprocess.run(
