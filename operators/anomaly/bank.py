@@ -1,9 +1,15 @@
 """`DetectorBank`: the pipeline-facing, multi-key, multi-metric front of the detectors.
 
 Slot id = ``key_id * n_metrics + metric``: each (key, metric) pair is an independent series.
-Rows must be in time order per key; the bank is score-then-learn; NaN values are skipped
+Rows must be in time order per key; the bank is score-then-learn; non-finite values are skipped
 (score 0, not learned). ``snapshot()`` returns bytes; ``DetectorBank.restore(bytes)`` continues
 with identical outputs.
+
+What a score means (default ``calibration="novelty"``): ``score >= 0.99`` iff some member's
+surprise is at least 5 % above the largest surprise that member has seen on this series in recent
+memory (half-life ~6,900 events), or the value breaks the series' all-time range by more than 5 %
+of it; a burst alerts once (refractory stage). 0.99 is also where NAB's threshold sweep lands
+(0.9906 on the NAB dev subset), so it is the default threshold.
 """
 
 from __future__ import annotations
@@ -23,7 +29,12 @@ __all__ = ["BankConfig", "BankOutput", "DetectorBank"]
 
 @dataclass(frozen=True)
 class BankConfig:
-    """Bank settings. ``threshold``: score at/above which an event is an anomaly."""
+    """Bank settings.
+
+    ``n_metrics``: values per row (each one an independent series per key); ``threshold``: score
+    at/above which an event is an anomaly; ``detector``: the member set (only ``"default"``);
+    ``calibration``: ``"novelty"`` (default) or ``"likelihood"`` (see ``ensemble.py``).
+    """
 
     n_metrics: int = 1
     threshold: float = 0.99

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from operators.anomaly.default import SeriesDetector, default_detector, default_ensemble
+from operators.anomaly.default import (
+    DEFAULT_CALIBRATION,
+    DEFAULT_REFRACTORY,
+    SeriesDetector,
+    build_default_members,
+    default_detector,
+    default_ensemble,
+)
 from operators.anomaly.ensemble import Ensemble
 from operators.anomaly.hst import HalfSpaceTreesDetector
 
@@ -14,7 +21,21 @@ __all__ = ["DETECTORS"]
 DETECTORS: dict[str, Callable[[], Any]] = {
     "eddy": default_detector,
     "eddy_likelihood": lambda: SeriesDetector(default_ensemble(calibration="likelihood")),
+    # River HalfSpaceTrees alone, calibrated and suppressed exactly like the default ensemble
     "hst": lambda: SeriesDetector(
-        Ensemble([HalfSpaceTreesDetector()], "likelihood", {"short": 1, "warmup": 64})
+        Ensemble(
+            [HalfSpaceTreesDetector()],
+            "novelty",
+            DEFAULT_CALIBRATION,
+            refractory=DEFAULT_REFRACTORY,
+        )
+    ),
+    "eddy_hst": lambda: SeriesDetector(
+        Ensemble(
+            [*build_default_members(), HalfSpaceTreesDetector()],
+            "novelty",
+            DEFAULT_CALIBRATION,
+            refractory=DEFAULT_REFRACTORY,
+        )
     ),
 }
