@@ -142,10 +142,32 @@ class EventTimeFeatures:
         st.reserve(np.bincount(kidx[acc], minlength=st.n_keys).astype(np.int64))
         if len(self._wsorted) and n:
             trailing_features(
-                kidx, ts, vals, wmb, acc, adm, st.ts, st.adm, st.val, st.beg, st.n,
-                self._wsorted, self._worig, np.int64(self._tmax), self._agg_pos,
-                len(self.config.aggregations), self._want_q, out,
-            )  # fmt: skip
+                np.argsort(kidx, kind="stable"),
+                kidx,
+                ts,
+                vals,
+                wmb,
+                acc,
+                adm,
+                st.ts,
+                st.adm,
+                st.val,
+                st.pre,
+                st.bmin,
+                st.bmax,
+                st.beg,
+                st.n,
+                st.pb,
+                st.ref,
+                st.since,
+                self._wsorted,
+                self._worig,
+                np.int64(self._tmax),
+                self._agg_pos,
+                len(self.config.aggregations),
+                self._want_q,
+                out,
+            )
         elif n:
             self._insert_only(kidx, ts, vals, acc, adm)
         windows = self._close(wm_old, self._wm.value)
@@ -213,7 +235,10 @@ class EventTimeFeatures:
         from .trailing import insert_rows
 
         st = self._store
-        insert_rows(kidx, ts, vals, acc, adm, st.ts, st.adm, st.val, st.beg, st.n)
+        insert_rows(
+            kidx, ts, vals, acc, adm, st.ts, st.adm, st.val, st.pre, st.bmin, st.bmax,
+            st.beg, st.n, st.pb, st.ref, st.since,
+        )  # fmt: skip
 
     def _close(self, wm_old: int, wm_new: int) -> dict[str, np.ndarray]:
         parts_i = []

@@ -35,7 +35,7 @@ def _lower_bound(a, lo, hi, x):  # pragma: no cover - numba
 @njit(cache=True)
 def _scan(s_ts, s_adm, s_val, beg, n, sizes, slides, wm_old, wm_new, want_q, fill, oi, of):
     # pragma: no cover - numba
-    n_m = s_val.shape[1]
+    n_m = s_val.shape[0]
     maxn = 1
     for k in range(len(n)):
         maxn = max(maxn, n[k])
@@ -72,7 +72,7 @@ def _scan(s_ts, s_adm, s_val, beg, n, sizes, slides, wm_old, wm_new, want_q, fil
                             if fill:
                                 c = 0
                                 for r in range(a, z):
-                                    x = s_val[r, m]
+                                    x = s_val[m, r]
                                     if s_adm[r] < end and x == x:
                                         scratch[c] = x
                                         c += 1

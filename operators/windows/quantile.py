@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["P95", "quantile_sorted", "stats_exact"]
+__all__ = ["P95", "quantile_sorted", "select_two", "stats_exact"]
 
 P95 = 0.95
 
@@ -65,3 +65,53 @@ def stats_exact(v, n, want_q, out):  # pragma: no cover - numba
         out[6] = quantile_sorted(w, n, P95)
     else:
         out[6] = np.nan
+
+
+@njit(cache=True)
+def _nth(a, lo, hi, k):  # pragma: no cover - numba
+    """Partially order ``a[lo:hi]`` so that ``a[k]`` is its k-th smallest (quickselect)."""
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        # median of three as pivot
+        x, y, z = a[lo], a[mid], a[hi - 1]
+        if x > y:
+            x, y = y, x
+        if y > z:
+            y = z
+            if x > y:
+                y = x
+        pivot = y
+        i = lo
+        j = hi - 1
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j + 1
+        elif k >= i:
+            lo = i
+        else:
+            return
+
+
+@njit(cache=True)
+def select_two(a, n, q):  # pragma: no cover - numba
+    """Type-7 quantile of ``a[:n]`` by selection (O(n), ``a`` is reordered)."""
+    if n == 0:
+        return np.nan
+    h = (n - 1) * q
+    lo = int(np.floor(h))
+    _nth(a, 0, n, lo)
+    if lo >= n - 1:
+        return a[lo]
+    nxt = a[lo + 1]
+    for j in range(lo + 2, n):
+        if a[j] < nxt:
+            nxt = a[j]
+    return a[lo] + (h - lo) * (nxt - a[lo])

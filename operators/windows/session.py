@@ -28,7 +28,7 @@ __all__ = ["SessionWindows"]
 @njit(cache=True)
 def _sessions(s_ts, s_adm, s_val, beg, n, gaps, spec0, done, wm_new, want_q, fill, oi, of):
     # pragma: no cover - numba
-    n_m = s_val.shape[1]
+    n_m = s_val.shape[0]
     maxn = 1
     for k in range(len(n)):
         maxn = max(maxn, n[k])
@@ -62,7 +62,7 @@ def _sessions(s_ts, s_adm, s_val, beg, n, gaps, spec0, done, wm_new, want_q, fil
                     if fill:
                         c = 0
                         for u in range(j, r):
-                            x = s_val[u, m]
+                            x = s_val[m, u]
                             if s_adm[u] == NO_WATERMARK and x == x:
                                 scratch[c] = x
                                 c += 1

@@ -1,12 +1,19 @@
-"""Per-key event store: one columnar arena, a sorted segment per key.
+"""Per-key event store: one columnar arena, a time-sorted segment per key, running sums.
 
-Every key owns a slot ``[off, off + cap)`` of three parallel arrays (event time, admission
-bound, metric values). Its live events are the sorted (by event time, then arrival) segment
-``[beg, beg + n)`` inside that slot. Inserting is an insertion sort from the end (events are
-mostly in order, so it usually moves nothing); expiring is advancing ``beg``. When a slot is
-full, the segment is moved to the slot's front, or the key gets a new slot of twice the size at
-the end of the arena; the arena is compacted when holes exceed half of it. Memory is therefore
-bounded by (keys x events per key inside the retention horizon), never by the stream length.
+Every key owns a slot ``[off, off + cap)`` of parallel arrays: event time ``ts``, admission
+bound ``adm`` (see :mod:`.hopping`), metric values ``val[m]``, inclusive running sums
+``pre[:, m, :]`` (count of non-missing values, sum, and the sum and sum of squares of ``x - ref``
+with a per-key reference ``ref``) and min/max summaries of aligned blocks of ``BLOCK`` slots.
+The key's live events are the sorted (event time, then arrival) segment ``[beg, beg + n)``;
+``pb`` holds the running sums just before ``beg``. Range sums over ``[lo, hi)`` are therefore
+two reads, and a range min/max costs ``O(BLOCK + (hi - lo) / BLOCK)``.
+
+Inserting is an insertion sort from the end (streams are mostly in order, so usually nothing
+moves); expiring advances ``beg``. A full slot is moved to its own front, or to a new slot of
+twice the size at the end of the arena, and holes are compacted away when they exceed half of
+it. Running sums are restarted (``ref`` = the mean of the live values) every
+``max(64, 2 n)`` inserts of a key, so their rounding error stays that of a short sum. Memory is
+bounded by keys x live events per key (those inside the retention horizon), not by the stream.
 """
 
 from __future__ import annotations
@@ -14,15 +21,45 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["KeyStore"]
+__all__ = ["BLOCK", "KeyStore"]
+
+BLOCK = 16
+_NPRE = 4  # count, sum, shifted sum, shifted sum of squares
 
 
 @njit(cache=True)
-def _make_room(need, s_ts, s_adm, s_val, off, cap, beg, n, used):  # pragma: no cover - numba
-    """Give every key ``k`` room for ``need[k]`` more events; returns the new ``used``.
+def blocks_from(p, end, s_val, bmin, bmax):  # pragma: no cover - numba
+    """Recompute the block summaries covering positions ``[p, end)``."""
+    n_m = s_val.shape[0]
+    b0 = p // BLOCK
+    b1 = (end - 1) // BLOCK
+    for blk in range(b0, b1 + 1):
+        a = blk * BLOCK
+        z = min(a + BLOCK, end)
+        for m in range(n_m):
+            mn = np.inf
+            mx = -np.inf
+            for j in range(a, z):
+                x = s_val[m, j]
+                if x < mn:
+                    mn = x
+                if x > mx:
+                    mx = x
+            bmin[m, blk] = mn
+            bmax[m, blk] = mx
 
-    The arena must already have room for the worst case (see :meth:`KeyStore.reserve`).
-    """
+
+@njit(cache=True)
+def _blocks_all(beg, n, s_val, bmin, bmax):  # pragma: no cover - numba
+    for k in range(len(beg)):
+        if n[k] > 0:
+            blocks_from(beg[k], beg[k] + n[k], s_val, bmin, bmax)
+
+
+@njit(cache=True)
+def _make_room(need, s_ts, s_adm, s_val, pre, bmin, bmax, off, cap, beg, n, used):
+    # pragma: no cover - numba
+    """Give every key ``k`` room for ``need[k]`` more events; returns the new ``used``."""
     for k in range(len(need)):
         a = need[k]
         if a == 0 or beg[k] + n[k] + a <= off[k] + cap[k]:
@@ -30,7 +67,7 @@ def _make_room(need, s_ts, s_adm, s_val, off, cap, beg, n, used):  # pragma: no 
         if n[k] + a <= cap[k]:
             dst = off[k]
         else:
-            c = max(8, cap[k])
+            c = max(2 * BLOCK, cap[k])
             while c < 2 * (n[k] + a):
                 c *= 2
             dst = used
@@ -41,13 +78,16 @@ def _make_room(need, s_ts, s_adm, s_val, off, cap, beg, n, used):  # pragma: no 
         for j in range(n[k]):
             s_ts[dst + j] = s_ts[src + j]
             s_adm[dst + j] = s_adm[src + j]
-            s_val[dst + j, :] = s_val[src + j, :]
+            s_val[:, dst + j] = s_val[:, src + j]
+            pre[dst + j] = pre[src + j]
         beg[k] = dst
+        if n[k] > 0:
+            blocks_from(dst, dst + n[k], s_val, bmin, bmax)
     return used
 
 
 @njit(cache=True)
-def _expire(cutoff, keep_from, s_ts, beg, n):  # pragma: no cover - numba
+def _expire(cutoff, keep_from, s_ts, pre, pb, beg, n):  # pragma: no cover - numba
     """Drop, per key, events with ``ts <= cutoff`` unless ``ts >= keep_from[k]``."""
     for k in range(len(beg)):
         lim = min(cutoff, keep_from[k] - 1)
@@ -55,36 +95,32 @@ def _expire(cutoff, keep_from, s_ts, beg, n):  # pragma: no cover - numba
         e = b + n[k]
         while b < e and s_ts[b] <= lim:
             b += 1
+        if b > beg[k]:
+            pb[k] = pre[b - 1]
         n[k] = e - b
         beg[k] = b
-
-
-@njit(cache=True)
-def _pack(s_ts, s_adm, s_val, beg, n, caps, d_ts, d_adm, d_val, off):  # pragma: no cover
-    pos = 0
-    for k in range(len(beg)):
-        off[k] = pos
-        for j in range(n[k]):
-            d_ts[pos + j] = s_ts[beg[k] + j]
-            d_adm[pos + j] = s_adm[beg[k] + j]
-            d_val[pos + j, :] = s_val[beg[k] + j, :]
-        pos += caps[k]
-    return pos
 
 
 class KeyStore:
     """The arena and the per-key slot table (all numpy, so snapshots are plain arrays)."""
 
     def __init__(self, n_metrics: int) -> None:
-        self.n_metrics = n_metrics
+        m = n_metrics
+        self.n_metrics = m
         self.ts = np.zeros(0, dtype=np.int64)
         self.adm = np.zeros(0, dtype=np.int64)
-        self.val = np.zeros((0, n_metrics), dtype=np.float64)
+        self.val = np.zeros((m, 0))
+        self.pre = np.zeros((0, m, _NPRE))
+        self.bmin = np.zeros((m, 0))
+        self.bmax = np.zeros((m, 0))
         self.off = np.zeros(0, dtype=np.int64)
         self.cap = np.zeros(0, dtype=np.int64)
         self.beg = np.zeros(0, dtype=np.int64)
         self.n = np.zeros(0, dtype=np.int64)
         self.keep_from = np.zeros(0, dtype=np.int64)
+        self.since = np.zeros(0, dtype=np.int64)
+        self.pb = np.zeros((0, m, _NPRE))
+        self.ref = np.zeros((0, m))
         self.used = 0
 
     @property
@@ -98,18 +134,26 @@ class KeyStore:
         self.beg = np.concatenate([self.beg, z + self.used])
         self.n = np.concatenate([self.n, z])
         self.keep_from = np.concatenate([self.keep_from, z + 2**62])
+        self.since = np.concatenate([self.since, z])
+        self.pb = np.concatenate([self.pb, np.zeros((count, self.n_metrics, _NPRE))])
+        self.ref = np.concatenate([self.ref, np.full((count, self.n_metrics), np.nan)])
 
-    def _grow_arena(self, size: int) -> None:
-        if size <= len(self.ts):
-            return
-        new = max(size, int(len(self.ts) * 1.5) + 1024)
-        ts = np.empty(new, dtype=np.int64)
-        adm = np.empty(new, dtype=np.int64)
-        val = np.empty((new, self.n_metrics), dtype=np.float64)
-        ts[: self.used] = self.ts[: self.used]
-        adm[: self.used] = self.adm[: self.used]
-        val[: self.used] = self.val[: self.used]
-        self.ts, self.adm, self.val = ts, adm, val
+    def _alloc(self, size: int) -> None:
+        """Resize the arena to ``size`` slots (a multiple of BLOCK), keeping ``[0, used)``."""
+        m, u = self.n_metrics, self.used
+        ts = np.empty(size, dtype=np.int64)
+        adm = np.empty(size, dtype=np.int64)
+        val = np.empty((m, size))
+        pre = np.empty((size, m, _NPRE))
+        ts[:u], adm[:u], val[:, :u], pre[:u] = (
+            self.ts[:u], self.adm[:u], self.val[:, :u], self.pre[:u]
+        )  # fmt: skip
+        nb = size // BLOCK + 1
+        bmin = np.empty((m, nb))
+        bmax = np.empty((m, nb))
+        ub = min(nb, self.bmin.shape[1])
+        bmin[:, :ub], bmax[:, :ub] = self.bmin[:, :ub], self.bmax[:, :ub]
+        self.ts, self.adm, self.val, self.pre, self.bmin, self.bmax = ts, adm, val, pre, bmin, bmax
 
     def reserve(self, need: np.ndarray) -> None:
         """Make room for ``need[k]`` new events of key ``k`` (int64 array, one per key)."""
@@ -119,61 +163,66 @@ class KeyStore:
         if self.used > 2 * int(self.cap.sum()) + 4096:
             self.compact()
             short = self.beg + self.n + need > self.off + self.cap
-        worst = np.maximum(4 * (self.n[short] + need[short]), self.cap[short]) + 8
-        self._grow_arena(self.used + int(worst.sum()))
+        worst = np.maximum(4 * (self.n[short] + need[short]), self.cap[short]) + 2 * BLOCK
+        size = self.used + int(worst.sum())
+        if size > len(self.ts):
+            self._alloc(max(size, int(len(self.ts) * 1.5) + 1024) // BLOCK * BLOCK + BLOCK)
         self.used = int(
             _make_room(
-                need, self.ts, self.adm, self.val, self.off, self.cap, self.beg, self.n, self.used
+                need, self.ts, self.adm, self.val, self.pre, self.bmin, self.bmax,
+                self.off, self.cap, self.beg, self.n, self.used,
             )
-        )
+        )  # fmt: skip
 
     def expire(self, cutoff: int) -> None:
-        _expire(np.int64(cutoff), self.keep_from, self.ts, self.beg, self.n)
+        _expire(np.int64(cutoff), self.keep_from, self.ts, self.pre, self.pb, self.beg, self.n)
 
-    def compact(self, slack: bool = True) -> None:
-        """Repack every key's live events at the front of a fresh arena."""
-        if slack:
-            caps = np.where(self.n > 0, np.maximum(8, 2 * self.n), 0).astype(np.int64)
-            caps = np.maximum(caps, np.minimum(self.cap, 8))
-        else:
-            caps = self.n.copy()
-        total = int(caps.sum())
-        ts = np.empty(total, dtype=np.int64)
-        adm = np.empty(total, dtype=np.int64)
-        val = np.empty((total, self.n_metrics), dtype=np.float64)
-        off = np.empty_like(self.off)
-        _pack(self.ts, self.adm, self.val, self.beg, self.n, caps, ts, adm, val, off)
-        self.ts, self.adm, self.val = ts, adm, val
-        self.off, self.beg, self.cap, self.used = off, off.copy(), caps, total
+    def _packed_order(self) -> np.ndarray:
+        starts = np.repeat(self.beg, self.n)
+        within = np.arange(int(self.n.sum())) - np.repeat(np.cumsum(self.n) - self.n, self.n)
+        return starts + within
+
+    def _load(self, n: np.ndarray, caps: np.ndarray, ts, adm, val, pre) -> None:
+        """Lay out packed live events (key order) into fresh slots of ``caps``."""
+        off = (np.cumsum(caps) - caps).astype(np.int64)
+        self.used = 0
+        self.bmin = np.zeros((self.n_metrics, 0))
+        self.bmax = np.zeros((self.n_metrics, 0))
+        self._alloc(int(caps.sum()) // BLOCK * BLOCK + BLOCK)
+        dst = np.repeat(off, n) + (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n))
+        self.ts[dst], self.adm[dst], self.val[:, dst], self.pre[dst] = ts, adm, val, pre
+        self.off, self.beg, self.cap, self.n = off, off.copy(), caps, n.copy()
+        self.used = int(caps.sum())
+        _blocks_all(self.beg, self.n, self.val, self.bmin, self.bmax)
+
+    def compact(self) -> None:
+        """Repack every key's live events into slots of ``2 n`` (multiples of BLOCK)."""
+        o = self._packed_order()
+        caps = ((2 * self.n + BLOCK - 1) // BLOCK * BLOCK).astype(np.int64)
+        self._load(self.n.copy(), caps, self.ts[o], self.adm[o], self.val[:, o], self.pre[o])
 
     def memory_bytes(self) -> int:
-        arrays = (self.ts, self.adm, self.val, self.off, self.cap, self.beg, self.n, self.keep_from)
+        arrays = (
+            self.ts, self.adm, self.val, self.pre, self.bmin, self.bmax, self.off, self.cap,
+            self.beg, self.n, self.keep_from, self.since, self.pb, self.ref,
+        )  # fmt: skip
         return int(sum(a.nbytes for a in arrays))
 
     def snapshot(self) -> dict[str, np.ndarray]:
-        """Live events only, packed: size is proportional to the live events."""
-        order = np.repeat(self.beg, self.n) + (
-            np.arange(int(self.n.sum())) - np.repeat(np.cumsum(self.n) - self.n, self.n)
-        )
-        return {
-            "ts": self.ts[order],
-            "adm": self.adm[order],
-            "val": self.val[order],
-            "n": self.n.copy(),
-            "keep_from": self.keep_from.copy(),
-        }
+        """Live events only, packed, with their running sums as they are (restore is exact)."""
+        o = self._packed_order()
+        snap = {"ts": self.ts[o], "adm": self.adm[o], "val": self.val[:, o]}
+        snap["pre"] = self.pre[o]
+        for name in ("n", "keep_from", "since", "pb", "ref"):
+            snap[name] = getattr(self, name).copy()
+        return snap
 
     @classmethod
     def restore(cls, n_metrics: int, snap: dict[str, np.ndarray]) -> KeyStore:
         st = cls(n_metrics)
         n = np.asarray(snap["n"], dtype=np.int64)
-        st.ts = np.array(snap["ts"], dtype=np.int64)
-        st.adm = np.array(snap["adm"], dtype=np.int64)
-        st.val = np.array(snap["val"], dtype=np.float64).reshape(-1, n_metrics)
-        st.n = n.copy()
-        st.off = (np.cumsum(n) - n).astype(np.int64)
-        st.beg = st.off.copy()
-        st.cap = n.copy()
-        st.keep_from = np.array(snap["keep_from"], dtype=np.int64)
-        st.used = int(n.sum())
+        for name in ("keep_from", "since", "pb", "ref"):
+            setattr(st, name, np.array(snap[name]))
+        caps = ((2 * n + BLOCK - 1) // BLOCK * BLOCK).astype(np.int64)
+        st._load(n, caps, snap["ts"], snap["adm"], snap["val"], snap["pre"])
         return st

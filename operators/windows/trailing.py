@@ -28,7 +28,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .quantile import P95, quantile_sorted
+from .quantile import P95, select_two
+from .store import BLOCK, blocks_from
 
 __all__ = ["AGG_CODES", "insert_rows", "trailing_features"]
 
@@ -36,132 +37,264 @@ AGG_CODES = {"count": 0, "sum": 1, "mean": 2, "std": 3, "min": 4, "max": 5, "rat
 
 
 @njit(cache=True)
-def _insert(k, t, adm, row, s_ts, s_adm, s_val, beg, n):  # pragma: no cover - numba
+def _prefix_from(k, p, end, s_val, pre, pb, ref, beg):  # pragma: no cover - numba
+    """Recompute the running sums of key ``k`` at positions ``[p, end)``."""
+    n_m = s_val.shape[0]
+    for m in range(n_m):
+        if p > beg[k]:
+            c, s0, s1, s2 = pre[p - 1, m, 0], pre[p - 1, m, 1], pre[p - 1, m, 2], pre[p - 1, m, 3]
+        else:
+            c, s0, s1, s2 = pb[k, m, 0], pb[k, m, 1], pb[k, m, 2], pb[k, m, 3]
+        r = ref[k, m]
+        for j in range(p, end):
+            x = s_val[m, j]
+            if x == x:
+                if r != r:  # first value ever seen for this key and metric
+                    r = x
+                    ref[k, m] = x
+                d = x - r
+                c += 1.0
+                s0 += x
+                s1 += d
+                s2 += d * d
+            pre[j, m, 0] = c
+            pre[j, m, 1] = s0
+            pre[j, m, 2] = s1
+            pre[j, m, 3] = s2
+
+
+@njit(cache=True)
+def _rebase(k, s_val, pre, pb, ref, beg, n):  # pragma: no cover - numba
+    """Restart key ``k``'s running sums at ``beg`` around the mean of its live values."""
     b = beg[k]
-    pos = b + n[k]
+    e = b + n[k]
+    for m in range(s_val.shape[0]):
+        c = 0
+        s = 0.0
+        for j in range(b, e):
+            x = s_val[m, j]
+            if x == x:
+                c += 1
+                s += x
+        if c > 0:
+            ref[k, m] = s / c
+        pb[k, m, :] = 0.0
+    _prefix_from(k, b, e, s_val, pre, pb, ref, beg)
+
+
+@njit(cache=True)
+def _insert(k, t, adm, row, s_ts, s_adm, s_val, pre, bmin, bmax, beg, n, pb, ref, since):
+    # pragma: no cover - numba
+    b = beg[k]
+    end = b + n[k]
+    pos = end
     while pos > b and s_ts[pos - 1] > t:
-        s_ts[pos] = s_ts[pos - 1]
-        s_adm[pos] = s_adm[pos - 1]
-        s_val[pos, :] = s_val[pos - 1, :]
         pos -= 1
+    n_m = s_val.shape[0]
+    for j in range(end, pos, -1):
+        s_ts[j] = s_ts[j - 1]
+        s_adm[j] = s_adm[j - 1]
+        for m in range(n_m):
+            s_val[m, j] = s_val[m, j - 1]
     s_ts[pos] = t
     s_adm[pos] = adm
-    s_val[pos, :] = row
+    for m in range(n_m):
+        s_val[m, pos] = row[m]
     n[k] += 1
+    end += 1
+    since[k] += 1
+    if since[k] >= max(64, 2 * n[k]):
+        since[k] = 0
+        _rebase(k, s_val, pre, pb, ref, beg, n)
+    else:
+        _prefix_from(k, pos, end, s_val, pre, pb, ref, beg)
+    if pos == end - 1 and pos % BLOCK != 0:
+        blk = pos // BLOCK
+        for m in range(s_val.shape[0]):
+            x = row[m]
+            if x < bmin[m, blk]:
+                bmin[m, blk] = x
+            if x > bmax[m, blk]:
+                bmax[m, blk] = x
+    else:
+        blocks_from(pos, end, s_val, bmin, bmax)
+
+
+@njit(cache=True)
+def _range_minmax(m, lo, hi, s_val, bmin, bmax, mn, mx):  # pragma: no cover - numba
+    """min/max of ``s_val[m, lo:hi]`` (NaN skipped), folded into ``mn``/``mx``."""
+    j = lo
+    while j < hi and j % BLOCK != 0:
+        x = s_val[m, j]
+        if x < mn:
+            mn = x
+        if x > mx:
+            mx = x
+        j += 1
+    while j + BLOCK <= hi:
+        blk = j // BLOCK
+        if bmin[m, blk] < mn:
+            mn = bmin[m, blk]
+        if bmax[m, blk] > mx:
+            mx = bmax[m, blk]
+        j += BLOCK
+    while j < hi:
+        x = s_val[m, j]
+        if x < mn:
+            mn = x
+        if x > mx:
+            mx = x
+        j += 1
+    return mn, mx
+
+
+@njit(cache=True)
+def _std_exact(m, lo, hi, s_val):  # pragma: no cover - numba
+    """Two-pass population std of ``s_val[m, lo:hi]`` (NaN skipped)."""
+    c = 0
+    s = 0.0
+    for j in range(lo, hi):
+        x = s_val[m, j]
+        if x == x:
+            c += 1
+            s += x
+    mean = s / c
+    ss = 0.0
+    for j in range(lo, hi):
+        x = s_val[m, j]
+        if x == x:
+            ss += (x - mean) * (x - mean)
+    return np.sqrt(ss / c)
+
+
+@njit(cache=True)
+def _upper(a, lo, hi, x):  # pragma: no cover - numba
+    """First index in ``a[lo:hi]`` with ``a[i] > x``."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 @njit(cache=True)
 def trailing_features(
-    kidx, ts, vals, wmb, acc, adm_row, s_ts, s_adm, s_val, beg, n,
-    wsorted, worig, horizon, agg_pos, n_aggs, want_q, out,
+    order, kidx, ts, vals, wmb, acc, adm_row, s_ts, s_adm, s_val, pre, bmin, bmax, beg, n, pb,
+    ref, since, wsorted, worig, horizon, agg_pos, n_aggs, want_q, out,
 ):  # fmt: skip  # pragma: no cover - numba
-    """Insert accepted rows into the store and write each row's features into ``out``."""
+    """Insert accepted rows into the store and write each row's features into ``out``.
+
+    Rows are visited in ``order`` - the batch stably grouped by key - so a key's state stays
+    in cache while its rows are processed. A row's features depend only on its own key's rows
+    before it and on its watermark, so this gives exactly the result of input order.
+    """
     n_rows = len(ts)
     n_m = vals.shape[1]
     n_w = len(wsorted)
     maxn = 1
     for k in range(len(n)):
         maxn = max(maxn, n[k])
-    tmp = np.empty((n_m, maxn + n_rows), dtype=np.float64)
     scratch = np.empty(maxn + n_rows, dtype=np.float64)
-    cnt = np.zeros(n_m, dtype=np.int64)
-    s0 = np.zeros(n_m)
-    s1 = np.zeros(n_m)
-    s2 = np.zeros(n_m)
-    mn = np.zeros(n_m)
-    mx = np.zeros(n_m)
-    sh = np.zeros(n_m)
+    los = np.empty(n_w, dtype=np.int64)
     stride_m = n_w * n_aggs
-    for i in range(n_rows):
+    for ii in range(n_rows):
+        i = order[ii]
         k = kidx[i]
         t = ts[i]
         if acc[i]:
-            _insert(k, t, adm_row[i], vals[i], s_ts, s_adm, s_val, beg, n)
+            _insert(k, t, adm_row[i], vals[i], s_ts, s_adm, s_val, pre, bmin, bmax, beg, n,
+                    pb, ref, since)  # fmt: skip
         b = beg[k]
-        lo = b
-        hi = b + n[k]
-        while lo < hi:  # first index with ts > t
-            mid = (lo + hi) >> 1
-            if s_ts[mid] <= t:
-                lo = mid + 1
-            else:
-                hi = mid
+        e = b + n[k]
+        hi = e if (e == b or s_ts[e - 1] <= t) else _upper(s_ts, b, e, t)
         floor = wmb[i] - horizon
+        lo_prev = hi
+        for w in range(n_w):
+            lb = max(t - wsorted[w], floor)
+            los[w] = _upper(s_ts, b, lo_prev, lb)
+            lo_prev = los[w]
         for m in range(n_m):
-            cnt[m] = 0
-            s0[m] = 0.0
-            s1[m] = 0.0
-            s2[m] = 0.0
-            mn[m] = np.inf
-            mx[m] = -np.inf
-        j = lo - 1
-        w = 0
-        lb = max(t - wsorted[0], floor)
-        while True:
-            if j < b or s_ts[j] <= lb:
-                # window w is complete: write it
-                dur_s = wsorted[w] / 1000.0
-                for m in range(n_m):
-                    base = m * stride_m + worig[w] * n_aggs
-                    c = cnt[m]
-                    if c > 0:
-                        mean = s0[m] / c
-                        ms = s1[m] / c
-                        var = s2[m] / c - ms * ms
-                        std = np.sqrt(var) if var > 0.0 else 0.0
-                        vmin = mn[m]
-                        vmax = mx[m]
+            if hi > b:
+                h0, h1, h2, h3 = (
+                    pre[hi - 1, m, 0],
+                    pre[hi - 1, m, 1],
+                    pre[hi - 1, m, 2],
+                    pre[hi - 1, m, 3],
+                )
+            else:
+                h0, h1, h2, h3 = pb[k, m, 0], pb[k, m, 1], pb[k, m, 2], pb[k, m, 3]
+            mn = np.inf
+            mx = -np.inf
+            seg_hi = hi
+            for w in range(n_w):
+                lo = los[w]
+                if lo > b:
+                    l0, l1, l2, l3 = (
+                        pre[lo - 1, m, 0],
+                        pre[lo - 1, m, 1],
+                        pre[lo - 1, m, 2],
+                        pre[lo - 1, m, 3],
+                    )
+                else:
+                    l0, l1, l2, l3 = pb[k, m, 0], pb[k, m, 1], pb[k, m, 2], pb[k, m, 3]
+                c = h0 - l0
+                mn, mx = _range_minmax(m, lo, seg_hi, s_val, bmin, bmax, mn, mx)
+                seg_hi = lo
+                base = m * stride_m + worig[w] * n_aggs
+                if c > 0.5:
+                    mean = (h1 - l1) / c
+                    ms = (h2 - l2) / c
+                    var = (h3 - l3) / c - ms * ms
+                    if mn == mx:
+                        std = 0.0
+                    elif var * c <= 1e-5 * ms * ms * (3 * n[k] + 64):
+                        # the running sums' rounding (~1e-16 of their size) could exceed
+                        # 1e-10 of this variance: recompute it exactly, two-pass
+                        std = _std_exact(m, lo, hi, s_val)
                     else:
-                        mean = np.nan
-                        std = np.nan
-                        vmin = np.nan
-                        vmax = np.nan
-                    if agg_pos[0] >= 0:
-                        out[i, base + agg_pos[0]] = c
-                    if agg_pos[1] >= 0:
-                        out[i, base + agg_pos[1]] = s0[m]
-                    if agg_pos[2] >= 0:
-                        out[i, base + agg_pos[2]] = mean
-                    if agg_pos[3] >= 0:
-                        out[i, base + agg_pos[3]] = std
-                    if agg_pos[4] >= 0:
-                        out[i, base + agg_pos[4]] = vmin
-                    if agg_pos[5] >= 0:
-                        out[i, base + agg_pos[5]] = vmax
-                    if agg_pos[6] >= 0:
-                        out[i, base + agg_pos[6]] = c / dur_s
-                    if want_q:
-                        for q in range(c):
-                            scratch[q] = tmp[m, q]
-                        sv = scratch[:c]
-                        sv.sort()
-                        out[i, base + agg_pos[7]] = quantile_sorted(sv, c, P95)
-                w += 1
-                if w == n_w:
-                    break
-                lb = max(t - wsorted[w], floor)
-                continue
-            for m in range(n_m):
-                x = s_val[j, m]
-                if x == x:
-                    c = cnt[m]
-                    if c == 0:
-                        sh[m] = x
-                    d = x - sh[m]
-                    if want_q:
-                        tmp[m, c] = x
-                    cnt[m] = c + 1
-                    s0[m] += x
-                    s1[m] += d
-                    s2[m] += d * d
-                    mn[m] = min(mn[m], x)
-                    mx[m] = max(mx[m], x)
-            j -= 1
+                        std = np.sqrt(var)
+                    vmin = mn
+                    vmax = mx
+                    s = h1 - l1
+                else:
+                    c = 0.0
+                    mean = np.nan
+                    std = np.nan
+                    vmin = np.nan
+                    vmax = np.nan
+                    s = 0.0
+                if agg_pos[0] >= 0:
+                    out[i, base + agg_pos[0]] = c
+                if agg_pos[1] >= 0:
+                    out[i, base + agg_pos[1]] = s
+                if agg_pos[2] >= 0:
+                    out[i, base + agg_pos[2]] = mean
+                if agg_pos[3] >= 0:
+                    out[i, base + agg_pos[3]] = std
+                if agg_pos[4] >= 0:
+                    out[i, base + agg_pos[4]] = vmin
+                if agg_pos[5] >= 0:
+                    out[i, base + agg_pos[5]] = vmax
+                if agg_pos[6] >= 0:
+                    out[i, base + agg_pos[6]] = c / (wsorted[w] / 1000.0)
+                if want_q:
+                    cnt = 0
+                    for j in range(lo, hi):
+                        x = s_val[m, j]
+                        if x == x:
+                            scratch[cnt] = x
+                            cnt += 1
+                    out[i, base + agg_pos[7]] = select_two(scratch, cnt, P95)
 
 
 @njit(cache=True)
-def insert_rows(kidx, ts, vals, acc, adm_row, s_ts, s_adm, s_val, beg, n):  # pragma: no cover
+def insert_rows(
+    kidx, ts, vals, acc, adm_row, s_ts, s_adm, s_val, pre, bmin, bmax, beg, n, pb, ref, since
+):  # fmt: skip  # pragma: no cover
     """Insert the accepted rows only (no trailing windows configured)."""
     for i in range(len(ts)):
         if acc[i]:
-            _insert(kidx[i], ts[i], adm_row[i], vals[i], s_ts, s_adm, s_val, beg, n)
+            _insert(kidx[i], ts[i], adm_row[i], vals[i], s_ts, s_adm, s_val, pre, bmin, bmax,
+                    beg, n, pb, ref, since)  # fmt: skip

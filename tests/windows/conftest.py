@@ -32,6 +32,7 @@ def make_stream(
     late_ms: int = 20_000,
     nan_frac: float = 0.05,
     n_parts: int = 1,
+    skew: float = 1.0,
 ) -> Stream:
     """Events spread over ``span_ms``, jittered back by up to ``disorder_ms``, a fraction pushed
     back by up to ``late_ms`` more (late ones), some NaNs, repeated timestamps, skewed keys."""
@@ -41,7 +42,7 @@ def make_stream(
     lates = rng.random(n) < late_frac
     ts[lates] -= rng.integers(0, late_ms + 1, int(lates.sum()))
     ts = (ts // 7) * 7  # coarse grid: plenty of exact ties
-    w = 1.0 / np.arange(1, n_keys + 1)
+    w = 1.0 / np.arange(1, n_keys + 1) ** skew
     kid = rng.choice(n_keys, size=n, p=w / w.sum())
     keys = np.array([f"k{i}" for i in kid], dtype=object)
     vals = np.round(rng.normal(100, 15, (n, n_metrics)), 3)
