@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 
 import numpy as np
@@ -127,3 +128,28 @@ def test_bank_rejects_bad_shapes() -> None:
         bank.score_learn(np.zeros(3, np.int64), np.zeros(3, np.int64), np.zeros((3, 3)))
     with pytest.raises(ValueError, match="n_metrics"):
         BankConfig(n_metrics=0)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    cuts=st.lists(st.integers(min_value=0, max_value=900), max_size=6),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_bank_batching_never_changes_outputs(cuts: list[int], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 900
+    keys = rng.integers(0, 4, n).astype(np.int64)
+    ts = np.arange(n, dtype=np.int64) * 1000
+    vals = rng.normal(size=(n, 2)).cumsum(axis=0)
+    vals[rng.random((n, 2)) < 0.01] = np.nan
+    one = DetectorBank(BankConfig(n_metrics=2)).score_learn(keys, ts, vals)
+    bank = DetectorBank(BankConfig(n_metrics=2))
+    bounds = sorted({0, n, *cuts})
+    parts = [bank.score_learn(keys[a:b], ts[a:b], vals[a:b]) for a, b in itertools.pairwise(bounds)]
+    np.testing.assert_array_equal(np.concatenate([p.scores for p in parts]), one.scores)
+    np.testing.assert_array_equal(np.concatenate([p.votes for p in parts]), one.votes)
+    np.testing.assert_array_equal(np.concatenate([p.lower for p in parts]), one.lower)
