@@ -25,9 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.baselines.common import make_stream
+from benchmarks.baselines.common import make_stream, peak_rss_mb
 from benchmarks.quality import run_quality
-from benchmarks.throughput import VARIANTS, run_isolated, run_throughput, targets
+from benchmarks.throughput import (
+    VARIANTS,
+    call_isolated,
+    run_isolated,
+    run_throughput,
+    targets,
+)
 
 __all__ = ["PROFILES", "SUITES", "markdown", "plot", "run_suites"]
 
@@ -93,7 +99,8 @@ def suite_throughput(quick: bool | str, workdir: str) -> dict[str, Any]:
     return res
 
 
-def _paced_eddy(rate: float, seconds: float, workdir: str) -> dict[str, Any]:
+def paced_eddy(rate: float, seconds: float, workdir: str) -> dict[str, Any]:
+    """The reference pipeline on the simulator paced in real time at ``rate`` requests/s."""
     from dataflows.config import load_settings
     from dataflows.pipeline import RunOptions, run_pipeline
 
@@ -109,6 +116,7 @@ def _paced_eddy(rate: float, seconds: float, workdir: str) -> dict[str, Any]:
     res = run_pipeline(RunOptions(settings=settings, speed=1.0))
     events = res.counters.get("requests", 0) + res.counters.get("outcomes", 0)
     return {
+        "peak_rss_mb": peak_rss_mb(),
         "offered_requests_per_s": rate,
         "seconds": seconds,
         "achieved_requests_per_s": res.counters.get("requests", 0) / res.wall_s,
@@ -119,7 +127,10 @@ def _paced_eddy(rate: float, seconds: float, workdir: str) -> dict[str, Any]:
 
 def suite_latency(quick: bool | str, workdir: str) -> dict[str, Any]:
     p = _profile(quick)
-    return {"runs": [_paced_eddy(r, p["lat_s"], workdir) for r in p["lat_rates"]]}
+    runs = [call_isolated(paced_eddy, r, p["lat_s"], workdir) for r in p["lat_rates"]]
+    for r, rate in zip(runs, p["lat_rates"], strict=True):
+        r.setdefault("offered_requests_per_s", rate)
+    return {"runs": runs}
 
 
 def suite_scaling(quick: bool | str, workdir: str) -> dict[str, Any]:
@@ -289,6 +300,10 @@ def markdown(out: dict[str, Any]) -> str:
             "|---:|---:|---:|---:|---:|",
         ]
         for r in s["latency"]["runs"]:
+            if "error" in r:
+                rate = _fmt(r["offered_requests_per_s"])
+                lines.append(f"| {rate} | error: {r['error'].splitlines()[-1]} |")
+                continue
             lat = r["latency_ms"]
             lines.append(
                 f"| {_fmt(r['offered_requests_per_s'])} | {_fmt(r['achieved_requests_per_s'])} "
@@ -381,7 +396,7 @@ def plot(out: dict[str, Any], out_dir: Path) -> list[str]:
         a2.legend()
         save(fig, "throughput.png")
     if "latency" in s:
-        runs = s["latency"]["runs"]
+        runs = [r for r in s["latency"]["runs"] if "error" not in r]
         fig, ax = plt.subplots(figsize=(6, 4))
         for q in ("p50", "p95", "p99"):
             ax.plot(
@@ -397,7 +412,7 @@ def plot(out: dict[str, Any], out_dir: Path) -> list[str]:
         ax.legend()
         save(fig, "latency.png")
     if "scaling" in s:
-        runs = s["scaling"]["runs"]
+        runs = [r for r in s["scaling"]["runs"] if "error" not in r]
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot([r["batch_size"] for r in runs], [r["events_per_s"] for r in runs], marker="o")
         ax.set_xscale("log")

@@ -21,12 +21,20 @@ import multiprocessing as mp
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks.baselines.common import Stream, VariantResult, db_path, make_stream, peak_rss_mb
 
-__all__ = ["VARIANTS", "run_eddy", "run_throughput", "run_variant"]
+__all__ = [
+    "VARIANTS",
+    "call_isolated",
+    "run_eddy",
+    "run_isolated",
+    "run_throughput",
+    "run_variant",
+]
 
 VARIANTS = ("eddy", "naive", "bytewax_idiomatic", "floor")
 WARMUP_REQUESTS = 3_000
@@ -112,6 +120,30 @@ def _child(
         q.put(("ok", run_variant(variant, stream, workdir, max_seconds, **kw).as_dict()))
     except BaseException:
         q.put(("error", traceback.format_exc()))
+
+
+def _call_child(func: Callable[..., dict], args: tuple, q: Any) -> None:
+    try:
+        q.put(("ok", func(*args)))
+    except BaseException:
+        q.put(("error", traceback.format_exc()))
+
+
+def call_isolated(func: Callable[..., dict], *args: Any, timeout_s: float = 600.0) -> dict:
+    """``func(*args)`` (a module-level function returning a dict) in a spawned child process."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_call_child, args=(func, args, q))
+    p.start()
+    try:
+        status, payload = q.get(timeout=timeout_s)
+    except Exception:
+        status, payload = "error", f"no result within {timeout_s:.0f} s (exit code {p.exitcode})"
+    p.join(timeout=30)
+    if p.is_alive():
+        p.kill()
+        p.join()
+    return dict(payload) if status == "ok" else {"error": payload}
 
 
 def run_isolated(

@@ -172,7 +172,18 @@ def latency_quantiles(hist: LatencyHistogram) -> dict[str, float]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process (Linux reports KiB)."""
+    """Peak resident set size of this process in MB.
+
+    Linux ``VmHWM`` (the high-water mark of this address space, which starts afresh at
+    ``exec``); ``ru_maxrss`` is not used there because Linux carries it across ``execve``, so a
+    spawned child would report its parent's peak."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
