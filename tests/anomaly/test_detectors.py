@@ -7,6 +7,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from operators.anomaly import BankConfig, DetectorBank, default_detector
 from operators.anomaly.registry import DETECTORS
@@ -128,10 +130,6 @@ def test_bank_rejects_bad_shapes() -> None:
         bank.score_learn(np.zeros(3, np.int64), np.zeros(3, np.int64), np.zeros((3, 3)))
     with pytest.raises(ValueError, match="n_metrics"):
         BankConfig(n_metrics=0)
-
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=15, deadline=None)
