@@ -142,3 +142,15 @@ def test_direction_limits_the_test_to_drops_or_rises() -> None:
     assert len(_alerts(DriftMonitor(DriftConfig(direction="up")), x)["alert_id"]) == 1
     with pytest.raises(ValueError, match=r"DriftConfig\.direction: expected one of"):
         DriftConfig(direction="sideways")
+
+
+def test_reference_engine_under_drift_alerts_and_the_bandit_recovers() -> None:
+    from benchmarks.quality import run_quality
+
+    q = run_quality(n_requests=60_000, drift_at_s=15.0, seed=0)
+    assert q["alerts_after_drift"] == 1
+    assert q["detection_delay_s"] is not None and 0.0 <= q["detection_delay_s"] < 5.0
+    assert q["alert_magnitude"] < 0
+    assert q["false_alerts_before_drift"] == 0 and q["false_alerts_control_run"] == 0
+    assert q["ratio_min_after_drift"] < 0.8 * q["ratio_before_drift"]  # the drift hurt...
+    assert q["recovery_s"] is not None and q["recovery_s"] <= 10.0  # ...and LinUCB got back
