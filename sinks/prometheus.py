@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 
 from operators.stats import _GROWTH, _LO_MS, LatencyHistogram, RunStats
 
-__all__ = ["MetricsServer", "StatsCollector", "start_metrics_server"]
+__all__ = ["MetricsServer", "StatsCollector", "split_metric_name", "start_metrics_server"]
 
 _GAUGE_SUFFIXES = ("_ms", "_s", "_lag", "_watermark", "_gauge", "reward_mean")
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
@@ -47,7 +47,8 @@ def _metric_name(name: str) -> str:
     return f"eddy_{clean}"
 
 
-def _split(counter: str) -> tuple[str, str]:
+def split_metric_name(counter: str) -> tuple[str, str]:
+    """``"engine.events_in" -> ("engine", "events_in")``; no dot: step ``"pipeline"``."""
     step, dot, name = counter.partition(".")
     return (step, name) if dot and name else ("pipeline", counter)
 
@@ -63,7 +64,7 @@ class StatsCollector(Collector):
         counters, hist = self._stats.view()
         families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
         for full, value in sorted(counters.items()):
-            step, name = _split(full)
+            step, name = split_metric_name(full)
             metric = _metric_name(name)
             fam = families.get(metric)
             if fam is None:
