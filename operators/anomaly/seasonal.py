@@ -2,7 +2,9 @@
 
 The period ``P`` (events per season of ``days`` days: 1 = daily, 7 = weekly) is inferred per
 slot from its first timestamps: when the cadence is regular and divides the season into
-``4..max_period`` steps, ``P = season / cadence``;
+``8..max_period`` steps, ``P = season / cadence``. The lag is by time, not by count: the value
+compared with is the one stored at the same phase exactly one season earlier (within half a
+step), so gaps in the data do not shift the seasonal comparison;
 otherwise the slot has no seasonality and this member stays silent (raw 0). The residuals go
 through a :class:`~operators.anomaly.median_mad.MedianMad` (window ``window``), so the surprise
 is ``|residual - median| / scale`` of recent residuals. Expected range: ``x[i - P] + residual
@@ -27,39 +29,59 @@ _PROBE = 8
 
 @njit(cache=True)
 def _residuals(
-    slots, ts, x, season_ms, max_period, ring, cnt, period, t0, tprev, irregular, res, base
+    slots,
+    ts,
+    x,
+    season_ms,
+    max_period,
+    ring,
+    ring_ts,
+    cnt,
+    period,
+    dt,
+    t0,
+    tprev,
+    irregular,
+    res,
+    base,
 ):  # pragma: no cover
     for i in range(slots.shape[0]):
         s = slots[i]
         v = x[i]
+        t = ts[i]
         res[i] = np.nan
         base[i] = np.nan
         if math.isnan(v):
             continue
         n = cnt[s]
-        if n > 0 and n <= _PROBE:
-            dt0 = tprev[s] - t0[s]
-            step = ts[i] - tprev[s]
-            if n >= 2 and abs(step * (n - 1) - dt0) > 0.01 * max(dt0, 1):
-                irregular[s] = 1
-        if n == 0:
-            t0[s] = ts[i]
-        tprev[s] = ts[i]
-        if n == _PROBE and irregular[s] == 0:
-            dt = (ts[i] - t0[s]) / _PROBE
-            if dt > 0:
-                p = round(season_ms / dt)
-                if 4 <= p <= max_period and abs(p * dt - season_ms) <= 0.001 * season_ms:
-                    period[s] = p
-        p = period[s]
-        if p > 0 and n >= p:
-            past = ring[s, n % p]
-            res[i] = v - past
-            base[i] = past
-        if p > 0:
-            ring[s, n % p] = v
-        elif n < _PROBE:
+        if n < _PROBE:  # learn the cadence from the first events
+            if n == 0:
+                t0[s] = t
+            elif n >= 2:
+                span = tprev[s] - t0[s]
+                if abs((t - tprev[s]) * (n - 1) - span) > 0.01 * max(span, 1):
+                    irregular[s] = 1
+            tprev[s] = t
             ring[s, n] = v
+            ring_ts[s, n] = t
+            cnt[s] = n + 1
+            if n + 1 == _PROBE and irregular[s] == 0 and t > t0[s]:
+                step = (t - t0[s]) / (_PROBE - 1)
+                p = round(season_ms / step)
+                if _PROBE <= p <= max_period and abs(p * step - season_ms) <= 0.001 * season_ms:
+                    period[s] = p
+                    dt[s] = step
+            continue
+        p = period[s]
+        if p == 0:
+            continue
+        # phase by time, so gaps in the data do not shift the seasonal lag
+        ph = round((t - t0[s]) / dt[s]) % p
+        if abs((t - ring_ts[s, ph]) - season_ms) <= 0.5 * dt[s]:
+            res[i] = v - ring[s, ph]
+            base[i] = ring[s, ph]
+        ring[s, ph] = v
+        ring_ts[s, ph] = t
         cnt[s] = n + 1
 
 
@@ -84,8 +106,10 @@ class SeasonalNaive(SlotDetector):
     def state_spec(self) -> StateSpec:
         return {
             "ring": ((self.max_period,), np.float64, 0.0),
+            "ring_ts": ((self.max_period,), np.int64, np.iinfo(np.int64).min // 2),
             "cnt": ((), np.int64, 0),
             "period": ((), np.int64, 0),
+            "dt": ((), np.float64, 0.0),
             "t0": ((), np.int64, 0),
             "tprev": ((), np.int64, 0),
             "irregular": ((), np.int64, 0),
@@ -96,8 +120,8 @@ class SeasonalNaive(SlotDetector):
         res, base = np.empty(n), np.empty(n)
         st = self._state
         _residuals(
-            slots, ts, x, self.days * DAY_MS, self.max_period, st["ring"], st["cnt"],
-            st["period"], st["t0"], st["tprev"], st["irregular"], res, base,
+            slots, ts, x, self.days * DAY_MS, self.max_period, st["ring"], st["ring_ts"],
+            st["cnt"], st["period"], st["dt"], st["t0"], st["tprev"], st["irregular"], res, base,
         )  # fmt: skip
         inner = self._inner.score_learn(slots, ts, res)
         return SlotOutput(inner.raw, base + inner.lower, base + inner.upper)

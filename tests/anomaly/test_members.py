@@ -121,3 +121,16 @@ def test_refractory_alerts_once_per_burst() -> None:
         np.array([0, 1, 0, 1], np.int64), np.array([0.9, 0.1, 0.8, 0.2])
     )
     np.testing.assert_allclose(two, [0.9, 0.1, 0.4, 0.2])
+
+
+def test_seasonal_lag_is_by_time_across_gaps() -> None:
+    hours = np.r_[np.arange(0, 50), np.arange(55, 120)]  # five hourly rows missing
+    ts = (1_400_000_000_000 + hours * 3_600_000).astype(np.int64)
+    v = (hours % 24).astype(np.float64) * 10.0  # a perfect daily pattern
+    v[-1] += 1.0
+    det = SeasonalNaive(window=16)
+    out = det.score_learn(np.zeros(hours.size, np.int64), ts, v)
+    base = out.lower + (out.upper - out.lower) / 2  # the value one day earlier (+ median 0)
+    ok = ~np.isnan(base)
+    np.testing.assert_allclose(base[ok][:-1], v[ok][:-1])
+    assert ok[hours.tolist().index(79)] and not ok[hours.tolist().index(24 + 50)]
