@@ -42,8 +42,8 @@ def build_default_members(seed: int = 0) -> list[SlotDetector]:
     ]
 
 
-def default_ensemble(seed: int = 0, calibration: str = "novelty") -> Ensemble:
-    params = DEFAULT_CALIBRATION if calibration == "novelty" else {}
+def default_ensemble(seed: int = 0, calibration: str = "hybrid") -> Ensemble:
+    params = DEFAULT_CALIBRATION if calibration != "likelihood" else {}
     return Ensemble(build_default_members(seed), calibration, params, refractory=DEFAULT_REFRACTORY)
 
 

@@ -3,10 +3,13 @@
 For every event and slot each member produces a raw surprise; a per-member calibration stage
 turns it into a score in [0, 1]:
 
-- ``"novelty"`` (default): :class:`~operators.anomaly.novelty.Novelty` ratio ``q`` (surprise over
+- ``"novelty"``: :class:`~operators.anomaly.novelty.Novelty` ratio ``q`` (surprise over
   the largest recent surprise), mapped by :func:`~operators.anomaly.novelty.q_to_score`;
 - ``"likelihood"``: :class:`~operators.anomaly.likelihood.Likelihood` Gaussian tail probability of
-  the short-averaged surprise against its long-run distribution.
+  the short-averaged surprise against its long-run distribution;
+- ``"hybrid"`` (the default ensemble's): the novelty ratio weighted by the likelihood score
+  ``L`` of the same surprise, ``q * (0.5 + L)``: a record that is also improbable under the
+  long-run distribution counts up to 1.5x, one that is not counts half.
 
 Non-finite values (NaN, +-inf) are skipped: score 0, nothing learned.
 Members flagged ``prescored`` (e.g. the range break) already emit ``q`` and skip calibration.
@@ -31,9 +34,10 @@ from operators.anomaly.likelihood import Likelihood
 from operators.anomaly.novelty import Novelty, q_to_score
 from operators.anomaly.refractory import Refractory
 
-__all__ = ["CALIBRATIONS", "Ensemble", "EnsembleOutput"]
+__all__ = ["CALIBRATIONS", "HYBRID_LIKELIHOOD", "Ensemble", "EnsembleOutput"]
 
-CALIBRATIONS = ("novelty", "likelihood")
+CALIBRATIONS = ("hybrid", "novelty", "likelihood")
+HYBRID_LIKELIHOOD: dict[str, Any] = {"short": 1, "long": 2000, "warmup": 64}
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,13 @@ class Ensemble:
             raise ValueError(f"Ensemble.refractory: expected an int >= 0, got {refractory!r}")
         self.refractory = refractory
         self._refractory = Refractory(refractory) if refractory else None
-        cls = Novelty if calibration == "novelty" else Likelihood
+        cls = Likelihood if calibration == "likelihood" else Novelty
         self._calib: list[Any] = [cls(**self.calibration_params) for _ in self.members]
+        self._lik = (
+            [Likelihood(**HYBRID_LIKELIHOOD) for _ in self.members]
+            if calibration == "hybrid"
+            else []
+        )
 
     @property
     def names(self) -> list[str]:
@@ -90,6 +99,9 @@ class Ensemble:
                 sc = q_to_score(np.nan_to_num(raw, nan=0.0))
             elif self.calibration == "novelty":
                 sc = q_to_score(cal.score_learn(s, raw))
+            elif self.calibration == "hybrid":
+                q = cal.score_learn(s, raw) * (0.5 + self._lik[d].score_learn(s, raw))
+                sc = q_to_score(q)
             else:
                 sc = cal.score_learn(s, raw)
             np.maximum(scores, sc, out=scores)

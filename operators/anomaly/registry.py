@@ -20,6 +20,7 @@ __all__ = ["DETECTORS"]
 
 DETECTORS: dict[str, Callable[[], Any]] = {
     "eddy": default_detector,
+    "eddy_novelty": lambda: SeriesDetector(default_ensemble(calibration="novelty")),
     "eddy_likelihood": lambda: SeriesDetector(default_ensemble(calibration="likelihood")),
     # River HalfSpaceTrees alone, calibrated and suppressed exactly like the default ensemble
     "hst": lambda: SeriesDetector(
@@ -33,7 +34,7 @@ DETECTORS: dict[str, Callable[[], Any]] = {
     "eddy_hst": lambda: SeriesDetector(
         Ensemble(
             [*build_default_members(), HalfSpaceTreesDetector()],
-            "novelty",
+            "hybrid",
             DEFAULT_CALIBRATION,
             refractory=DEFAULT_REFRACTORY,
         )

@@ -5,7 +5,7 @@ slot from its first timestamps: when the cadence is regular and divides the seas
 ``8..max_period`` steps, ``P = season / cadence``. The lag is by time, not by count: the value
 compared with is the one stored at the same phase exactly one season earlier (within half a
 step), so gaps in the data do not shift the seasonal comparison;
-otherwise the slot has no seasonality and this member stays silent (raw 0). The residuals go
+otherwise the slot has no seasonality and this member stays silent (raw NaN). The residuals go
 through a :class:`~operators.anomaly.median_mad.MedianMad` (window ``window``), so the surprise
 is ``|residual - median| / scale`` of recent residuals. Expected range: ``x[i - P] + residual
 range``.
