@@ -70,7 +70,7 @@ class _EngineLogic(StatefulBatchLogic[Any, Results, bytes]):
         self._finished = False
 
     def on_batch(self, values: list[Any]) -> tuple[list[Results], bool]:
-        return [self._engine.process(v) for v in values], StatefulBatchLogic.RETAIN
+        return [self._engine.process(b, p) for p, b in values], StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Results], bool]:
         if self._finished:
@@ -85,7 +85,7 @@ class _EngineLogic(StatefulBatchLogic[Any, Results, bytes]):
 def _decoder(settings: Settings) -> Callable[[Any], list[Any]]:
     def decode(item: Any) -> list[Any]:
         if not isinstance(item, RawBatch):
-            return [item]
+            return [(0, item)]  # the simulator: one partition, already decoded
         if item.stream == REQUESTS:
             batch: RequestBatch | OutcomeBatch
             batch, dead = decode_requests(
@@ -108,7 +108,7 @@ def _decoder(settings: Settings) -> Callable[[Any], list[Any]]:
         if dead:
             out.append(dead_letter_results(dead, time.time_ns() // 1_000_000))
         if len(batch):
-            out.append(batch)
+            out.append((item.partition, batch))
         return out
 
     return decode

@@ -22,7 +22,7 @@ from operators.anomaly import BankConfig, DetectorBank
 from operators.bandits import POLICIES, FeatureSpec, Featurizer, RewardJoin
 from operators.windows import EventTimeFeatures, FeatureConfig
 from operators.windows.config import duration_label
-from schemas.events import OutcomeBatch, RequestBatch, concat, take
+from schemas.events import OutcomeBatch, RequestBatch, take
 from schemas.results import Results
 
 __all__ = ["HEALTH_METRICS", "AdServingEngine", "EngineConfig"]
@@ -50,7 +50,7 @@ class EngineConfig:
     reward_ttl_ms: int = 30_000
     default_reward: float = 0.0
     latency_penalty_per_s: float = 1.0
-    anomaly_threshold: float = 0.995
+    anomaly_threshold: float = 0.99
     anomaly_cooldown_ms: int = 30_000
     seed: int = 0
 
@@ -137,7 +137,7 @@ class AdServingEngine:
         self._last_tick: dict[int, int] = {}
         self._first_ts: int | None = None
         self._max_ts = self._req_max_ts = np.iinfo(np.int64).min
-        self._held: list[OutcomeBatch] = []
+        self._held: list[tuple[int, OutcomeBatch]] = []
 
     # -- public -----------------------------------------------------------------------
     @property
@@ -148,18 +148,22 @@ class AdServingEngine:
     def pending_decisions(self) -> int:
         return int(self._join.pending)
 
-    def process(self, batch: RequestBatch | OutcomeBatch) -> Results:
+    def process(self, batch: RequestBatch | OutcomeBatch, partition: int = 0) -> Results:
+        """``partition`` names the input partition the batch came from: the watermark is the
+        minimum over partitions, so one fast partition cannot make another's events late."""
         out = Results()
         if len(batch) == 0:
             return out
         self._max_ts = max(self._max_ts, int(batch.ts.max()))
         if isinstance(batch, RequestBatch):
             self._req_max_ts = max(self._req_max_ts, int(batch.ts.max()))
-            self._decide(batch, out)
+            self._decide(batch, out, partition)
         else:
-            self._held.append(batch)
+            self._held.append((partition, batch))
         self._release(self._req_max_ts, out)
         self._expire(self._max_ts - self.config.allowed_lateness_ms, out)
+        out.gauges["bandit_updates"] = self._policy.n_learned
+        out.gauges["pending_decisions"] = self._join.pending
         return out
 
     def _release(self, until_ms: int, out: Results) -> None:
@@ -168,12 +172,16 @@ class AdServingEngine:
         An outcome answers a decision made before it, so it waits until the request stream's
         event time passes its own: two inputs read at different speeds (two files, two topics)
         still join, and the order of learning depends on event time only."""
-        if not self._held or min(int(b.ts.min()) for b in self._held) > until_ms:
+        if not self._held or min(int(b.ts.min()) for _, b in self._held) > until_ms:
             return
-        held = concat(self._held)
-        due = held.ts <= until_ms
-        self._held = [take(held, ~due)] if not due.all() else []
-        self._learn(take(held, due), out)
+        keep: list[tuple[int, OutcomeBatch]] = []
+        for partition, b in self._held:
+            due = b.ts <= until_ms
+            if due.any():
+                self._learn(take(b, due) if not due.all() else b, out, partition)
+            if not due.all():
+                keep.append((partition, take(b, ~due)))
+        self._held = keep
 
     def finish(self) -> Results:
         """End of bounded input: close every window, time out every waiting decision."""
@@ -182,6 +190,8 @@ class AdServingEngine:
         for feats in (self._health, self._requests):
             self._windows(feats.flush().windows, out)
         self._expire(np.iinfo(np.int64).max, out)
+        out.gauges["bandit_updates"] = self._policy.n_learned
+        out.gauges["pending_decisions"] = self._join.pending
         return out
 
     def snapshot(self) -> bytes:
@@ -208,9 +218,9 @@ class AdServingEngine:
         return eng
 
     # -- requests -> decisions -----------------------------------------------------------
-    def _decide(self, rb: RequestBatch, out: Results) -> None:
+    def _decide(self, rb: RequestBatch, out: Results, partition: int) -> None:
         c = self.config
-        res = self._requests.process(rb.placement, rb.ts, rb.floor_price[:, None])
+        res = self._requests.process(rb.placement, rb.ts, rb.floor_price[:, None], partition)
         self._late("requests", rb.id, rb.placement, rb.ts, res.late, res.watermark_ms, out)
         cols: dict[str, Any] = {
             "floor_price": rb.floor_price,
@@ -251,7 +261,7 @@ class AdServingEngine:
         out.count("decisions", len(rb))
 
     # -- outcomes -> rewards, health, anomalies -----------------------------------------
-    def _learn(self, ob: OutcomeBatch, out: Results) -> None:
+    def _learn(self, ob: OutcomeBatch, out: Results, partition: int) -> None:
         c = self.config
         reward = ob.revenue - c.latency_penalty_per_s * ob.latency_ms / 1000.0
         m = self._join.match(ob.decision_id, ob.ts, reward)
@@ -292,7 +302,7 @@ class AdServingEngine:
         values = np.column_stack(
             [ob.filled.astype(np.float64), ob.revenue, ob.latency_ms, ob.error.astype(np.float64)]
         )
-        res = self._health.process(ob.partner, ob.ts, values)
+        res = self._health.process(ob.partner, ob.ts, values, partition)
         self._late("outcomes", ob.position, ob.partner, ob.ts, res.late, res.watermark_ms, out)
         self._windows(res.windows, out)
         keys = np.array([self._key(p) for p in ob.partner.tolist()], dtype=np.int64)

@@ -17,7 +17,8 @@ class Results:
     """What one batch produced: table -> columns, and counters for the run statistics."""
 
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
-    counters: dict[str, float] = field(default_factory=dict)
+    counters: dict[str, float] = field(default_factory=dict)  # added up across batches
+    gauges: dict[str, float] = field(default_factory=dict)  # the latest value wins
 
     def add(self, table: str, columns: dict[str, Any]) -> None:
         n = len(next(iter(columns.values())))
@@ -51,6 +52,7 @@ class Results:
                     dst.setdefault(k, []).append(v)
             for k, v in r.counters.items():
                 out.count(k, v)
+            out.gauges.update(r.gauges)
         for t, cols in chunks.items():
             out.tables[t] = {k: _concat_all(v) for k, v in cols.items()}
         return out
@@ -60,6 +62,7 @@ class Results:
             self.add(t, cols)
         for k, v in other.counters.items():
             self.count(k, v)
+        self.gauges.update(other.gauges)
 
 
 def _concat(a: Any, b: Any) -> Any:

@@ -99,6 +99,7 @@ class _Partition(StatefulSinkPartition[Results, None]):
         with self._stats.lock:
             for k, v in merged.counters.items():
                 self._stats.add(k, v)
+            self._stats.counters.update(merged.gauges)
             if dec is not None:  # end to end: ingest -> readable in DuckDB
                 ingest_ms = np.asarray(dec["decided_at"]) - np.asarray(dec["latency_ms"])
                 self._stats.latency.add(now_ns / 1e6 - ingest_ms)

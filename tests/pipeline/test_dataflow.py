@@ -21,13 +21,14 @@ def _count(db: Path, sql: str) -> int:
 
 def test_simulator_run_fills_every_result_table(tmp_path: Path, settings) -> None:
     db = tmp_path / "sim.duckdb"
-    s = replace(settings(events=30_000, incident_every_s=8.0), duckdb=str(db), batch_size=500)
+    s = settings(events=40_000, rate_per_s=250.0, incident_every_s=8.0)
+    s = replace(s, duckdb=str(db), batch_size=500)
     result = run_pipeline(RunOptions(settings=s))
-    assert result.counters["decisions"] == 30_000
+    assert result.counters["decisions"] == 40_000
     for table in ("decisions", "rewards", "anomalies", "window_aggregates", "metrics"):
         assert _count(db, f"select count(*) from {table}") > 0, table
-    assert _count(db, "select count(*) from decisions") == 30_000
-    assert _count(db, "select count(distinct decision_id) from rewards") == 30_000
+    assert _count(db, "select count(*) from decisions") == 40_000
+    assert _count(db, "select count(distinct decision_id) from rewards") == 40_000
     assert result.scoreboard.chosen > 1.3 * result.scoreboard.random
     lat = result.latency_ms
     assert 0 < lat["p50"] <= lat["p99"]

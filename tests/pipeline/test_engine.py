@@ -107,7 +107,7 @@ def test_outcome_before_its_request_waits_and_unknown_outcomes_are_kept(settings
 
 
 def test_anomaly_rows_are_complete(settings) -> None:
-    s = settings(events=60_000, rate_per_s=500.0, incident_every_s=8.0)
+    s = settings(events=40_000, rate_per_s=250.0, incident_every_s=8.0)
     total = merged(drive(AdServingEngine(s.engine), Simulator(s.simulator)))
     an = total.tables.get("anomalies")
     assert an is not None and len(an["anomaly_id"]) > 0
