@@ -14,8 +14,9 @@ aggregations (count, sum, mean, std, min, max) per event, plus 10 s tumbling win
   squares/min/max per metric. It does strictly less work than the other two.
 
 Baselines are run on a prefix of the events (they are slow); all figures are events/s of
-wall time on one core. Memory: a child process fills 100,000 keys (3 trailing windows,
-~30 live events per key) and reports its peak resident set size.
+wall time on one core. Memory: a child process feeds 100,000 keys (3 trailing windows, one
+event per key every 30 s, so ~10 live events per key in the 5 min window) and reports its peak
+resident set size.
 
 Run: ``eddy bench features [--quick] --json FILE`` or ``python -m benchmarks.features``.
 """
@@ -181,23 +182,34 @@ def bench_bytewax(ev: tuple, cfg: FeatureConfig) -> dict[str, float]:
     return {"events_per_s": len(items) / dt, "events": len(items), "window_rows": len(out)}
 
 
-def memory_child(n_keys: int) -> dict[str, float]:
-    """Fill ``n_keys`` keys (about 30 live events each) and report the peak RSS."""
-    n = n_keys * 40
-    ev = make_events(n, n_keys, span_ms=400_000, seed=3)
-    cfg = config()
-    op = EventTimeFeatures(cfg)
-    keys, ts, vals = ev
-    for a in range(0, n, 100_000):
-        op.process(keys[a : a + 100_000], ts[a : a + 100_000], vals[a : a + 100_000])
+def memory_child(n_keys: int, per_key_s: int = 30, span_s: int = 330) -> dict[str, float]:
+    """Feed ``n_keys`` keys, one event per key every ``per_key_s`` seconds on average, for
+    ``span_s`` seconds of event time (so the 5 min window is full), generated chunk by chunk;
+    report the peak resident set size of this process and the operator's own state size."""
+    rng = np.random.default_rng(3)
+    n = n_keys * span_s // per_key_s
+    chunk = 100_000
+    names = np.array([f"user-{i}" for i in range(n_keys)], dtype=object)
+    op = EventTimeFeatures(config())
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    for a in range(0, n, chunk):
+        m = min(chunk, n - a)
+        t_lo = a * span_s * 1000 // n
+        t_hi = (a + m) * span_s * 1000 // n
+        ts = np.sort(rng.integers(t_lo, t_hi, m)) - rng.integers(0, 1_000, m)
+        vals = rng.random((m, 4))
+        op.process(names[rng.integers(0, n_keys, m)], ts.astype(np.int64), vals)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     live = int(op._store.n.sum())
     return {
         "keys": op.n_keys,
+        "events": n,
+        "live_events": live,
         "peak_rss_bytes": rss,
+        "rss_before_operator_bytes": rss0,
         "state_bytes": op.memory_bytes(),
         "state_bytes_per_key": op.memory_bytes() / op.n_keys,
-        "live_events": live,
+        "state_bytes_per_live_event": op.memory_bytes() / max(live, 1),
     }
 
 

@@ -10,8 +10,8 @@ two reads, and a range min/max costs ``O(BLOCK + (hi - lo) / BLOCK)``.
 
 Inserting is an insertion sort from the end (streams are mostly in order, so usually nothing
 moves); expiring advances ``beg``. A full slot is moved to its own front, or to a new slot of
-twice the size at the end of the arena, and holes are compacted away when they exceed half of
-it. Running sums are restarted (``ref`` = the mean of the live values) every
+1.5 times the size at the end of the arena; holes are compacted away when they exceed a third
+of it. Running sums are restarted (``ref`` = the mean of the live values) every
 ``max(64, 2 n)`` inserts of a key, so their rounding error stays that of a short sum. Memory is
 bounded by keys x live events per key (those inside the retention horizon), not by the stream.
 """
@@ -25,6 +25,12 @@ __all__ = ["BLOCK", "KeyStore"]
 
 BLOCK = 16
 _NPRE = 4  # count, sum, shifted sum, shifted sum of squares
+
+
+@njit(cache=True)
+def slot_size(need):  # pragma: no cover - numba
+    """Slot for ``need`` events: 1.5x plus 4 (slots need not align with blocks)."""
+    return need + need // 2 + 4
 
 
 @njit(cache=True)
@@ -64,12 +70,10 @@ def _make_room(need, s_ts, s_adm, s_val, pre, bmin, bmax, off, cap, beg, n, used
         a = need[k]
         if a == 0 or beg[k] + n[k] + a <= off[k] + cap[k]:
             continue
-        if n[k] + a <= cap[k]:
-            dst = off[k]
+        if n[k] + a <= cap[k] and 4 * (n[k] + a) >= 3 * cap[k] - 16:
+            dst = off[k]  # enough room once the expired front is reclaimed
         else:
-            c = max(2 * BLOCK, cap[k])
-            while c < 2 * (n[k] + a):
-                c *= 2
+            c = slot_size(n[k] + a)
             dst = used
             used += c
             off[k] = dst
@@ -99,6 +103,10 @@ def _expire(cutoff, keep_from, s_ts, pre, pb, beg, n):  # pragma: no cover - num
             pb[k] = pre[b - 1]
         n[k] = e - b
         beg[k] = b
+
+
+def _slots(n: np.ndarray) -> np.ndarray:
+    return np.where(n > 0, n + n // 2 + 4, 0).astype(np.int64)
 
 
 class KeyStore:
@@ -160,10 +168,10 @@ class KeyStore:
         short = self.beg + self.n + need > self.off + self.cap
         if not short.any():
             return
-        if self.used > 2 * int(self.cap.sum()) + 4096:
+        if self.used > 1.5 * int(self.cap.sum()) + 4096:
             self.compact()
             short = self.beg + self.n + need > self.off + self.cap
-        worst = np.maximum(4 * (self.n[short] + need[short]), self.cap[short]) + 2 * BLOCK
+        worst = 2 * (self.n[short] + need[short]) + 2 * BLOCK
         size = self.used + int(worst.sum())
         if size > len(self.ts):
             self._alloc(max(size, int(len(self.ts) * 1.5) + 1024) // BLOCK * BLOCK + BLOCK)
@@ -196,9 +204,9 @@ class KeyStore:
         _blocks_all(self.beg, self.n, self.val, self.bmin, self.bmax)
 
     def compact(self) -> None:
-        """Repack every key's live events into slots of ``2 n`` (multiples of BLOCK)."""
+        """Repack every key's live events into fresh slots (see :func:`slot_size`)."""
         o = self._packed_order()
-        caps = ((2 * self.n + BLOCK - 1) // BLOCK * BLOCK).astype(np.int64)
+        caps = _slots(self.n)
         self._load(self.n.copy(), caps, self.ts[o], self.adm[o], self.val[:, o], self.pre[o])
 
     def memory_bytes(self) -> int:
@@ -223,6 +231,6 @@ class KeyStore:
         n = np.asarray(snap["n"], dtype=np.int64)
         for name in ("keep_from", "since", "pb", "ref"):
             setattr(st, name, np.array(snap[name]))
-        caps = ((2 * n + BLOCK - 1) // BLOCK * BLOCK).astype(np.int64)
+        caps = _slots(n)
         st._load(n, caps, snap["ts"], snap["adm"], snap["val"], snap["pre"])
         return st
