@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import operators  # noqa: F401 - pins BLAS to one thread before numpy loads (see there)
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         code = args.func(args)
     except UsageError as e:

@@ -10,17 +10,21 @@ Only wiring lives here; the logic is in ``operators/`` and the I/O in ``sources/
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
-from bytewax.testing import run_main
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import cluster_main, run_main
 
 from dataflows.config import Settings
 from operators.adserving import AdServingEngine, EngineConfig
@@ -29,14 +33,17 @@ from schemas.events import OutcomeBatch, RequestBatch, decode_outcomes, decode_r
 from schemas.results import Results, dead_letter_results
 from sinks.duckdb import DuckDBWriter
 from sinks.duckdb_sink import DuckDBSink
-from sources.base import REQUESTS, RawBatch
+from sinks.kafka import KafkaResultsSink
+from sources.base import OUTCOMES, REQUESTS, RawBatch
 from sources.jsonl import JsonlSource
+from sources.kafka import KafkaSource, parse_kafka_spec
 from sources.sim_source import SimulatorFeedbackSink, SimulatorSource
 from sources.simulator import Simulator
 
 __all__ = ["RunOptions", "RunResult", "build_flow", "run_pipeline"]
 
 _SHARD = "engine"
+_OUTCOME_PARTITIONS = 1_000  # outcome partitions are numbered from here (own watermark)
 
 
 @dataclass
@@ -49,6 +56,13 @@ class RunOptions:
     seconds: float | None = None
     follow: bool = False
     speed: float | None = None
+    until_end: bool = False  # kafka: stop at the end of what the topics held at start
+    kafka_out: str | None = None  # bootstrap to publish results to (None: no Kafka output)
+    recovery: str | None = None  # Bytewax recovery directory
+    snapshot_interval_s: float = 1.0
+    processes: int = 1
+    process_id: int = 0
+    addresses: list[str] | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
@@ -123,7 +137,7 @@ def _decisions_of(res: Any) -> Any:
 
 def build_flow(
     opts: RunOptions,
-    writer: DuckDBWriter,
+    writer: DuckDBWriter | None,
     stats: RunStats,
     stop: threading.Event,
     sim: Simulator | None = None,
@@ -136,6 +150,7 @@ def build_flow(
     def should_stop() -> bool:
         return stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
 
+    stop_flag = _StopFlag(should_stop)
     if opts.source == "simulator":
         assert sim is not None
         sim_source = SimulatorSource(
@@ -143,30 +158,10 @@ def build_flow(
         )
         items = op.input("simulator", flow, sim_source)
     else:
-        path = opts.source.removeprefix("jsonl:")
-        stop_flag = _StopFlag(should_stop)
-        items = op.input(
-            "requests",
-            flow,
-            JsonlSource(
-                [path], REQUESTS, batch_lines=s.batch_size, follow=opts.follow, stop=stop_flag
-            ),
-        )
+        items = op.input("requests", flow, _source(opts, opts.source, REQUESTS, stop_flag, 0))
         if opts.rewards:
-            rpath = opts.rewards.removeprefix("jsonl:")
-            outcomes = op.input(
-                "outcomes",
-                flow,
-                JsonlSource(
-                    [rpath],
-                    "outcomes",
-                    batch_lines=s.batch_size,
-                    follow=opts.follow,
-                    stop=stop_flag,
-                    partition_base=1,
-                ),
-            )
-            items = op.merge("inputs", items, outcomes)
+            outcomes = _source(opts, opts.rewards, OUTCOMES, stop_flag, _OUTCOME_PARTITIONS)
+            items = op.merge("inputs", items, op.input("outcomes", flow, outcomes))
     decoded = op.flat_map("decode", items, _decoder(s))
     routed = op.branch("route", decoded, lambda x: isinstance(x, Results))
     keyed = op.key_on("shard", routed.falses, lambda _: _SHARD)
@@ -178,11 +173,32 @@ def build_flow(
     op.output(
         "duckdb",
         op.key_on("to_duckdb", everything, lambda _: "duckdb"),
-        DuckDBSink(writer, stats, opts.run_id),
+        DuckDBSink(writer, stats, opts.run_id, local=writer is not None),
     )
+    if opts.kafka_out:
+        op.output("kafka", everything, KafkaResultsSink(opts.kafka_out, create_partitions=3))
     if sim_source is not None:
         op.output("feedback", results, SimulatorFeedbackSink(sim_source, _decisions_of))
     return flow
+
+
+def _source(opts: RunOptions, spec: str, stream: str, stop: threading.Event, base: int) -> Any:
+    batch = opts.settings.batch_size
+    if spec.startswith("kafka:"):
+        bootstrap, topic = parse_kafka_spec(spec)
+        return KafkaSource(
+            bootstrap,
+            topic,
+            stream=stream,
+            batch_size=batch,
+            stop=stop,
+            stop_at_end=opts.until_end,
+            partition_base=base,
+        )
+    path = spec.removeprefix("jsonl:")
+    return JsonlSource(
+        [path], stream, batch_lines=batch, follow=opts.follow, stop=stop, partition_base=base
+    )
 
 
 class _StopFlag(threading.Event):
@@ -204,21 +220,36 @@ def run_pipeline(
     stats: RunStats | None = None,
     sim: Simulator | None = None,
 ) -> RunResult:
-    """Run the pipeline in this thread until its input ends (or ``stop`` is set)."""
+    """Run the pipeline until its input ends (or ``stop`` is set).
+
+    With ``processes > 1`` this process is one member (``process_id``) of a Bytewax cluster over
+    ``addresses``; process 0 owns the DuckDB file (pass ``writer=None`` elsewhere)."""
     stop = stop or threading.Event()
     stats = stats or RunStats()
-    own_writer = writer is None
-    writer = writer or DuckDBWriter(opts.settings.duckdb)
+    owner = opts.process_id == 0
+    own_writer = writer is None and owner
+    if own_writer:
+        writer = DuckDBWriter(opts.settings.duckdb)
     if opts.source == "simulator" and sim is None:
         sim = Simulator(opts.settings.simulator)
+    recovery = None
+    if opts.recovery is not None:
+        recovery = RecoveryConfig(str(prepare_recovery(opts.recovery, opts.processes)))
+    epoch = timedelta(seconds=opts.snapshot_interval_s)
     t0 = time.perf_counter()
     try:
         flow = build_flow(opts, writer, stats, stop, sim)
-        run_main(flow, epoch_interval=None)
+        if opts.processes > 1:
+            addresses = opts.addresses or local_addresses(opts.processes)
+            cluster_main(
+                flow, addresses, opts.process_id, epoch_interval=epoch, recovery_config=recovery
+            )
+        else:
+            run_main(flow, epoch_interval=epoch, recovery_config=recovery)
     finally:
         wall = time.perf_counter() - t0
-        tables = writer.counts()
-        if own_writer:
+        tables = writer.counts() if writer is not None else {}
+        if own_writer and writer is not None:
             writer.close()
     counters, hist = stats.view()
     return RunResult(
@@ -229,3 +260,29 @@ def run_pipeline(
         scoreboard=None if sim is None else sim.scoreboard,
         tables=tables,
     )
+
+
+def prepare_recovery(directory: str, processes: int) -> Path:
+    """Create Bytewax's recovery partitions in ``directory`` unless they exist (one per
+    process; a restart reuses them and resumes from the last complete snapshot)."""
+    path = Path(directory)
+    if not any(path.glob("part-*.sqlite3")):
+        path.mkdir(parents=True, exist_ok=True)
+        init_db_dir(path, processes)
+    return path
+
+
+def local_addresses(n: int, base_port: int | None = None) -> list[str]:
+    """``n`` loopback addresses for a one-machine cluster (free ports from the OS)."""
+    if base_port is not None:
+        return [f"127.0.0.1:{base_port + i}" for i in range(n)]
+    ports = []
+    socks = []
+    for _ in range(n):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+        ports.append(sock.getsockname()[1])
+    for sock in socks:
+        sock.close()
+    return [f"127.0.0.1:{p}" for p in ports]

@@ -127,18 +127,24 @@ class _Partition(StatefulSinkPartition[Results, None]):
 
 
 class DuckDBSink(FixedPartitionedSink[Results, None]):
-    """Routes every item to the one partition that owns ``writer``."""
+    """Routes every item to the one partition that owns ``writer``.
+
+    In a cluster every process builds the same flow; only the process that owns the file
+    passes ``local=True`` (and a writer), so the partition, and the file, has one writer.
+    """
 
     def __init__(
         self,
-        writer: DuckDBWriter,
+        writer: DuckDBWriter | None,
         stats: RunStats,
         run_id: str,
         on_write: Callable[[Results], None] | None = None,
         *,
+        local: bool = True,
         max_rows: int = 50_000,
         max_delay_s: float = 0.1,
     ) -> None:
+        self._local = local
         self._writer = writer
         self._stats = stats
         self._run_id = run_id
@@ -147,12 +153,13 @@ class DuckDBSink(FixedPartitionedSink[Results, None]):
         self._max_delay = max_delay_s
 
     def list_parts(self) -> list[str]:
-        return [PART]
+        return [PART] if self._local else []
 
     def part_fn(self, item_key: str) -> int:
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _Partition:
+        assert self._writer is not None, "the DuckDB partition lives where the writer is"
         return _Partition(
             self._writer,
             self._stats,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import threading
 from dataclasses import replace
@@ -48,6 +49,38 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--follow", action="store_true", help="tail the JSONL files as they grow")
     p.add_argument("--batch-size", type=int, metavar="N", help="events per micro-batch")
     p.add_argument("--quiet", action="store_true", help="no live status line")
+    k = p.add_argument_group("kafka, recovery and scale-out")
+    k.add_argument(
+        "--until-end",
+        action="store_true",
+        help="kafka sources: stop at the end of what the topics hold at start",
+    )
+    k.add_argument(
+        "--kafka-out",
+        metavar="HOST:PORT",
+        help="publish decisions, anomalies, metrics, dead letters to Kafka "
+        "(default: the source's cluster when reading from Kafka)",
+    )
+    k.add_argument("--no-kafka-out", action="store_true", help="do not publish to Kafka")
+    k.add_argument(
+        "--recovery", metavar="DIR", help="Bytewax recovery directory (resume on restart)"
+    )
+    k.add_argument(
+        "--snapshot-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between recovery snapshots (epoch length; default 1)",
+    )
+    k.add_argument("--processes", type=int, default=1, metavar="N", help="cluster processes")
+    k.add_argument(
+        "--addresses",
+        metavar="A,B,...",
+        help="HOST:PORT of every cluster process (several machines); with --process-id",
+    )
+    k.add_argument(
+        "--process-id", type=int, metavar="I", help="this process's index in --addresses"
+    )
     p.set_defaults(func=_run)
 
 
@@ -61,21 +94,56 @@ def _options(args: argparse.Namespace) -> Any:
     except ConfigError as e:
         raise UsageError(str(e)) from None
     src = args.source
-    if src != "simulator" and not src.startswith("jsonl:"):
-        raise UsageError(f"--source: expected 'simulator' or 'jsonl:PATH', got {src!r}")
+    if src != "simulator" and not src.startswith(("jsonl:", "kafka:")):
+        raise UsageError(
+            f"--source: expected 'simulator', 'jsonl:PATH' or 'kafka:HOST:PORT/TOPIC', got {src!r}"
+        )
     for flag, spec in (("--source", src), ("--rewards", args.rewards)):
         if spec and spec.startswith("jsonl:") and not os.path.isfile(spec[6:]):
             raise UsageError(f"{flag}: no such file {spec[6:]!r}")
+        if spec and spec.startswith("kafka:"):
+            from sources.kafka import parse_kafka_spec
+
+            try:
+                parse_kafka_spec(spec)
+            except ValueError as e:
+                raise UsageError(f"{flag}: {e}") from None
     if args.rewards is not None:
-        if not args.rewards.startswith("jsonl:"):
-            raise UsageError(f"--rewards: expected 'jsonl:PATH', got {args.rewards!r}")
+        if not args.rewards.startswith(("jsonl:", "kafka:")):
+            raise UsageError(
+                f"--rewards: expected 'jsonl:PATH' or 'kafka:HOST:PORT/TOPIC', got {args.rewards!r}"
+            )
         if src == "simulator":
-            raise UsageError("--rewards: the simulator makes its own outcomes; use it with jsonl")
+            raise UsageError("--rewards: the simulator makes its own outcomes")
+    if args.processes < 1:
+        raise UsageError(f"--processes: expected a number >= 1, got {args.processes}")
+    if args.snapshot_interval <= 0:
+        raise UsageError(f"--snapshot-interval: expected seconds > 0, got {args.snapshot_interval}")
+    addresses = args.addresses.split(",") if args.addresses else None
+    if addresses is not None:
+        if args.process_id is None or not 0 <= args.process_id < len(addresses):
+            raise UsageError("--addresses needs --process-id between 0 and len(addresses) - 1")
+        if args.processes not in (1, len(addresses)):
+            raise UsageError("--processes must match the number of --addresses")
+    processes = len(addresses) if addresses else args.processes
+    if src == "simulator" and processes > 1:
+        raise UsageError(
+            "--processes: the simulator runs in one process; feed a cluster from Kafka"
+        )
+    if args.until_end and not src.startswith("kafka:"):
+        raise UsageError("--until-end applies to kafka sources only")
+    kafka_out = args.kafka_out
+    if kafka_out is None and src.startswith("kafka:") and not args.no_kafka_out:
+        from sources.kafka import parse_kafka_spec
+
+        kafka_out = parse_kafka_spec(src)[0]
+    if args.no_kafka_out:
+        kafka_out = None
     if args.forever and (args.events is not None or args.seconds is not None):
         raise UsageError("--forever cannot be combined with --events or --seconds")
     if src != "simulator" and (args.events is not None or args.speed is not None):
         raise UsageError("--events and --speed apply to the simulator only")
-    if args.follow and src == "simulator":
+    if args.follow and not src.startswith("jsonl:"):
         raise UsageError("--follow applies to jsonl sources only")
     for name in ("events", "batch_size"):
         v = getattr(args, name)
@@ -106,6 +174,13 @@ def _options(args: argparse.Namespace) -> Any:
         seconds=args.seconds,
         follow=args.follow,
         speed=args.speed,
+        until_end=args.until_end,
+        kafka_out=kafka_out,
+        recovery=args.recovery,
+        snapshot_interval_s=args.snapshot_interval,
+        processes=processes,
+        process_id=args.process_id or 0,
+        addresses=addresses,
     )
 
 
@@ -113,6 +188,13 @@ def _run(args: argparse.Namespace) -> int:
     from dataflows.cli import UsageError
 
     opts = _options(args)
+    if opts.processes > 1 and opts.addresses is None:
+        return _run_local_cluster(args, opts)
+    if opts.process_id > 0:  # a cluster member: no file, no endpoint, no status
+        from dataflows.pipeline import run_pipeline
+
+        run_pipeline(opts)
+        return 0
     import duckdb
 
     from dataflows.pipeline import run_pipeline
@@ -152,3 +234,30 @@ def _run(args: argparse.Namespace) -> int:
     print(format_summary(result, db))
     sys.stdout.flush()
     return 0
+
+
+def _member(addresses: str, i: int) -> list[str]:
+    return ["--addresses", addresses, "--process-id", str(i)]
+
+
+def _run_local_cluster(args: argparse.Namespace, opts: Any) -> int:
+    """``--processes N`` on one machine: start members 1..N-1, run member 0 here."""
+    from dataflows.pipeline import local_addresses
+
+    addresses = ",".join(local_addresses(opts.processes))
+    base = [a for a in args.argv if a != "--quiet"]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dataflows", *base, "--quiet", *_member(addresses, i)]
+        )
+        for i in range(1, opts.processes)
+    ]
+    args.addresses, args.process_id = addresses, 0
+    try:
+        code = _run(args)
+    except BaseException:
+        for c in children:
+            c.kill()
+        raise
+    codes = [c.wait() for c in children]
+    return code or next((c for c in codes if c), 0)
