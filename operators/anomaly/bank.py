@@ -6,11 +6,11 @@ Rows must be in time order per key; the bank is score-then-learn; non-finite val
 with identical outputs.
 
 What a score means (default ``calibration="hybrid"``): ``score >= 0.99`` iff for some member
-``q * (0.5 + L) >= 1.05``, where ``q`` is its surprise over the largest surprise it has seen on
+``q * (1 + 2 L) / 3 >= 1.05``, where ``q`` is its surprise over the largest surprise it has seen on
 this series in recent memory (half-life ~6,900 events) and ``L`` the likelihood score of that
 surprise (Gaussian tail of its long-run distribution); or the value breaks the series' all-time
 range by more than 5 % of it. A burst alerts once (refractory stage). NAB's threshold sweep lands
-at 0.9936 on the NAB dev subset, so 0.99 is the default threshold.
+at 0.9905 on the NAB dev subset, so 0.99 is the default threshold.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ turns it into a score in [0, 1]:
 - ``"likelihood"``: :class:`~operators.anomaly.likelihood.Likelihood` Gaussian tail probability of
   the short-averaged surprise against its long-run distribution;
 - ``"hybrid"`` (the default ensemble's): the novelty ratio weighted by the likelihood score
-  ``L`` of the same surprise, ``q * (0.5 + L)``: a record that is also improbable under the
-  long-run distribution counts up to 1.5x, one that is not counts half.
+  ``L`` of the same surprise, ``q * (1 + 2 L) / 3``: a record counts fully only when it is also
+  improbable under the long-run distribution of surprises (down to a third when it is not).
 
 Non-finite values (NaN, +-inf) are skipped: score 0, nothing learned.
 Members flagged ``prescored`` (e.g. the range break) already emit ``q`` and skip calibration.
@@ -100,7 +100,7 @@ class Ensemble:
             elif self.calibration == "novelty":
                 sc = q_to_score(cal.score_learn(s, raw))
             elif self.calibration == "hybrid":
-                q = cal.score_learn(s, raw) * (0.5 + self._lik[d].score_learn(s, raw))
+                q = cal.score_learn(s, raw) * (1.0 + 2.0 * self._lik[d].score_learn(s, raw)) / 3.0
                 sc = q_to_score(q)
             else:
                 sc = cal.score_learn(s, raw)

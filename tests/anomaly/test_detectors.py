@@ -151,3 +151,19 @@ def test_bank_batching_never_changes_outputs(cuts: list[int], seed: int) -> None
     np.testing.assert_array_equal(np.concatenate([p.scores for p in parts]), one.scores)
     np.testing.assert_array_equal(np.concatenate([p.votes for p in parts]), one.votes)
     np.testing.assert_array_equal(np.concatenate([p.lower for p in parts]), one.lower)
+
+
+@pytest.mark.parametrize("kind", ["normal", "random_walk", "daily_counts"])
+def test_default_threshold_rarely_fires_on_anomaly_free_data(kind: str) -> None:
+    rng = np.random.default_rng(7)
+    n = 10_000
+    t = np.arange(n)
+    ts = (1_400_000_000_000 + t * 300_000).astype(np.int64)
+    v = {
+        "normal": rng.normal(0, 1, n),
+        "random_walk": rng.normal(0, 1, n).cumsum(),
+        "daily_counts": rng.poisson(5 + 4 * np.sin(2 * np.pi * t / 288)).astype(float),
+    }[kind]
+    bank = DetectorBank(BankConfig(threshold=0.99))
+    out = bank.score_learn(np.zeros(n, np.int64), ts, v[:, None])
+    assert out.is_anomaly[750:].mean() < 0.004  # < 0.4 % of events after warm-up
