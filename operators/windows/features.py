@@ -141,33 +141,16 @@ class EventTimeFeatures:
         st = self._store
         st.reserve(np.bincount(kidx[acc], minlength=st.n_keys).astype(np.int64))
         if len(self._wsorted) and n:
+            # group the batch by key (stable: arrival order within a key is kept)
+            o = np.argsort(kidx, kind="stable")
+            buf = np.empty_like(out)
             trailing_features(
-                np.argsort(kidx, kind="stable"),
-                kidx,
-                ts,
-                vals,
-                wmb,
-                acc,
-                adm,
-                st.ts,
-                st.adm,
-                st.val,
-                st.pre,
-                st.bmin,
-                st.bmax,
-                st.beg,
-                st.n,
-                st.pb,
-                st.ref,
-                st.since,
-                self._wsorted,
-                self._worig,
-                np.int64(self._tmax),
-                self._agg_pos,
-                len(self.config.aggregations),
-                self._want_q,
-                out,
-            )
+                kidx[o], ts[o], vals[o], wmb[o], acc[o], adm[o],
+                st.ts, st.adm, st.val, st.pre, st.bmin, st.bmax, st.beg, st.n, st.pb, st.ref,
+                st.since, self._wsorted, self._worig, np.int64(self._tmax), self._agg_pos,
+                len(self.config.aggregations), self._want_q, buf,
+            )  # fmt: skip
+            out[o] = buf
         elif n:
             self._insert_only(kidx, ts, vals, acc, adm)
         windows = self._close(wm_old, self._wm.value)

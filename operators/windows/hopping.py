@@ -21,7 +21,7 @@ from .quantile import stats_exact
 __all__ = ["close_fixed_windows"]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _lower_bound(a, lo, hi, x):  # pragma: no cover - numba
     while lo < hi:
         mid = (lo + hi) >> 1

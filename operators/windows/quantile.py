@@ -16,7 +16,7 @@ __all__ = ["P95", "quantile_sorted", "select_two", "stats_exact"]
 P95 = 0.95
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def quantile_sorted(x, n, q):  # pragma: no cover - numba
     """Type-7 quantile of the first ``n`` entries of the sorted array ``x`` (NaN if n == 0)."""
     if n == 0:
@@ -29,7 +29,7 @@ def quantile_sorted(x, n, q):  # pragma: no cover - numba
     return x[lo] + frac * (x[lo + 1] - x[lo])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def stats_exact(v, n, want_q, out):  # pragma: no cover - numba
     """count, sum, mean, std (population, two-pass), min, max, p95 of ``v[:n]`` into ``out[0:7]``.
 
@@ -67,7 +67,7 @@ def stats_exact(v, n, want_q, out):  # pragma: no cover - numba
         out[6] = np.nan
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _nth(a, lo, hi, k):  # pragma: no cover - numba
     """Partially order ``a[lo:hi]`` so that ``a[k]`` is its k-th smallest (quickselect)."""
     while hi - lo > 1:
@@ -100,7 +100,7 @@ def _nth(a, lo, hi, k):  # pragma: no cover - numba
             return
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def select_two(a, n, q):  # pragma: no cover - numba
     """Type-7 quantile of ``a[:n]`` by selection (O(n), ``a`` is reordered)."""
     if n == 0:

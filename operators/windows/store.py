@@ -33,7 +33,7 @@ def slot_size(need):  # pragma: no cover - numba
     return need + need // 2 + 4
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def blocks_from(p, end, s_val, bmin, bmax):  # pragma: no cover - numba
     """Recompute the block summaries covering positions ``[p, end)``."""
     n_m = s_val.shape[0]

@@ -36,7 +36,7 @@ __all__ = ["AGG_CODES", "insert_rows", "trailing_features"]
 AGG_CODES = {"count": 0, "sum": 1, "mean": 2, "std": 3, "min": 4, "max": 5, "rate": 6, "p95": 7}
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _prefix_from(k, p, end, s_val, pre, pb, ref, beg):  # pragma: no cover - numba
     """Recompute the running sums of key ``k`` at positions ``[p, end)``."""
     n_m = s_val.shape[0]
@@ -82,7 +82,7 @@ def _rebase(k, s_val, pre, pb, ref, beg, n):  # pragma: no cover - numba
     _prefix_from(k, b, e, s_val, pre, pb, ref, beg)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _insert(k, t, adm, row, s_ts, s_adm, s_val, pre, bmin, bmax, beg, n, pb, ref, since):
     # pragma: no cover - numba
     b = beg[k]
@@ -120,32 +120,56 @@ def _insert(k, t, adm, row, s_ts, s_adm, s_val, pre, bmin, bmax, beg, n, pb, ref
         blocks_from(pos, end, s_val, bmin, bmax)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _scan_minmax(m, lo, hi, s_val, mn, mx):  # pragma: no cover - numba
+    """Four independent accumulators (no loop-carried latency chain); NaN never wins."""
+    m1 = mn
+    m2 = mn
+    m3 = mn
+    x1 = mx
+    x2 = mx
+    x3 = mx
+    j = lo
+    while j + 4 <= hi:
+        a = s_val[m, j]
+        b = s_val[m, j + 1]
+        c = s_val[m, j + 2]
+        d = s_val[m, j + 3]
+        mn = a if a < mn else mn
+        m1 = b if b < m1 else m1
+        m2 = c if c < m2 else m2
+        m3 = d if d < m3 else m3
+        mx = a if a > mx else mx
+        x1 = b if b > x1 else x1
+        x2 = c if c > x2 else x2
+        x3 = d if d > x3 else x3
+        j += 4
+    while j < hi:
+        a = s_val[m, j]
+        mn = a if a < mn else mn
+        mx = a if a > mx else mx
+        j += 1
+    m1 = m1 if m1 < m2 else m2
+    m3 = m3 if m3 < mn else mn
+    x1 = x1 if x1 > x2 else x2
+    x3 = x3 if x3 > mx else mx
+    return (m1 if m1 < m3 else m3), (x1 if x1 > x3 else x3)
+
+
+@njit(cache=True, inline="always")
 def _range_minmax(m, lo, hi, s_val, bmin, bmax, mn, mx):  # pragma: no cover - numba
     """min/max of ``s_val[m, lo:hi]`` (NaN skipped), folded into ``mn``/``mx``."""
-    j = lo
-    while j < hi and j % BLOCK != 0:
-        x = s_val[m, j]
-        if x < mn:
-            mn = x
-        if x > mx:
-            mx = x
-        j += 1
-    while j + BLOCK <= hi:
-        blk = j // BLOCK
-        if bmin[m, blk] < mn:
-            mn = bmin[m, blk]
-        if bmax[m, blk] > mx:
-            mx = bmax[m, blk]
-        j += BLOCK
-    while j < hi:
-        x = s_val[m, j]
-        if x < mn:
-            mn = x
-        if x > mx:
-            mx = x
-        j += 1
-    return mn, mx
+    if hi - lo <= 2 * BLOCK:
+        return _scan_minmax(m, lo, hi, s_val, mn, mx)
+    a = (lo + BLOCK - 1) // BLOCK
+    z = hi // BLOCK
+    mn, mx = _scan_minmax(m, lo, a * BLOCK, s_val, mn, mx)
+    for blk in range(a, z):
+        v = bmin[m, blk]
+        mn = v if v < mn else mn
+        v = bmax[m, blk]
+        mx = v if v > mx else mx
+    return _scan_minmax(m, z * BLOCK, hi, s_val, mn, mx)
 
 
 @njit(cache=True)
@@ -167,7 +191,7 @@ def _std_exact(m, lo, hi, s_val):  # pragma: no cover - numba
     return np.sqrt(ss / c)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _upper(a, lo, hi, x):  # pragma: no cover - numba
     """First index in ``a[lo:hi]`` with ``a[i] > x``."""
     while lo < hi:
@@ -181,14 +205,15 @@ def _upper(a, lo, hi, x):  # pragma: no cover - numba
 
 @njit(cache=True)
 def trailing_features(
-    order, kidx, ts, vals, wmb, acc, adm_row, s_ts, s_adm, s_val, pre, bmin, bmax, beg, n, pb,
+    kidx, ts, vals, wmb, acc, adm_row, s_ts, s_adm, s_val, pre, bmin, bmax, beg, n, pb,
     ref, since, wsorted, worig, horizon, agg_pos, n_aggs, want_q, out,
 ):  # fmt: skip  # pragma: no cover - numba
     """Insert accepted rows into the store and write each row's features into ``out``.
 
-    Rows are visited in ``order`` - the batch stably grouped by key - so a key's state stays
-    in cache while its rows are processed. A row's features depend only on its own key's rows
-    before it and on its watermark, so this gives exactly the result of input order.
+    The caller passes the batch stably grouped by key (see ``EventTimeFeatures.process``), so
+    a key's state stays in cache while its rows are processed and every array is read and
+    written sequentially. A row's features depend only on its own key's earlier rows and on
+    its watermark, so this gives exactly the result of input order.
     """
     n_rows = len(ts)
     n_m = vals.shape[1]
@@ -199,8 +224,8 @@ def trailing_features(
     scratch = np.empty(maxn + n_rows, dtype=np.float64)
     los = np.empty(n_w, dtype=np.int64)
     stride_m = n_w * n_aggs
-    for ii in range(n_rows):
-        i = order[ii]
+    need_mm = agg_pos[3] >= 0 or agg_pos[4] >= 0 or agg_pos[5] >= 0
+    for i in range(n_rows):
         k = kidx[i]
         t = ts[i]
         if acc[i]:
@@ -240,14 +265,15 @@ def trailing_features(
                 else:
                     l0, l1, l2, l3 = pb[k, m, 0], pb[k, m, 1], pb[k, m, 2], pb[k, m, 3]
                 c = h0 - l0
-                mn, mx = _range_minmax(m, lo, seg_hi, s_val, bmin, bmax, mn, mx)
+                if need_mm:
+                    mn, mx = _range_minmax(m, lo, seg_hi, s_val, bmin, bmax, mn, mx)
                 seg_hi = lo
                 base = m * stride_m + worig[w] * n_aggs
                 if c > 0.5:
                     mean = (h1 - l1) / c
                     ms = (h2 - l2) / c
                     var = (h3 - l3) / c - ms * ms
-                    if mn == mx:
+                    if need_mm and mn == mx:
                         std = 0.0
                     elif var * c <= 1e-5 * ms * ms * (3 * n[k] + 64):
                         # the running sums' rounding (~1e-16 of their size) could exceed
