@@ -188,17 +188,23 @@ def run_suites(
     out_dir: str | Path | None = None,
     json_path: str | Path | None = None,
     log: Callable[[str], None] = print,
+    extra: dict[str, Callable[[bool], dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """Run the named suites in order; write JSON (``json_path``), PNGs and ``bench.md``."""
+    """Run the named suites in order; write JSON (``json_path``, and ``out_dir/bench.json``),
+    PNGs and ``out_dir/bench.md``. ``extra`` suites (``runner(quick) -> dict``, e.g. the other
+    ``eddy bench`` suites) run afterwards and land under ``"suites"`` too."""
     unknown = [n for n in names if n not in SUITES]
     if unknown:
         raise ValueError(f"bench: unknown suite(s) {unknown}; expected some of {list(SUITES)}")
-    out: dict[str, Any] = {"meta": _meta(quick, names), "suites": {}}
+    extra = extra or {}
+    out: dict[str, Any] = {"meta": _meta(quick, [*names, *extra]), "suites": {}}
     with tempfile.TemporaryDirectory(prefix="eddy-bench-") as workdir:
-        for name in names:
+        for name in [*names, *extra]:
             log(f"bench: {name} ...")
             t0 = time.perf_counter()
-            if name == "memory":
+            if name in extra:
+                res = dict(extra[name](bool(quick)))
+            elif name == "memory":
                 res = suite_memory(quick, workdir, out["suites"].get("throughput"))
             else:
                 res = SUITES[name](quick, workdir)
@@ -220,8 +226,10 @@ def run_suites(
         d.mkdir(parents=True, exist_ok=True)
         out["meta"]["plots"] = plot(out, d)
         (d / "bench.md").write_text(markdown(out))
+        text = json.dumps(out, indent=2, default=_json_default)
+        (d / "bench.json").write_text(text)
         if json_path is not None:  # again, now with the plot paths
-            Path(json_path).write_text(json.dumps(out, indent=2, default=_json_default))
+            Path(json_path).write_text(text)
     return out
 
 
@@ -259,6 +267,7 @@ def markdown(out: dict[str, Any]) -> str:
     profile = q if isinstance(q, str) else ("quick" if q else "full")
     lines = [f"# eddy bench ({profile})", ""]
     meta = out["meta"]
+    others = [n for n in s if n not in SUITES]
     lines.append(
         f"Machine: {meta['cpus']} CPUs, Python {meta['python']}, "
         f"load average at start {tuple(round(x, 1) for x in meta['load_avg_at_start'])}."
@@ -354,6 +363,8 @@ def markdown(out: dict[str, Any]) -> str:
             f"| {_fmt(q['ratio_min_after_drift'], 3)} |",
             "",
         ]
+    for name in others:
+        lines += [f"## {name}", "", f"See the JSON (`suites.{name}`).", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -20,23 +20,42 @@ def _features(quick: bool) -> dict[str, Any]:
     return run(quick=quick)
 
 
+#: the suites of benchmarks/harness.py (they also write PNG plots and bench.md to --out)
+HARNESS_SUITES = ("throughput", "latency", "scaling", "memory", "quality")
+
+
+def _harness(name: str) -> Callable[[bool], dict[str, Any]]:
+    def runner(quick: bool) -> dict[str, Any]:
+        from benchmarks.harness import run_suites
+
+        return dict(run_suites([name], quick, log=lambda _: None)["suites"][name])
+
+    return runner
+
+
 #: suite name -> runner(quick) -> JSON-able results
 SUITES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "features": _features,
+    **{name: _harness(name) for name in HARNESS_SUITES},
 }
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("bench", help="run a benchmark suite and write JSON results")
-    p.add_argument("suite", help=f"one of: {', '.join(SUITES)}")
+    p.add_argument(
+        "suite", nargs="?", default=None, help=f"one of: {', '.join(SUITES)} (default: all)"
+    )
     p.add_argument("--quick", action="store_true", help="smaller sizes (a quick check)")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the results here")
+    p.add_argument("--out", metavar="DIR", default="bench-results", help="PNG plots, bench.md")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from dataflows.cli import UsageError
 
+    if args.suite is None or args.suite in HARNESS_SUITES:
+        return _run_harness(args)
     runner = SUITES.get(args.suite)
     if runner is None:
         known = ", ".join(SUITES)
@@ -50,4 +69,29 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as e:
             raise UsageError(f"cannot write --json {args.json!r}: {e}") from e
     print(text)
+    return 0
+
+
+def _run_harness(args: argparse.Namespace) -> int:
+    """All suites (no name) or one harness suite: JSON to --json and --out/bench.json, PNGs and
+    bench.md to --out; the markdown report on stdout, progress on stderr."""
+    import sys
+
+    from benchmarks.harness import markdown, run_suites
+    from dataflows.cli import UsageError
+
+    names = [args.suite] if args.suite else list(HARNESS_SUITES)
+    extra = {} if args.suite else {n: r for n, r in SUITES.items() if n not in HARNESS_SUITES}
+    try:
+        out = run_suites(
+            names,
+            bool(args.quick),
+            args.out,
+            args.json,
+            log=lambda m: print(m, file=sys.stderr),
+            extra=extra,
+        )
+    except OSError as e:
+        raise UsageError(f"cannot write results ({e})") from e
+    print(markdown(out))
     return 0
