@@ -143,14 +143,12 @@ class EventTimeFeatures:
         if len(self._wsorted) and n:
             # group the batch by key (stable: arrival order within a key is kept)
             o = np.argsort(kidx, kind="stable")
-            buf = np.empty_like(out)
             trailing_features(
                 kidx[o], ts[o], vals[o], wmb[o], acc[o], adm[o],
                 st.ts, st.adm, st.val, st.pre, st.bmin, st.bmax, st.beg, st.n, st.pb, st.ref,
                 st.since, self._wsorted, self._worig, np.int64(self._tmax), self._agg_pos,
-                len(self.config.aggregations), self._want_q, buf,
+                len(self.config.aggregations), self._want_q, o, out,
             )  # fmt: skip
-            out[o] = buf
         elif n:
             self._insert_only(kidx, ts, vals, acc, adm)
         windows = self._close(wm_old, self._wm.value)

@@ -206,14 +206,15 @@ def _upper(a, lo, hi, x):  # pragma: no cover - numba
 @njit(cache=True)
 def trailing_features(
     kidx, ts, vals, wmb, acc, adm_row, s_ts, s_adm, s_val, pre, bmin, bmax, beg, n, pb,
-    ref, since, wsorted, worig, horizon, agg_pos, n_aggs, want_q, out,
+    ref, since, wsorted, worig, horizon, agg_pos, n_aggs, want_q, rows, out,
 ):  # fmt: skip  # pragma: no cover - numba
     """Insert accepted rows into the store and write each row's features into ``out``.
 
     The caller passes the batch stably grouped by key (see ``EventTimeFeatures.process``), so
     a key's state stays in cache while its rows are processed and every array is read and
     written sequentially. A row's features depend only on its own key's earlier rows and on
-    its watermark, so this gives exactly the result of input order.
+    its watermark, so this gives exactly the result of input order. Row ``i`` of the grouped
+    batch is row ``rows[i]`` of ``out``.
     """
     n_rows = len(ts)
     n_m = vals.shape[1]
@@ -226,20 +227,90 @@ def trailing_features(
     stride_m = n_w * n_aggs
     need_mm = agg_pos[3] >= 0 or agg_pos[4] >= 0 or agg_pos[5] >= 0
     for i in range(n_rows):
+        r_out = rows[i]
         k = kidx[i]
         t = ts[i]
-        if acc[i]:
-            _insert(k, t, adm_row[i], vals[i], s_ts, s_adm, s_val, pre, bmin, bmax, beg, n,
-                    pb, ref, since)  # fmt: skip
         b = beg[k]
+        if acc[i]:  # insert (written out here: numba helper calls cost more than the work)
+            end = b + n[k]
+            pos = end
+            while pos > b and s_ts[pos - 1] > t:
+                pos -= 1
+            for j in range(end, pos, -1):
+                s_ts[j] = s_ts[j - 1]
+                s_adm[j] = s_adm[j - 1]
+                for m in range(n_m):
+                    s_val[m, j] = s_val[m, j - 1]
+            s_ts[pos] = t
+            s_adm[pos] = adm_row[i]
+            for m in range(n_m):
+                s_val[m, pos] = vals[i, m]
+            end += 1
+            n[k] = end - b
+            since[k] += 1
+            if since[k] >= max(64, 2 * n[k]):
+                since[k] = 0
+                _rebase(k, s_val, pre, pb, ref, beg, n)
+            else:
+                for m in range(n_m):
+                    if pos > b:
+                        c0 = pre[pos - 1, m, 0]
+                        c1 = pre[pos - 1, m, 1]
+                        c2 = pre[pos - 1, m, 2]
+                        c3 = pre[pos - 1, m, 3]
+                    else:
+                        c0 = pb[k, m, 0]
+                        c1 = pb[k, m, 1]
+                        c2 = pb[k, m, 2]
+                        c3 = pb[k, m, 3]
+                    r = ref[k, m]
+                    for j in range(pos, end):
+                        x = s_val[m, j]
+                        if x == x:
+                            if r != r:
+                                r = x
+                                ref[k, m] = x
+                            d = x - r
+                            c0 += 1.0
+                            c1 += x
+                            c2 += d
+                            c3 += d * d
+                        pre[j, m, 0] = c0
+                        pre[j, m, 1] = c1
+                        pre[j, m, 2] = c2
+                        pre[j, m, 3] = c3
+            if pos == end - 1 and pos % BLOCK != 0:
+                blk = pos // BLOCK
+                for m in range(n_m):
+                    x = s_val[m, pos]
+                    bmin[m, blk] = x if x < bmin[m, blk] else bmin[m, blk]
+                    bmax[m, blk] = x if x > bmax[m, blk] else bmax[m, blk]
+            else:
+                blocks_from(pos, end, s_val, bmin, bmax)
         e = b + n[k]
-        hi = e if (e == b or s_ts[e - 1] <= t) else _upper(s_ts, b, e, t)
+        hi = e
+        if e > b and s_ts[e - 1] > t:
+            lo_ = b
+            while lo_ < hi:  # first index with ts > t
+                mid = (lo_ + hi) >> 1
+                if s_ts[mid] <= t:
+                    lo_ = mid + 1
+                else:
+                    hi = mid
         floor = wmb[i] - horizon
         lo_prev = hi
         for w in range(n_w):
             lb = max(t - wsorted[w], floor)
-            los[w] = _upper(s_ts, b, lo_prev, lb)
-            lo_prev = los[w]
+            lo_ = b
+            hi_ = lo_prev
+            while lo_ < hi_:
+                mid = (lo_ + hi_) >> 1
+                if s_ts[mid] <= lb:
+                    lo_ = mid + 1
+                else:
+                    hi_ = mid
+            los[w] = lo_
+            lo_prev = lo_
         for m in range(n_m):
             if hi > b:
                 h0, h1, h2, h3 = (
@@ -266,7 +337,13 @@ def trailing_features(
                     l0, l1, l2, l3 = pb[k, m, 0], pb[k, m, 1], pb[k, m, 2], pb[k, m, 3]
                 c = h0 - l0
                 if need_mm:
-                    mn, mx = _range_minmax(m, lo, seg_hi, s_val, bmin, bmax, mn, mx)
+                    if seg_hi - lo <= 2 * BLOCK:
+                        for j in range(lo, seg_hi):
+                            x = s_val[m, j]
+                            mn = x if x < mn else mn
+                            mx = x if x > mx else mx
+                    else:
+                        mn, mx = _range_minmax(m, lo, seg_hi, s_val, bmin, bmax, mn, mx)
                 seg_hi = lo
                 base = m * stride_m + worig[w] * n_aggs
                 if c > 0.5:
@@ -292,19 +369,19 @@ def trailing_features(
                     vmax = np.nan
                     s = 0.0
                 if agg_pos[0] >= 0:
-                    out[i, base + agg_pos[0]] = c
+                    out[r_out, base + agg_pos[0]] = c
                 if agg_pos[1] >= 0:
-                    out[i, base + agg_pos[1]] = s
+                    out[r_out, base + agg_pos[1]] = s
                 if agg_pos[2] >= 0:
-                    out[i, base + agg_pos[2]] = mean
+                    out[r_out, base + agg_pos[2]] = mean
                 if agg_pos[3] >= 0:
-                    out[i, base + agg_pos[3]] = std
+                    out[r_out, base + agg_pos[3]] = std
                 if agg_pos[4] >= 0:
-                    out[i, base + agg_pos[4]] = vmin
+                    out[r_out, base + agg_pos[4]] = vmin
                 if agg_pos[5] >= 0:
-                    out[i, base + agg_pos[5]] = vmax
+                    out[r_out, base + agg_pos[5]] = vmax
                 if agg_pos[6] >= 0:
-                    out[i, base + agg_pos[6]] = c / (wsorted[w] / 1000.0)
+                    out[r_out, base + agg_pos[6]] = c / (wsorted[w] / 1000.0)
                 if want_q:
                     cnt = 0
                     for j in range(lo, hi):
@@ -312,7 +389,7 @@ def trailing_features(
                         if x == x:
                             scratch[cnt] = x
                             cnt += 1
-                    out[i, base + agg_pos[7]] = select_two(scratch, cnt, P95)
+                    out[r_out, base + agg_pos[7]] = select_two(scratch, cnt, P95)
 
 
 @njit(cache=True)
