@@ -191,18 +191,6 @@ def _std_exact(m, lo, hi, s_val):  # pragma: no cover - numba
     return np.sqrt(ss / c)
 
 
-@njit(cache=True, inline="always")
-def _upper(a, lo, hi, x):  # pragma: no cover - numba
-    """First index in ``a[lo:hi]`` with ``a[i] > x``."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
 @njit(cache=True)
 def trailing_features(
     kidx, ts, vals, wmb, acc, adm_row, s_ts, s_adm, s_val, pre, bmin, bmax, beg, n, pb,
