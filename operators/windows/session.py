@@ -123,4 +123,5 @@ class SessionWindows:
         return {"done": self._done.copy()}
 
     def restore(self, snap: dict[str, np.ndarray]) -> None:
-        self._done = np.array(snap["done"], dtype=np.int64).reshape(-1, len(self.gaps))
+        done = snap["done"]  # (keys, gaps); reshape(-1, 0) fails when there are no gaps
+        self._done = np.array(done, dtype=np.int64).reshape(len(done), len(self.gaps))
