@@ -10,13 +10,14 @@ Only wiring lives here; the logic is in ``operators/`` and the I/O in ``sources/
 
 from __future__ import annotations
 
+import pickle
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,17 @@ from bytewax.testing import cluster_main, run_main
 
 from dataflows.config import Settings
 from operators.adserving import AdServingEngine, EngineConfig
+from operators.partition_gate import PartitionGate
 from operators.stats import RunStats
 from schemas.events import OutcomeBatch, RequestBatch, decode_outcomes, decode_requests
 from schemas.results import Results, dead_letter_results
+from schemas.topics import OUTPUT_TOPICS
 from sinks.duckdb import DuckDBWriter
 from sinks.duckdb_sink import DuckDBSink
-from sinks.kafka import KafkaResultsSink
+from sinks.kafka import FencedKafkaResultsSink
 from sources.base import OUTCOMES, REQUESTS, RawBatch
 from sources.jsonl import JsonlSource
-from sources.kafka import KafkaSource, parse_kafka_spec
+from sources.kafka import KafkaSource, parse_kafka_spec, partitions_with_data
 from sources.sim_source import SimulatorFeedbackSink, SimulatorSource
 from sources.simulator import Simulator
 
@@ -63,6 +66,7 @@ class RunOptions:
     processes: int = 1
     process_id: int = 0
     addresses: list[str] | None = None
+    topic_prefix: str = ""  # output topics are named prefix + schemas.topics name
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
@@ -77,23 +81,61 @@ class RunResult:
 
 
 class _EngineLogic(StatefulBatchLogic[Any, Results, bytes]):
-    def __init__(self, config: EngineConfig, resume: bytes | None) -> None:
-        self._engine = (
-            AdServingEngine(config) if resume is None else AdServingEngine.restore(config, resume)
-        )
+    """The engine behind a start-up :class:`PartitionGate` (no partition starts late).
+
+    Bytewax asks for a snapshot at every epoch end, with or without recovery; the engine's
+    costs tens of milliseconds (a stall of the whole worker), so without recovery
+    (``keep_state=False``) it is not taken."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        resume: bytes | None,
+        expected: Iterable[int],
+        keep_state: bool,
+    ) -> None:
+        self._keep_state = keep_state
+        self._gate = PartitionGate(expected)
         self._finished = False
+        state = pickle.loads(resume) if resume else None
+        if isinstance(state, dict) and "eddy_engine" in state:
+            self._engine = AdServingEngine.restore(config, state["eddy_engine"])
+            self._gate = state["gate"]
+            self._finished = state["finished"]
+        elif resume:  # a bare engine snapshot (before the gate existed)
+            self._engine = AdServingEngine.restore(config, resume)
+        else:
+            self._engine = AdServingEngine(config)
+
+    def _process(self, items: list[Any]) -> list[Results]:
+        return [self._engine.process(b, p) for p, b in items]
 
     def on_batch(self, values: list[Any]) -> tuple[list[Results], bool]:
-        return [self._engine.process(b, p) for p, b in values], StatefulBatchLogic.RETAIN
+        return self._process(self._gate.push(values, time.time())), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        deadline = self._gate.deadline()
+        return None if deadline is None else datetime.fromtimestamp(deadline, UTC)
+
+    def on_notify(self) -> tuple[list[Results], bool]:
+        return self._process(self._gate.release_all()), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Results], bool]:
-        if self._finished:
-            return [], StatefulBatchLogic.RETAIN
-        self._finished = True
-        return [self._engine.finish()], StatefulBatchLogic.RETAIN
+        out = self._process(self._gate.release_all())
+        if not self._finished:
+            self._finished = True
+            out.append(self._engine.finish())
+        return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        return self._engine.snapshot()
+        if not self._keep_state:
+            return b""
+        state = {
+            "eddy_engine": self._engine.snapshot(),
+            "gate": self._gate,
+            "finished": self._finished,
+        }
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _decoder(settings: Settings) -> Callable[[Any], list[Any]]:
@@ -166,9 +208,13 @@ def build_flow(
     routed = op.branch("route", decoded, lambda x: isinstance(x, Results))
     keyed = op.key_on("shard", routed.falses, lambda _: _SHARD)
     engine_config = s.engine
-    results = op.key_rm(
-        "unshard", op.stateful_batch("engine", keyed, lambda r: _EngineLogic(engine_config, r))
-    )
+    expected = _partitions_with_data(opts)
+    keep_state = opts.recovery is not None
+
+    def logic(resume: bytes | None) -> _EngineLogic:
+        return _EngineLogic(engine_config, resume, expected, keep_state)
+
+    results = op.key_rm("unshard", op.stateful_batch("engine", keyed, logic))
     everything = op.merge("results", routed.trues, results)
     op.output(
         "duckdb",
@@ -176,10 +222,24 @@ def build_flow(
         DuckDBSink(writer, stats, opts.run_id, local=writer is not None),
     )
     if opts.kafka_out:
-        op.output("kafka", everything, KafkaResultsSink(opts.kafka_out, create_partitions=3))
+        topics = {table: opts.topic_prefix + t for table, t in OUTPUT_TOPICS.items()}
+        sink = FencedKafkaResultsSink(
+            opts.kafka_out, topics=topics, create_partitions=3, local=opts.process_id == 0
+        )
+        op.output("kafka", op.key_on("to_kafka", everything, lambda _: "kafka"), sink)
     if sim_source is not None:
         op.output("feedback", results, SimulatorFeedbackSink(sim_source, _decisions_of))
     return flow
+
+
+def _partitions_with_data(opts: RunOptions) -> list[int]:
+    """Input partitions (as the engine numbers them) that hold data now: the start-up gate
+    waits for each of them (Kafka only; a file is one partition per stream)."""
+    out: list[int] = []
+    for spec, base in ((opts.source, 0), (opts.rewards, _OUTCOME_PARTITIONS)):
+        if spec and spec.startswith("kafka:"):
+            out.extend(base + p for p in partitions_with_data(*parse_kafka_spec(spec)))
+    return out
 
 
 def _source(opts: RunOptions, spec: str, stream: str, stop: threading.Event, base: int) -> Any:

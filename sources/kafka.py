@@ -44,6 +44,7 @@ __all__ = [
     "KafkaSourcePartition",
     "list_partitions",
     "parse_kafka_spec",
+    "partitions_with_data",
 ]
 
 log = logging.getLogger(__name__)
@@ -351,3 +352,19 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
             stop=self.stop,
             partition_base=self.partition_base,
         )
+
+
+def partitions_with_data(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[int]:
+    """The partitions of ``topic`` that hold at least one record now (low < high watermark)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "eddy-probe"})
+    try:
+        out = []
+        for p in list_partitions(bootstrap, topic, timeout_s):
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=timeout_s, cached=False
+            )
+            if high > low:
+                out.append(p)
+        return out
+    finally:
+        consumer.close()

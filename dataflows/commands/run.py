@@ -63,6 +63,12 @@ def add_parser(sub: Any) -> None:
     )
     k.add_argument("--no-kafka-out", action="store_true", help="do not publish to Kafka")
     k.add_argument(
+        "--topic-prefix",
+        default="",
+        metavar="P",
+        help="prefix for the output topic names (e.g. 'staging.' -> staging.eddy.decisions)",
+    )
+    k.add_argument(
         "--recovery", metavar="DIR", help="Bytewax recovery directory (resume on restart)"
     )
     k.add_argument(
@@ -139,6 +145,16 @@ def _options(args: argparse.Namespace) -> Any:
         kafka_out = parse_kafka_spec(src)[0]
     if args.no_kafka_out:
         kafka_out = None
+    if args.topic_prefix:
+        from sources.kafka import parse_kafka_spec
+
+        try:
+            parse_kafka_spec(f"kafka:127.0.0.1:1/{args.topic_prefix}x")
+        except ValueError:
+            raise UsageError(
+                f"--topic-prefix: expected characters from A-Z a-z 0-9 . _ -, "
+                f"got {args.topic_prefix!r}"
+            ) from None
     if args.forever and (args.events is not None or args.seconds is not None):
         raise UsageError("--forever cannot be combined with --events or --seconds")
     if src != "simulator" and (args.events is not None or args.speed is not None):
@@ -181,6 +197,7 @@ def _options(args: argparse.Namespace) -> Any:
         processes=processes,
         process_id=args.process_id or 0,
         addresses=addresses,
+        topic_prefix=args.topic_prefix,
     )
 
 
@@ -242,8 +259,10 @@ def _member(addresses: str, i: int) -> list[str]:
 
 def _run_local_cluster(args: argparse.Namespace, opts: Any) -> int:
     """``--processes N`` on one machine: start members 1..N-1, run member 0 here."""
-    from dataflows.pipeline import local_addresses
+    from dataflows.pipeline import local_addresses, prepare_recovery
 
+    if opts.recovery is not None:  # once, before the members race to create it
+        prepare_recovery(opts.recovery, opts.processes)
     addresses = ",".join(local_addresses(opts.processes))
     base = [a for a in args.argv if a != "--quiet"]
     children = [

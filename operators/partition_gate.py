@@ -1,0 +1,91 @@
+"""Start-up gate for multi-partition input: no partition may appear after the others ran ahead.
+
+The engine's watermark is the minimum over the input partitions it has SEEN (see
+``operators.windows.watermark``): once every partition has delivered a batch, a slow partition
+holds the watermark back and a fast one cannot make it late. The trap is the start: if partition
+0 delivers a few batches before partition 2's first one arrives (its consumer connects a moment
+later, or it lives on another cluster process), the watermark has already moved past partition
+2's first events and they are reported late.
+
+:class:`PartitionGate` closes that gap. It holds every batch until each ``expected`` partition
+(those known to have data when the run started) has delivered one, then releases what it holds
+(per partition in arrival order, merged across partitions by first event time, so every
+partition is registered before any of them moves the watermark far), and from then on passes
+batches straight through. It also opens when ``timeout_s`` of wall-clock time passed since it
+first held something (a partition that was expected but never delivers must not stall the
+pipeline; its late events are then reported, not lost) and at the end of the input
+(:meth:`release_all`). State is plain and picklable; a restored gate keeps its state (once
+open, it stays open across restarts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PartitionGate"]
+
+
+class PartitionGate:
+    """Holds ``(partition, batch)`` items until every ``expected`` partition has delivered one.
+
+    ``batch`` is anything with an int64 ``ts`` array (a decoded request or outcome batch)."""
+
+    def __init__(self, expected: Iterable[int], timeout_s: float = 5.0) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"PartitionGate timeout_s: expected seconds > 0, got {timeout_s!r}")
+        self.expected = frozenset(int(p) for p in expected)
+        self.timeout_s = float(timeout_s)
+        self._waiting = set(self.expected)
+        self._held: list[tuple[int, Any]] = []
+        self._since: float | None = None  # wall-clock time of the first held item
+
+    @property
+    def is_open(self) -> bool:
+        return not self._waiting
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def deadline(self) -> float | None:
+        """Wall-clock time (epoch seconds) at which the gate opens anyway, if it holds items."""
+        if self.is_open or self._since is None:
+            return None
+        return self._since + self.timeout_s
+
+    def push(self, items: list[tuple[int, Any]], now_s: float) -> list[tuple[int, Any]]:
+        """Take a list of items; return those that may be processed now, in processing order."""
+        if self.is_open:
+            return items
+        if items and self._since is None:
+            self._since = now_s
+        self._held.extend(items)
+        self._waiting.difference_update(int(p) for p, _ in items)
+        if self._waiting and self._since is not None and now_s - self._since >= self.timeout_s:
+            self._waiting.clear()
+        return self.release_all() if self.is_open else []
+
+    def release_all(self) -> list[tuple[int, Any]]:
+        """Open the gate and return everything held: per partition in arrival order, across
+        partitions by the first event time of each partition's next batch (a k-way merge)."""
+        self._waiting.clear()
+        held, self._held, self._since = self._held, [], None
+        queues: dict[int, list[tuple[int, Any]]] = {}
+        for item in held:
+            queues.setdefault(int(item[0]), []).append(item)
+        for q in queues.values():
+            q.reverse()  # pop() from the end = arrival order
+        out: list[tuple[int, Any]] = []
+        while queues:
+            p = min(queues, key=lambda k: (_first_ts(queues[k][-1][1]), k))
+            out.append(queues[p].pop())
+            if not queues[p]:
+                del queues[p]
+        return out
+
+
+def _first_ts(batch: Any) -> int:
+    return int(np.min(batch.ts)) if len(batch.ts) else np.iinfo(np.int64).min
