@@ -10,10 +10,11 @@ two reads, and a range min/max costs ``O(BLOCK + (hi - lo) / BLOCK)``.
 
 Inserting is an insertion sort from the end (streams are mostly in order, so usually nothing
 moves); expiring advances ``beg``. A full slot is moved to its own front, or to a new slot of
-1.5 times the size at the end of the arena; holes are compacted away when they exceed a third
-of it. Running sums are restarted (``ref`` = the mean of the live values) every
-``max(64, 2 n)`` inserts of a key, so their rounding error stays that of a short sum. Memory is
-bounded by keys x live events per key (those inside the retention horizon), not by the stream.
+1.5 times the size at the end of the arena; holes are closed in place (no new allocation)
+when they exceed a fifth of it. Running sums are restarted (``ref`` = the mean of the live
+values) every ``max(64, 2 n)`` inserts of a key, so their rounding error stays that of a short
+sum. Memory is bounded by keys x live events per key (those inside the retention horizon),
+not by the stream length.
 """
 
 from __future__ import annotations
@@ -88,6 +89,31 @@ def _make_room(need, s_ts, s_adm, s_val, pre, bmin, bmax, off, cap, beg, n, used
         if n[k] > 0:
             blocks_from(dst, dst + n[k], s_val, bmin, bmax)
     return used
+
+
+@njit(cache=True)
+def _compact_inplace(order, s_ts, s_adm, s_val, pre, bmin, bmax, off, cap, beg, n):
+    # pragma: no cover - numba
+    """Slide every key's segment down to close the holes (keys visited by slot offset, so
+    every move is to the left and never overwrites a segment not yet moved); returns
+    the new ``used``."""
+    pos = 0
+    for q in range(len(order)):
+        k = order[q]
+        c = min(cap[k], n[k] + n[k] // 2 + 4)
+        src = beg[k]
+        for j in range(n[k]):
+            s_ts[pos + j] = s_ts[src + j]
+            s_adm[pos + j] = s_adm[src + j]
+            s_val[:, pos + j] = s_val[:, src + j]
+            pre[pos + j] = pre[src + j]
+        off[k] = pos
+        beg[k] = pos
+        cap[k] = c
+        if n[k] > 0:
+            blocks_from(pos, pos + n[k], s_val, bmin, bmax)
+        pos += c
+    return pos
 
 
 @njit(cache=True)
@@ -168,11 +194,18 @@ class KeyStore:
         short = self.beg + self.n + need > self.off + self.cap
         if not short.any():
             return
-        if self.used > 1.5 * int(self.cap.sum()) + 4096:
-            self.compact()
+        if self.used > 1.25 * int(self.cap.sum()) + 4096:  # holes: close them in place
+            order = np.argsort(self.off, kind="stable")
+            self.used = int(
+                _compact_inplace(
+                    order, self.ts, self.adm, self.val, self.pre, self.bmin, self.bmax,
+                    self.off, self.cap, self.beg, self.n,
+                )
+            )  # fmt: skip
             short = self.beg + self.n + need > self.off + self.cap
-        worst = 2 * (self.n[short] + need[short]) + 2 * BLOCK
-        size = self.used + int(worst.sum())
+        want = self.n[short] + need[short]
+        moved = (want > self.cap[short]) | (4 * want < 3 * self.cap[short] - 16)
+        size = self.used + int(_slots(want[moved]).sum())
         if size > len(self.ts):
             self._alloc(max(size, int(len(self.ts) * 1.5) + 1024) // BLOCK * BLOCK + BLOCK)
         self.used = int(
