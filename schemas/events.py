@@ -204,6 +204,38 @@ def _decode_line(raw: bytes, max_bytes: int) -> dict[str, Any]:
     return obj
 
 
+_MISSING = object()
+_NUMBER = (int, float)
+
+
+def _fast_column(spec: FieldSpec, col: list[Any]) -> tuple[np.ndarray | None, np.ndarray]:
+    """Vectorised check of one field: ``(values, suspect)`` where ``suspect`` marks the rows
+    the fast path could not vouch for (they are re-checked one by one for a readable reason)."""
+    n = len(col)
+    kind = spec.kind
+    if kind in ("id", "str"):
+        ok = np.fromiter((type(v) is str and 0 < len(v) <= MAX_STR_LEN for v in col), bool, n)
+        if kind == "str":  # an empty categorical is allowed, only ids must be non-empty
+            ok |= np.fromiter((v == "" for v in col), bool, n)
+        return np.fromiter(col, dtype=object, count=n), ~ok
+    if kind == "bool":
+        ok = np.fromiter((type(v) is bool for v in col), bool, n)
+        vals = np.fromiter((v is True for v in col), bool, n)
+        return vals, ~ok
+    typed = np.fromiter((type(v) in _NUMBER for v in col), bool, n)
+    if not typed.all():
+        col = [v if t else 0 for v, t in zip(col, typed, strict=True)]
+    try:
+        arr = np.array(col, dtype=np.float64)
+    except OverflowError:  # an int beyond float range: every row goes the slow way
+        return None, np.ones(n, bool)
+    if kind == "time":
+        ok = typed & (arr >= MIN_TS_MS) & (arr < MAX_TS_MS)
+        return arr.astype(np.int64), ~ok
+    ok = typed & np.isfinite(arr) & (arr >= spec.lo) & (arr <= spec.hi)
+    return arr, ~ok
+
+
 def _decode(
     lines: Sequence[bytes],
     positions: Sequence[int],
@@ -212,20 +244,51 @@ def _decode(
     stream: str,
     max_bytes: int,
     time_field: str,
-) -> tuple[list[tuple[Any, ...]], list[int], list[DeadLetter]]:
+) -> tuple[list[np.ndarray], list[int], list[DeadLetter]]:
+    """Parse every line, then check each field for the whole batch at once; rows the fast
+    checks reject are re-checked one by one, so each dead letter names its first bad field."""
     if time_field != "ts":
         specs = tuple(FieldSpec(time_field, "time") if s.kind == "time" else s for s in specs)
-    good: list[tuple[Any, ...]] = []
-    good_pos: list[int] = []
+    objs: list[dict[str, Any]] = []
+    pos_ok: list[int] = []
+    raw_ok: list[bytes] = []
     dead: list[DeadLetter] = []
     for raw, pos in zip(lines, positions, strict=True):
         try:
-            obj = _decode_line(raw, max_bytes)
-            good.append(tuple(_check(s, obj) for s in specs))
-            good_pos.append(pos)
+            objs.append(_decode_line(raw, max_bytes))
+            pos_ok.append(pos)
+            raw_ok.append(raw)
         except _Invalid as e:
             dead.append(DeadLetter(source, pos, stream, bytes(raw), str(e)))
-    return good, good_pos, dead
+    n = len(objs)
+    reason: dict[int, str] = {}
+    columns: list[np.ndarray] = []
+    for spec in specs:
+        col = [o.get(spec.name, _MISSING) for o in objs]
+        values, suspect = _fast_column(spec, col)
+        for r in np.flatnonzero(suspect).tolist():
+            if r in reason:
+                continue
+            try:
+                v = _check(spec, objs[r])
+            except _Invalid as e:
+                reason[r] = str(e)
+                continue
+            if values is None:
+                values = np.zeros(n) if spec.kind != "time" else np.zeros(n, np.int64)
+            values[r] = v
+        if values is None:
+            values = np.zeros(n)
+        columns.append(values)
+    if reason:
+        for r in sorted(reason):
+            dead.append(DeadLetter(source, pos_ok[r], stream, bytes(raw_ok[r]), reason[r]))
+        keep = np.ones(n, bool)
+        keep[list(reason)] = False
+        columns = [c[keep] for c in columns]
+        pos_ok = [p for p, k in zip(pos_ok, keep.tolist(), strict=True) if k]
+    dead.sort(key=lambda d: d.position)
+    return columns, pos_ok, dead
 
 
 def decode_requests(
@@ -237,22 +300,20 @@ def decode_requests(
     time_field: str = "ts",
 ) -> tuple[RequestBatch, list[DeadLetter]]:
     """Decode raw JSON lines into a :class:`RequestBatch` and dead letters."""
-    good, _, dead = _decode(
+    cols, good_pos, dead = _decode(
         lines, positions, REQUEST_FIELDS, source, "requests", max_bytes, time_field
     )
-    if not good:
+    if not good_pos:
         return RequestBatch(), dead
-    cols = list(zip(*good, strict=True))
-    n = len(good)
     return (
         RequestBatch(
-            id=np.array(cols[0], dtype=object),
-            ts=np.array(cols[1], dtype=np.int64),
-            placement=np.array(cols[2], dtype=object),
-            device=np.array(cols[3], dtype=object),
-            geo=np.array(cols[4], dtype=object),
-            floor_price=np.array(cols[5], dtype=np.float64),
-            ingest_ns=np.full(n, ingest_ns, dtype=np.int64),
+            id=cols[0],
+            ts=cols[1].astype(np.int64),
+            placement=cols[2],
+            device=cols[3],
+            geo=cols[4],
+            floor_price=cols[5].astype(np.float64),
+            ingest_ns=np.full(len(good_pos), ingest_ns, dtype=np.int64),
         ),
         dead,
     )
@@ -266,21 +327,20 @@ def decode_outcomes(
     time_field: str = "ts",
 ) -> tuple[OutcomeBatch, list[DeadLetter]]:
     """Decode raw JSON lines into an :class:`OutcomeBatch` and dead letters."""
-    good, good_pos, dead = _decode(
+    cols, good_pos, dead = _decode(
         lines, positions, OUTCOME_FIELDS, source, "outcomes", max_bytes, time_field
     )
-    if not good:
+    if not good_pos:
         return OutcomeBatch(), dead
-    cols = list(zip(*good, strict=True))
     return (
         OutcomeBatch(
-            decision_id=np.array(cols[0], dtype=object),
-            ts=np.array(cols[1], dtype=np.int64),
-            partner=np.array(cols[2], dtype=object),
-            filled=np.array(cols[3], dtype=np.bool_),
-            revenue=np.array(cols[4], dtype=np.float64),
-            latency_ms=np.array(cols[5], dtype=np.float64),
-            error=np.array(cols[6], dtype=np.bool_),
+            decision_id=cols[0],
+            ts=cols[1].astype(np.int64),
+            partner=cols[2],
+            filled=cols[3].astype(np.bool_),
+            revenue=cols[4].astype(np.float64),
+            latency_ms=cols[5].astype(np.float64),
+            error=cols[6].astype(np.bool_),
             position=np.array([f"{source}#{p}" for p in good_pos], dtype=object),
         ),
         dead,

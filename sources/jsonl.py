@@ -36,6 +36,8 @@ class JsonlReader:
     offset: int = 0
     line: int = 0
     _buf: bytes = field(default=b"", repr=False)
+    _lines: list[bytes] = field(default_factory=list, repr=False)
+    _next: int = field(default=0, repr=False)
     _fh: object = field(default=None, repr=False)
 
     def _file(self):  # type: ignore[no-untyped-def]
@@ -46,24 +48,31 @@ class JsonlReader:
         return self._fh
 
     def read(self) -> tuple[RawBatch | None, bool]:
-        """Return ``(batch or None, at_eof)``."""
+        """Return ``(batch or None, at_eof)``.
+
+        Complete lines wait in ``_lines`` (split once per chunk read, never one slice of the
+        buffer per line); ``_buf`` holds only the partial line after the last newline."""
         fh = self._file()
+        at_eof = False
+        while len(self._lines) - self._next < self.batch_lines:
+            chunk = fh.read(_READ_BYTES)
+            if not chunk:
+                at_eof = True
+                if self._buf and not self.follow:  # a last line without its newline
+                    self._lines.append(self._buf)
+                    self._buf = b""
+                break
+            parts = (self._buf + chunk).split(b"\n")
+            self._buf = parts.pop()
+            if self._next:
+                del self._lines[: self._next]
+                self._next = 0
+            self._lines.extend(parts)
+        take = self._lines[self._next : self._next + self.batch_lines]
+        self._next += len(take)
         lines: list[bytes] = []
         positions: list[int] = []
-        at_eof = False
-        while len(lines) < self.batch_lines:
-            nl = self._buf.find(b"\n")
-            if nl < 0:
-                chunk = fh.read(_READ_BYTES)
-                if chunk:
-                    self._buf += chunk
-                    continue
-                at_eof = True
-                if self._buf and not self.follow:  # a last line without newline
-                    nl = len(self._buf)
-                else:
-                    break
-            raw, self._buf = self._buf[:nl], self._buf[nl + 1 :]
+        for raw in take:
             self.line += 1
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
@@ -71,17 +80,20 @@ class JsonlReader:
                 lines.append(raw)
                 positions.append(self.line)
         self.offset = self._consumed()
+        done = at_eof and not self._buf and self._next >= len(self._lines)
         if not lines:
-            return None, at_eof
+            return None, done
         batch = RawBatch(
             self.stream, f"jsonl:{self.path}", self.partition, positions, lines, time.time_ns()
         )
-        return batch, at_eof and not self._buf
+        return batch, done
 
     def _consumed(self) -> int:
+        """Byte offset just after the last line handed out (what a restart resumes from)."""
         fh = self._fh
         assert fh is not None
-        return int(fh.tell()) - len(self._buf)  # type: ignore[attr-defined]
+        unread = len(self._buf) + sum(len(x) + 1 for x in self._lines[self._next :])
+        return int(fh.tell()) - unread  # type: ignore[attr-defined]
 
     def close(self) -> None:
         if self._fh is not None:
