@@ -195,13 +195,7 @@ class KeyStore:
         if not short.any():
             return
         if self.used > 1.25 * int(self.cap.sum()) + 4096:  # holes: close them in place
-            order = np.argsort(self.off, kind="stable")
-            self.used = int(
-                _compact_inplace(
-                    order, self.ts, self.adm, self.val, self.pre, self.bmin, self.bmax,
-                    self.off, self.cap, self.beg, self.n,
-                )
-            )  # fmt: skip
+            self.close_holes()
             short = self.beg + self.n + need > self.off + self.cap
         want = self.n[short] + need[short]
         moved = (want > self.cap[short]) | (4 * want < 3 * self.cap[short] - 16)
@@ -212,6 +206,16 @@ class KeyStore:
             _make_room(
                 need, self.ts, self.adm, self.val, self.pre, self.bmin, self.bmax,
                 self.off, self.cap, self.beg, self.n, self.used,
+            )
+        )  # fmt: skip
+
+    def close_holes(self) -> None:
+        """Slide all segments down over the holes left by moved slots (no allocation)."""
+        order = np.argsort(self.off, kind="stable")
+        self.used = int(
+            _compact_inplace(
+                order, self.ts, self.adm, self.val, self.pre, self.bmin, self.bmax,
+                self.off, self.cap, self.beg, self.n,
             )
         )  # fmt: skip
 
