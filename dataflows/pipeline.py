@@ -160,9 +160,11 @@ def _decoder(settings: Settings) -> Callable[[Any], list[Any]]:
                 settings.max_event_bytes,
                 settings.time_field,
             )
-        out: list[Any] = []
-        if dead:
-            out.append(dead_letter_results(dead, time.time_ns() // 1_000_000))
+        report = dead_letter_results(dead, time.time_ns() // 1_000_000)
+        report.count("decode.events_in", len(item))
+        report.count("decode.events_out", len(batch))
+        report.count("decode.dead_letters", len(dead))
+        out: list[Any] = [report]
         if len(batch):
             out.append((item.partition, batch))
         return out

@@ -18,8 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from operators.anomaly import BankConfig, DetectorBank
+from operators.anomaly.health import (
+    HEALTH_DETECTORS,
+    HEALTH_METRICS,
+    HealthConfig,
+    HealthScorer,
+)
 from operators.bandits import POLICIES, FeatureSpec, Featurizer, RewardJoin
+from operators.drift import DriftConfig, DriftMonitor
 from operators.windows import EventTimeFeatures, FeatureConfig
 from operators.windows.config import duration_label
 from schemas.events import OutcomeBatch, RequestBatch, take
@@ -27,8 +33,6 @@ from schemas.results import Results
 
 __all__ = ["HEALTH_METRICS", "AdServingEngine", "EngineConfig"]
 
-#: the partner-health series the detectors watch, from the first trailing window
-HEALTH_METRICS = ("fill_rate", "ecpm", "mean_latency_ms", "error_rate", "request_rate")
 _OUTCOME_METRICS = ("filled", "revenue", "latency_ms", "error")
 # per partner, from the second trailing window, appended to the bandit's context
 _CONTEXT_HEALTH = (("filled", "mean"), ("error", "mean"), ("latency_ms", "mean"))
@@ -103,17 +107,8 @@ class AdServingEngine:
             )
         )
         names = self._health.feature_names
-        w0, w1 = duration_label(c.trailing_ms[0]), duration_label(c.trailing_ms[1])
+        w1 = duration_label(c.trailing_ms[1])
         col = {n: i for i, n in enumerate(names)}
-        self._score_cols = np.array(
-            [
-                col[f"filled_mean_{w0}"],
-                col[f"revenue_mean_{w0}"],
-                col[f"latency_ms_mean_{w0}"],
-                col[f"error_mean_{w0}"],
-                col[f"filled_rate_{w0}"],
-            ]
-        )
         self._ctx_cols = np.array([col[f"{m}_{a}_{w1}"] for m, a in _CONTEXT_HEALTH])
         self._req_cols = list(self._requests.feature_names)
         self._health_names = [f"{arm}_{m}_{a}_{w1}" for arm in c.arms for m, a in _CONTEXT_HEALTH]
@@ -127,15 +122,14 @@ class AdServingEngine:
         d = self._featurizer.n_features
         self._policy = POLICIES[c.policy](len(c.arms), d, seed=c.seed, **dict(c.policy_params))
         self._join = RewardJoin(c.reward_ttl_ms, c.default_reward, d)
-        self._bank = DetectorBank(
-            BankConfig(n_metrics=len(HEALTH_METRICS), threshold=c.anomaly_threshold), seed=c.seed
-        )
+        # partner health (HEALTH_METRICS): count-aware tests on per-second buckets of outcomes
+        self._scorer = HealthScorer(HealthConfig(threshold=c.anomaly_threshold))
+        self._drift = DriftMonitor(DriftConfig(direction="down"))
         self._arm_of = {a: i for i, a in enumerate(c.arms)}
         self._key_of: dict[str, int] = dict(self._arm_of)  # partners seen in outcomes
         self._health_ctx = np.full((len(c.arms), len(_CONTEXT_HEALTH)), np.nan)
-        self._last_alert: dict[tuple[int, int], int] = {}
-        self._last_tick: dict[int, int] = {}
-        self._first_ts: int | None = None
+        self._last_alert: dict[tuple[int, int], int] = {}  # last record per (key, metric)
+        self._last_hit: dict[tuple[int, int], int] = {}  # last alerting bucket per (key, metric)
         self._max_ts = self._req_max_ts = np.iinfo(np.int64).min
         self._held: list[tuple[int, OutcomeBatch]] = []
 
@@ -162,6 +156,9 @@ class AdServingEngine:
             self._held.append((partition, batch))
         self._release(self._req_max_ts, out)
         self._expire(self._max_ts - self.config.allowed_lateness_ms, out)
+        out.count("engine.events_in", len(batch))
+        out.count("engine.rows_out", sum(out.rows(t) for t in out.tables))
+        out.gauges["engine.watermark_ms"] = self._max_ts - self.config.allowed_lateness_ms
         out.gauges["bandit_updates"] = self._policy.n_learned
         out.gauges["pending_decisions"] = self._join.pending
         return out
@@ -189,6 +186,7 @@ class AdServingEngine:
         self._release(np.iinfo(np.int64).max, out)
         for feats in (self._health, self._requests):
             self._windows(feats.flush().windows, out)
+        self._detect(self._scorer.flush(), out)
         self._expire(np.iinfo(np.int64).max, out)
         out.gauges["bandit_updates"] = self._policy.n_learned
         out.gauges["pending_decisions"] = self._join.pending
@@ -201,7 +199,6 @@ class AdServingEngine:
         state["_policy"] = self._policy.snapshot()
         state["_join"] = self._join.snapshot()
         state["_featurizer"] = self._featurizer.snapshot()
-        state["_bank"] = self._bank.snapshot()
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
@@ -213,7 +210,6 @@ class AdServingEngine:
         state["_policy"] = type(eng._policy).restore(state["_policy"])
         state["_join"] = RewardJoin.restore(state["_join"])
         state["_featurizer"] = Featurizer.restore(state["_featurizer"])
-        state["_bank"] = DetectorBank.restore(state["_bank"])
         eng.__dict__.update(state)
         return eng
 
@@ -285,6 +281,10 @@ class AdServingEngine:
             )
             out.count("rewards", len(i))
             out.count("reward_sum", float(m.rewards.sum()))
+            # learned rewards only (timed-out defaults would read as a drop): overall, drops
+            drift = self._drift.update("reward", "all", ob.ts[i], m.rewards, _now_ms())
+            out.add("drift_alerts", drift)
+            out.count("drift_alerts", len(drift["alert_id"]))
         if len(m.unmatched_index):
             u = m.unmatched_index
             out.add(
@@ -315,59 +315,44 @@ class AdServingEngine:
             _, first_from_end = np.unique(keys[rows][::-1], return_index=True)
             pick = rows[::-1][first_from_end]
             self._health_ctx[keys[pick]] = feats[np.ix_(pick, self._ctx_cols)]
-        if self._first_ts is None:
-            self._first_ts = int(ob.ts.min())
-        # trailing windows still filling up look like a ramp, not like the partner's health
-        warm = ob.ts >= self._first_ts + c.trailing_ms[0]
-        tick = self._ticks(keys, ob.ts, ok & warm)
-        self._detect(keys[tick], ob.ts[tick], feats[tick][:, self._score_cols], out)
+        health = self._scorer.update(
+            keys[ok], ob.ts[ok], ob.filled[ok], ob.revenue[ok], ob.latency_ms[ok], ob.error[ok]
+        )
+        self._detect(health, out)
         out.count("outcomes", len(ob))
 
-    def _ticks(self, keys: np.ndarray, ts: np.ndarray, ok: np.ndarray) -> np.ndarray:
-        """Rows that open a new event-time second for their partner: the health series the
-        detectors score is sampled once per partner per second (a regular series, as the
-        detectors expect, at a fraction of the cost of scoring every outcome)."""
-        sec = ts // 1000
-        tick = np.zeros(len(ts), np.bool_)
-        for k in np.unique(keys[ok]).tolist():
-            rows = np.flatnonzero(ok & (keys == k))
-            s = sec[rows]
-            prev = np.concatenate([[self._last_tick.get(k, -1)], s[:-1]])
-            new = s > np.maximum.accumulate(prev)
-            tick[rows[new]] = True
-            self._last_tick[k] = max(self._last_tick.get(k, -1), int(s.max()))
-        return tick
+    def _detect(self, health: Any, out: Results) -> None:
+        """Anomaly rows for the closed health buckets that alerted.
 
-    def _detect(self, keys: np.ndarray, ts: np.ndarray, series: np.ndarray, out: Results) -> None:
-        if len(keys) == 0:
-            return
-        series = series.copy()
-        series[:, 1] *= 1000.0  # mean revenue per request -> eCPM
-        scored = self._bank.score_learn(keys, ts, series)
-        hits = np.argwhere(scored.is_anomaly)
+        Alerting buckets of a (partner, metric) form an *episode* while no more than
+        ``_EPISODE_GAP_MS`` of event time passes between them. An episode is recorded when it
+        starts and, while it lasts, again at most once per cooldown; a new episode (a new
+        incident, even one right after the last) is recorded at once."""
+        hits = np.argwhere(health.is_anomaly)
         if len(hits) == 0:
             return
         names = {v: k for k, v in self._key_of.items()}
         cols: dict[str, list[Any]] = {k: [] for k in _ANOMALY_COLS}
-        detectors = self._bank.detector_names
         cooldown = self.config.anomaly_cooldown_ms
         now = _now_ms()
         for r, mi in hits.tolist():
-            k, t = int(keys[r]), int(ts[r])
+            k, t = int(health.keys[r]), int(health.ts_ms[r])
+            last_hit = self._last_hit.get((k, mi))
+            self._last_hit[(k, mi)] = t
+            ongoing = last_hit is not None and t - last_hit <= _EPISODE_GAP_MS
             last = self._last_alert.get((k, mi))
-            if last is not None and t - last < cooldown:
+            if ongoing and last is not None and t - last < cooldown:
                 continue
             self._last_alert[(k, mi)] = t
-            votes = int(scored.votes[r, mi])
             cols["anomaly_id"].append(f"{names[k]}:{HEALTH_METRICS[mi]}:{t}")
             cols["key"].append(names[k])
             cols["metric"].append(HEALTH_METRICS[mi])
-            cols["value"].append(float(series[r, mi]))
-            cols["score"].append(float(scored.scores[r, mi]))
+            cols["value"].append(float(health.values[r, mi]))
+            cols["score"].append(float(health.scores[r, mi]))
             cols["threshold"].append(self.config.anomaly_threshold)
-            cols["expected_low"].append(float(scored.lower[r, mi]))
-            cols["expected_high"].append(float(scored.upper[r, mi]))
-            cols["detectors"].append([d for b, d in enumerate(detectors) if votes >> b & 1])
+            cols["expected_low"].append(float(health.lower[r, mi]))
+            cols["expected_high"].append(float(health.upper[r, mi]))
+            cols["detectors"].append([HEALTH_DETECTORS[mi]])
             cols["event_time"].append(t)
             cols["detected_at"].append(now)
         if cols["anomaly_id"]:
@@ -438,6 +423,7 @@ class AdServingEngine:
 
 
 _MAX_TS = 4_102_444_800_000
+_EPISODE_GAP_MS = 2_000  # alerting buckets this close belong to one episode (one record)
 _ANOMALY_COLS = (
     "anomaly_id",
     "key",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["LatencyHistogram", "RunStats"]
+__all__ = ["LatencyHistogram", "RunStats", "split_metric_name"]
 
 _LO_MS = 1e-3
 _GROWTH = 1.02
@@ -71,3 +71,10 @@ class RunStats:
     def view(self) -> tuple[dict[str, float], LatencyHistogram]:
         with self.lock:
             return dict(self.counters), LatencyHistogram(self.latency.counts.copy())
+
+
+def split_metric_name(counter: str, default_step: str = "pipeline") -> tuple[str, str]:
+    """Counters are named ``"<step>.<name>"``: ``"engine.events_in" -> ("engine", "events_in")``;
+    a name without a dot belongs to ``default_step``."""
+    step, dot, name = counter.partition(".")
+    return (step, name) if dot and name else (default_step, counter)

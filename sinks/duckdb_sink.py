@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from operators.stats import RunStats
+from operators.stats import RunStats, split_metric_name
 from schemas.results import Results
 from sinks.duckdb import DuckDBWriter
 
@@ -31,16 +31,17 @@ PART = "duckdb"
 def metrics_rows(run_id: str, stats: RunStats, ts_ms: int, step: str = "pipeline") -> dict:
     """The current counters and latency quantiles as ``metrics`` table columns."""
     counters, hist = stats.view()
-    names = sorted(counters)
-    values = [float(counters[n]) for n in names]
+    qualified = sorted(counters)
+    values = [float(counters[n]) for n in qualified]
     for q in (0.5, 0.95, 0.99):
-        names.append(f"latency_p{round(q * 100)}_ms")
+        qualified.append(f"{PART}.latency_p{round(q * 100)}_ms")  # ingest -> readable here
         values.append(hist.quantile(q))
+    steps, names = zip(*(split_metric_name(n, step) for n in qualified), strict=True)
     n = len(names)
     return {
         "run_id": np.full(n, run_id, dtype=object),
         "ts": np.full(n, ts_ms, dtype=np.int64),
-        "step": np.full(n, step, dtype=object),
+        "step": np.array(steps, dtype=object),
         "name": np.array(names, dtype=object),
         "value": np.array(values, dtype=np.float64),
     }
@@ -93,7 +94,8 @@ class _Partition(StatefulSinkPartition[Results, None]):
         merged = Results.combine(self._buf)
         self._buf, self._rows = [], 0
         if merged.tables:
-            self._writer.write_many(merged.tables)
+            written = self._writer.write_many(merged.tables)
+            merged.count(f"{PART}.rows_written", sum(written.values()))
         now_ns = time.time_ns()
         dec = merged.tables.get("decisions")
         with self._stats.lock:

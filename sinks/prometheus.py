@@ -33,7 +33,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import start_wsgi_server
 from prometheus_client.registry import Collector
 
-from operators.stats import _GROWTH, _LO_MS, LatencyHistogram, RunStats
+from operators.stats import _GROWTH, _LO_MS, LatencyHistogram, RunStats, split_metric_name
 
 __all__ = ["MetricsServer", "StatsCollector", "split_metric_name", "start_metrics_server"]
 
@@ -45,12 +45,6 @@ QUANTILES = (0.5, 0.95, 0.99)
 def _metric_name(name: str) -> str:
     clean = _BAD.sub("_", name).strip("_") or "unnamed"
     return f"eddy_{clean}"
-
-
-def split_metric_name(counter: str) -> tuple[str, str]:
-    """``"engine.events_in" -> ("engine", "events_in")``; no dot: step ``"pipeline"``."""
-    step, dot, name = counter.partition(".")
-    return (step, name) if dot and name else ("pipeline", counter)
 
 
 class StatsCollector(Collector):

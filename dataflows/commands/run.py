@@ -49,6 +49,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--follow", action="store_true", help="tail the JSONL files as they grow")
     p.add_argument("--batch-size", type=int, metavar="N", help="events per micro-batch")
     p.add_argument("--quiet", action="store_true", help="no live status line")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port)",
+    )
     k = p.add_argument_group("kafka, recovery and scale-out")
     k.add_argument(
         "--until-end",
@@ -235,6 +241,16 @@ def _run(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt
         stop.set()
 
+    metrics = None
+    if args.metrics_port is not None:
+        from sinks.prometheus import start_metrics_server
+
+        try:
+            metrics = start_metrics_server(stats, args.metrics_port, run_id=opts.run_id)
+        except (OSError, ValueError) as e:
+            writer.close()
+            raise UsageError(f"--metrics-port {args.metrics_port}: {e}") from None
+        print(f"metrics: {metrics.url}", flush=True)
     previous = signal.signal(signal.SIGINT, on_sigint)
     server = QueryServer(writer).start()
     status = None
@@ -246,6 +262,8 @@ def _run(args: argparse.Namespace) -> int:
         if status is not None:
             status.stop()
         server.stop()
+        if metrics is not None:
+            metrics.stop()
         writer.close()
         signal.signal(signal.SIGINT, previous)
     print(format_summary(result, db))

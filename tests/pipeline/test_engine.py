@@ -116,3 +116,22 @@ def test_anomaly_rows_are_complete(settings) -> None:
     assert all(sc >= s.engine.anomaly_threshold for sc in an["score"])
     assert len(set(an["anomaly_id"])) == len(an["anomaly_id"])
     assert all(isinstance(d, list) and d for d in an["detectors"])
+
+
+def test_reward_drift_alerts_once_when_the_best_partner_changes(settings) -> None:
+    drift_s = 40.0
+    s = settings(events=80_000, rate_per_s=1_000.0, drift_at_s=drift_s, incident_every_s=0.0)
+    total = merged(drive(AdServingEngine(s.engine), Simulator(s.simulator)))
+    alerts = total.tables.get("drift_alerts")
+    assert alerts is not None
+    start = s.simulator.start_ms + int(drift_s * 1000)
+    times = sorted(int(t) for t in alerts["event_time"])
+    assert len(times) == 1, times
+    assert start <= times[0] <= start + 10_000
+    assert alerts["magnitude"][0] < 0 and alerts["stream"][0] == "reward"
+
+
+def test_no_reward_drift_alert_without_drift(settings) -> None:
+    s = settings(events=80_000, rate_per_s=1_000.0, incident_every_s=0.0)
+    total = merged(drive(AdServingEngine(s.engine), Simulator(s.simulator)))
+    assert "drift_alerts" not in total.tables
