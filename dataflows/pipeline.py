@@ -226,7 +226,11 @@ def build_flow(
     if opts.kafka_out:
         topics = {table: opts.topic_prefix + t for table, t in OUTPUT_TOPICS.items()}
         sink = FencedKafkaResultsSink(
-            opts.kafka_out, topics=topics, create_partitions=3, local=opts.process_id == 0
+            opts.kafka_out,
+            topics=topics,
+            create_partitions=3,
+            local=opts.process_id == 0,
+            linger_ms=1,  # what a consumer waits for a decision; load fills batches anyway
         )
         op.output("kafka", op.key_on("to_kafka", everything, lambda _: "kafka"), sink)
     if sim_source is not None:

@@ -193,7 +193,7 @@ def test_encode_json_rows_handles_numpy_nan_bytes_and_lists() -> None:
 
 def test_fast_and_general_json_encodings_give_the_same_values() -> None:
     rng = np.random.default_rng(3)
-    n = 300
+    n = 600  # >= _POLARS_MIN_ROWS: encode_json_rows takes the polars path
     floats = rng.normal(size=n) * 10.0 ** rng.integers(-300, 300, n)
     floats[::17] = np.nan
     floats[::23] = np.inf
