@@ -4,9 +4,10 @@ Items are :class:`schemas.results.Results`. They are buffered and written togeth
 insert per table (Arrow, idempotent on the primary key), when the buffer holds ``max_rows``
 rows or is ``max_delay_s`` old: a commit costs tens of milliseconds whatever its size, so a
 few large ones beat many small ones, while the delay bounds what a reader waits for a row.
-A background timer flushes a buffer that no new item comes to push out; Bytewax's epoch
-snapshot and ``close`` flush too, so nothing acknowledged is left behind. Each flush also
-updates the run statistics and, once per wall-clock second, writes them to ``metrics``.
+A writer thread does the inserts (and flushes a buffer no new item comes to push out);
+Bytewax's epoch snapshot and ``close`` wait for it, so nothing acknowledged is left behind.
+Each flush also updates the run statistics and, once per wall-clock second, writes them to
+``metrics``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ def metrics_rows(run_id: str, stats: RunStats, ts_ms: int, step: str = "pipeline
 
 
 class _Partition(StatefulSinkPartition[Results, None]):
+    """Buffers in the worker thread, writes in its own thread.
+
+    DuckDB releases the GIL while it inserts, so the writer thread's inserts overlap with the
+    dataflow's work on the other core. ``write_batch`` only appends (and waits when four
+    buffers' worth are pending: backpressure); Bytewax's epoch ``snapshot`` and ``close``
+    wait until everything handed over is in the file. A failed write is raised in the worker
+    at its next call: it fails the run, it is never dropped.
+    """
+
     def __init__(
         self,
         writer: DuckDBWriter,
@@ -67,32 +77,56 @@ class _Partition(StatefulSinkPartition[Results, None]):
         self._rows = 0
         self._since = 0.0  # monotonic time of the oldest buffered item
         self._last_metrics = 0.0
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self._timer = threading.Thread(target=self._tick, name="eddy-duckdb-flush", daemon=True)
-        self._timer.start()
+        self._busy = False  # the writer thread holds a batch
+        self._flush_now = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._cv = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="eddy-duckdb-writer", daemon=True)
+        self._thread.start()
 
     def write_batch(self, values: list[Results]) -> None:
-        with self._lock:
+        with self._cv:
+            self._raise_failure()
             if not self._buf:
                 self._since = time.monotonic()
             self._buf.extend(values)
             self._rows += sum(v.rows(t) for v in values for t in v.tables)
-            if self._rows >= self._max_rows or time.monotonic() - self._since >= self._max_delay:
-                self._flush()
+            if self._rows >= self._max_rows:
+                self._cv.notify_all()
+            while self._rows >= 4 * self._max_rows and self._error is None:
+                self._cv.wait()
+            self._raise_failure()
 
-    def _tick(self) -> None:
-        while not self._closed.wait(self._max_delay / 2):
-            with self._lock:
-                if self._buf:
-                    if time.monotonic() - self._since >= self._max_delay:
-                        self._flush()
-                elif time.monotonic() - self._last_metrics >= 1.0:
-                    self._flush_metrics()
+    def _due(self) -> bool:
+        if not self._buf:
+            return False
+        old = time.monotonic() - self._since >= self._max_delay
+        return self._flush_now or self._closed or old or self._rows >= self._max_rows
 
-    def _flush(self) -> None:
-        merged = Results.combine(self._buf)
-        self._buf, self._rows = [], 0
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._due() and not (self._closed and not self._buf):
+                    self._cv.wait(self._max_delay / 2)
+                    if time.monotonic() - self._last_metrics >= 1.0 and not self._buf:
+                        break
+                if self._closed and not self._buf:
+                    return
+                batch, self._buf, self._rows = self._buf, [], 0
+                self._flush_now = False
+                self._busy = True
+            try:
+                self._write(batch)
+            except BaseException as e:  # surfaced in the worker thread
+                with self._cv:
+                    self._error = e
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()
+
+    def _write(self, batch: list[Results]) -> None:
+        merged = Results.combine(batch)
         if merged.tables:
             written = self._writer.write_many(merged.tables)
             merged.count(f"{PART}.rows_written", sum(written.values()))
@@ -108,24 +142,35 @@ class _Partition(StatefulSinkPartition[Results, None]):
         if self._on_write is not None:
             self._on_write(merged)
         if time.monotonic() - self._last_metrics >= 1.0:
-            self._flush_metrics()
+            self._last_metrics = time.monotonic()
+            rows = metrics_rows(self._run_id, self._stats, int(time.time() * 1000))
+            self._writer.write("metrics", rows)
 
-    def _flush_metrics(self) -> None:
-        self._last_metrics = time.monotonic()
-        rows = metrics_rows(self._run_id, self._stats, int(time.time() * 1000))
-        self._writer.write("metrics", rows)
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"DuckDB sink: writing to {self._writer!r} failed") from self._error
+
+    def _drain(self) -> None:
+        with self._cv:
+            self._flush_now = True
+            self._cv.notify_all()
+            while (self._buf or self._busy) and self._error is None:
+                self._cv.wait()
+            self._raise_failure()
 
     def snapshot(self) -> None:
-        with self._lock:  # an epoch ends: what it produced must be in the file
-            self._flush()
+        self._drain()  # an epoch ends: what it produced must be in the file
         return None
 
     def close(self) -> None:
-        self._closed.set()
-        self._timer.join(timeout=5)
-        with self._lock:
-            self._flush()
-            self._flush_metrics()
+        self._drain()
+        with self._cv:
+            self._closed = True
+            self._last_metrics = 0.0  # one last metrics row
+            self._buf.append(Results())
+            self._cv.notify_all()
+        self._thread.join()
+        self._raise_failure()
 
 
 class DuckDBSink(FixedPartitionedSink[Results, None]):
