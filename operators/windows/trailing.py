@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .quantile import P95, select_two
+from .quantile import P95, quantile_top
 from .store import BLOCK, blocks_from
 
 __all__ = ["AGG_CODES", "insert_rows", "trailing_features"]
@@ -212,6 +212,7 @@ def trailing_features(
         maxn = max(maxn, n[k])
     scratch = np.empty(maxn + n_rows, dtype=np.float64)
     los = np.empty(n_w, dtype=np.int64)
+    top = np.empty(64, dtype=np.float64)
     stride_m = n_w * n_aggs
     need_mm = agg_pos[3] >= 0 or agg_pos[4] >= 0 or agg_pos[5] >= 0
     for i in range(n_rows):
@@ -377,7 +378,7 @@ def trailing_features(
                         if x == x:
                             scratch[cnt] = x
                             cnt += 1
-                    out[r_out, base + agg_pos[7]] = select_two(scratch, cnt, P95)
+                    out[r_out, base + agg_pos[7]] = quantile_top(scratch, cnt, P95, top)
 
 
 @njit(cache=True)
