@@ -246,6 +246,7 @@ def run_rate(
             target=_offer,
             args=(producer, req_topic, out_topic, reqs, outs if outcomes else None, rate, sent),
             kwargs={"progress": progress},
+            daemon=True,
         )
         offer.start()
         backlog: list[tuple[float, int]] = []

@@ -8,12 +8,13 @@ later, or it lives on another cluster process), the watermark has already moved 
 2's first events and they are reported late.
 
 :class:`PartitionGate` closes that gap. It holds every batch until each ``expected`` partition
-(those known to have data when the run started) has delivered one, then releases what it holds
-(per partition in arrival order, merged across partitions by first event time, so every
-partition is registered before any of them moves the watermark far), and from then on passes
-batches straight through. It also opens when ``timeout_s`` of wall-clock time passed since it
-first held something (a partition that was expected but never delivers must not stall the
-pipeline; its late events are then reported, not lost) and at the end of the input
+(those known to have data when the run started) has delivered one, then releases what it holds:
+the first row of every partition (so every partition is registered before any of them moves
+the watermark), then the rest per partition in arrival order, merged across partitions by
+event time; from then on it passes batches straight through. It also opens when
+``timeout_s`` of wall-clock time passed since it first held something (a partition that was
+expected but never delivers must not stall the pipeline; its late events are then reported,
+not lost) and at the end of the input
 (:meth:`release_all`). State is plain and picklable; a restored gate keeps its state (once
 open, it stays open across restarts).
 """
@@ -25,13 +26,16 @@ from typing import Any
 
 import numpy as np
 
+from schemas.events import take
+
 __all__ = ["PartitionGate"]
 
 
 class PartitionGate:
     """Holds ``(partition, batch)`` items until every ``expected`` partition has delivered one.
 
-    ``batch`` is anything with an int64 ``ts`` array (a decoded request or outcome batch)."""
+    ``batch`` is a columnar dataclass with an int64 ``ts`` array (a decoded request or outcome
+    batch; ``schemas.events.take`` cuts it)."""
 
     def __init__(self, expected: Iterable[int], timeout_s: float = 5.0) -> None:
         if not timeout_s > 0:
@@ -69,16 +73,29 @@ class PartitionGate:
         return self.release_all() if self.is_open else []
 
     def release_all(self) -> list[tuple[int, Any]]:
-        """Open the gate and return everything held: per partition in arrival order, across
-        partitions by the first event time of each partition's next batch (a k-way merge)."""
+        """Open the gate and return everything held.
+
+        First the FIRST ROW of every partition (earliest first), so each partition is
+        registered in the watermark before any of them advances it (a whole first batch could
+        span more than the allowed lateness); then the rest, per partition in arrival order,
+        merged across partitions by the first event time of each partition's next batch."""
         self._waiting.clear()
         held, self._held, self._since = self._held, [], None
         queues: dict[int, list[tuple[int, Any]]] = {}
         for item in held:
             queues.setdefault(int(item[0]), []).append(item)
+        out: list[tuple[int, Any]] = []
+        for p in sorted(queues, key=lambda k: (_first_ts(queues[k][0][1]), k)):
+            part, b = queues[p][0]
+            if len(b.ts) > 1:
+                out.append((part, take(b, np.arange(1))))
+                queues[p][0] = (part, take(b, np.arange(1, len(b.ts))))
+            else:
+                out.append(queues[p].pop(0))
+                if not queues[p]:
+                    del queues[p]
         for q in queues.values():
             q.reverse()  # pop() from the end = arrival order
-        out: list[tuple[int, Any]] = []
         while queues:
             p = min(queues, key=lambda k: (_first_ts(queues[k][-1][1]), k))
             out.append(queues[p].pop())
@@ -88,4 +105,4 @@ class PartitionGate:
 
 
 def _first_ts(batch: Any) -> int:
-    return int(np.min(batch.ts)) if len(batch.ts) else np.iinfo(np.int64).min
+    return int(batch.ts[0]) if len(batch.ts) else np.iinfo(np.int64).min
