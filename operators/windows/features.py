@@ -199,7 +199,8 @@ class EventTimeFeatures:
     # -- internals --------------------------------------------------------------------------
     def _intern(self, keys: np.ndarray) -> np.ndarray:
         get = self._key_index.get
-        idx = np.fromiter(map(get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        klist = keys.tolist()
+        idx = np.array(list(map(get, klist, repeat(-1))), dtype=np.int64)
         if (idx < 0).any():
             new = [k for k in dict.fromkeys(keys[idx < 0].tolist())]
             start = len(self._keys)
@@ -209,7 +210,7 @@ class EventTimeFeatures:
             self._key_arr = np.array([*self._keys, None], dtype=object)[:-1]
             self._store.add_keys(len(new))
             self._sessions.add_keys(len(new))
-            idx = np.fromiter(map(get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+            idx = np.array(list(map(get, klist, repeat(-1))), dtype=np.int64)
         return idx
 
     def _insert_only(self, kidx, ts, vals, acc, adm) -> None:
