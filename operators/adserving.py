@@ -248,7 +248,7 @@ class AdServingEngine:
                 "policy": np.full(len(rb), self._policy.name, dtype=object),
                 "policy_version": np.full(len(rb), self._policy.version, dtype=object),
                 "feature_version": np.full(len(rb), self._featurizer.version, dtype=object),
-                "context": X,
+                "context": X.astype(np.float32),
                 "decided_at": np.full(len(rb), now_ns // 1_000_000, dtype=np.int64),
                 "latency_ms": (now_ns - rb.ingest_ns) / 1e6,
             },
