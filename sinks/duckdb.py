@@ -11,7 +11,7 @@ first row. Column conventions:
 
 * ``TIMESTAMP`` columns: int64 epoch milliseconds (numpy or list; ``None`` is NULL),
   ``datetime64`` arrays, or float epoch ms (truncated to the millisecond; NaN is NULL).
-* list columns (``DOUBLE[]``, ``VARCHAR[]``): a 2-D array ``(n, d)`` or a list of lists.
+* list columns (``FLOAT[]``, ``VARCHAR[]``): a 2-D array ``(n, d)`` or a list of lists.
 * everything else: a numpy array or a list; values are converted with Arrow's safe casts
   (an int64 that does not fit an ``INTEGER`` is an error, never a silent wrap).
 

