@@ -90,3 +90,10 @@ def test_late_rows_counted_and_policy() -> None:
         assert op.late_count == 1
         w = op.flush().windows
         assert w["count"].tolist() == [win_count]
+
+
+def test_real_epoch_times_and_negative_times(cfg: FeatureConfig) -> None:
+    s = make_stream(8, 800, 5, span_ms=30_000, disorder_ms=300)
+    for offset in (1_763_700_000_000, -15_000):
+        s2 = dataclasses.replace(s, ts=s.ts + offset)
+        _check(dataclasses.replace(cfg, late_policy="include"), s2, [100, 400])
