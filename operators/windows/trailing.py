@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .quantile import P95, quantile_top
+from .quantile import P95, select_two
 from .store import BLOCK, blocks_from
 
 __all__ = ["AGG_CODES", "insert_rows", "trailing_features"]
@@ -213,6 +213,7 @@ def trailing_features(
     scratch = np.empty(maxn + n_rows, dtype=np.float64)
     los = np.empty(n_w, dtype=np.int64)
     top = np.empty(64, dtype=np.float64)
+    scratch2 = np.empty(maxn + n_rows, dtype=np.float64)
     stride_m = n_w * n_aggs
     need_mm = agg_pos[3] >= 0 or agg_pos[4] >= 0 or agg_pos[5] >= 0
     for i in range(n_rows):
@@ -313,6 +314,8 @@ def trailing_features(
             mn = np.inf
             mx = -np.inf
             seg_hi = hi
+            q_hi = hi
+            cnt_q = 0
             for w in range(n_w):
                 lo = los[w]
                 if lo > b:
@@ -372,13 +375,44 @@ def trailing_features(
                 if agg_pos[6] >= 0:
                     out[r_out, base + agg_pos[6]] = c / (wsorted[w] / 1000.0)
                 if want_q:
-                    cnt = 0
-                    for j in range(lo, hi):
+                    # windows are nested: append this window's new segment [lo, q_hi)
+                    for j in range(lo, q_hi):
                         x = s_val[m, j]
                         if x == x:
-                            scratch[cnt] = x
-                            cnt += 1
-                    out[r_out, base + agg_pos[7]] = quantile_top(scratch, cnt, P95, top)
+                            scratch[cnt_q] = x
+                            cnt_q += 1
+                    q_hi = lo
+                    nq = cnt_q
+                    if nq == 0:
+                        qv = np.nan
+                    else:
+                        hq = (nq - 1) * P95
+                        lq = int(np.floor(hq))
+                        rq = nq - lq  # the rq largest values decide the quantile
+                        if rq > len(top):
+                            for u in range(nq):
+                                scratch2[u] = scratch[u]
+                            qv = select_two(scratch2, nq, P95)
+                        else:
+                            c_t = 0
+                            for u in range(nq):
+                                x = scratch[u]
+                                if c_t < rq:
+                                    pz = c_t
+                                    c_t += 1
+                                elif x > top[rq - 1]:
+                                    pz = rq - 1
+                                else:
+                                    continue
+                                while pz > 0 and top[pz - 1] < x:
+                                    top[pz] = top[pz - 1]
+                                    pz -= 1
+                                top[pz] = x
+                            if rq == 1:
+                                qv = top[0]
+                            else:
+                                qv = top[rq - 1] + (hq - lq) * (top[rq - 2] - top[rq - 1])
+                    out[r_out, base + agg_pos[7]] = qv
 
 
 @njit(cache=True)
