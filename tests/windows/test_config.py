@@ -70,3 +70,12 @@ def test_empty_operator_snapshot_and_flush() -> None:
     )
     assert op.n_keys == 0 and op.memory_bytes() >= 0
     assert len(op.flush().windows["key"]) == 0
+
+
+def test_restore_without_session_windows() -> None:
+    cfg = FeatureConfig(metrics=("x",), trailing_ms=(1_000,), aggregations=("count",))
+    op = EventTimeFeatures(cfg)
+    op.process(np.array(["a", "b"], dtype=object), np.array([1, 2]), np.ones((2, 1)))
+    op2 = EventTimeFeatures.restore(cfg, pickle.loads(pickle.dumps(op.snapshot())))
+    r = op2.process(np.array(["a"], dtype=object), np.array([3]), np.ones((1, 1)))
+    assert r.features[0, 0] == 2
