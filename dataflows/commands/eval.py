@@ -4,12 +4,20 @@
 ``DIR/data/<category>/*.csv`` through the same streaming detector code the pipeline uses, writes
 NAB-format results (``<out>/<detector>/<category>/<detector>_<file>.csv``) and prints the NAB
 profile scores of the series that ``DIR/labels/combined_windows.json`` labels.
-Further evaluations (e.g. ``incidents``) register themselves in ``_SUBCOMMANDS``.
+
+``eddy eval incidents [--config FILE] [--events N] [--seeds 0,1,2] [--json FILE]`` plays the
+closed-loop simulator against the reference engine (in-process, deterministic per seed) and
+prints the detection precision, recall and median delay on the simulator's labelled incidents
+(``benchmarks/incidents.py`` documents the matching rule).
+
+Evaluations register themselves in ``_SUBCOMMANDS``. Building the parser imports nothing heavy
+(no numba, no bytewax): ``eddy sql`` shares it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,16 +25,19 @@ from typing import Any
 __all__ = ["add_parser"]
 
 
-def _add_nab(sub: Any) -> None:
-    from operators.anomaly.registry import DETECTORS
+# keep in step with operators.anomaly.registry.DETECTORS (checked at run time and by a test);
+# importing the registry here would pull numba into every `eddy` command
+_NAB_DETECTORS = ("eddy", "eddy_hst", "eddy_likelihood", "eddy_novelty", "hst")
 
+
+def _add_nab(sub: Any) -> None:
     p = sub.add_parser("nab", help="run a detector over a NAB-layout directory and score it")
     p.add_argument("--data", required=True, type=Path, help="NAB-layout directory (data/, labels/)")
     p.add_argument("--out", required=True, type=Path, help="results directory to write")
     p.add_argument(
         "--detector",
         default="eddy",
-        help=f"detector name: one of {', '.join(sorted(DETECTORS))} (default: eddy)",
+        help=f"detector name: one of {', '.join(_NAB_DETECTORS)} (default: eddy)",
     )
     p.set_defaults(func=_run_nab)
 
@@ -56,11 +67,68 @@ def _run_nab(args: argparse.Namespace) -> int:
     return 0
 
 
-_SUBCOMMANDS: dict[str, Callable[[Any], None]] = {"nab": _add_nab}
+def _add_incidents(sub: Any) -> None:
+    p = sub.add_parser(
+        "incidents",
+        help="detection precision, recall and delay on the simulator's labelled incidents",
+    )
+    p.add_argument("--config", type=Path, help="pipeline TOML (default: built-in defaults)")
+    p.add_argument(
+        "--events",
+        type=int,
+        default=1_200_000,
+        help="requests per seed (default 1200000: 10 simulated minutes at 2,000/s)",
+    )
+    p.add_argument(
+        "--seeds", default="0,1,2", help="comma-separated simulator seeds (default 0,1,2)"
+    )
+    p.add_argument("--json", type=Path, help="also write the full report (per seed) as JSON here")
+    p.set_defaults(func=_run_incidents)
+
+
+def _seeds(text: str) -> list[int]:
+    from dataflows.cli import UsageError
+
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or any(s < 0 for s in seeds):
+        raise UsageError(f"--seeds {text!r}: expected comma-separated integers >= 0, e.g. 0,1,2")
+    return seeds
+
+
+def _run_incidents(args: argparse.Namespace) -> int:
+    from dataflows.cli import UsageError
+    from dataflows.config import ConfigError, load_settings
+
+    if args.events < 1:
+        raise UsageError(f"--events {args.events}: expected an integer >= 1")
+    seeds = _seeds(args.seeds)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if settings.simulator.incident_every_s <= 0:
+        raise UsageError("simulator.incident_every is 0: the simulator injects no incidents")
+    from benchmarks.incidents import evaluate_seeds
+
+    report = evaluate_seeds(settings, args.events, seeds)
+    print("\n".join(report.lines()))
+    if args.json is not None:
+        try:
+            args.json.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"--json {args.json}: cannot write: {e}") from None
+        print(f"report written to {args.json}")
+    return 0
+
+
+_SUBCOMMANDS: dict[str, Callable[[Any], None]] = {"nab": _add_nab, "incidents": _add_incidents}
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("eval", help="quality evaluations (NAB, ...)")
+    p = sub.add_parser("eval", help="quality evaluations (NAB, simulator incidents)")
     evals = p.add_subparsers(dest="eval_command", required=True, parser_class=type(p))
     for add in _SUBCOMMANDS.values():
         add(evals)

@@ -49,7 +49,9 @@ HEALTH_DETECTORS = ("binomial", "lognormal_mean", "lognormal_mean", "binomial")
 _N, _FILLS, _K, _LREV, _LREV2, _REV, _NLAT, _LLAT, _LLAT2, _LAT, _NERR, _ERRS = range(12)
 _N_STATS = 12
 _GROUPS = ((_N, _FILLS), (_K, _LREV, _LREV2, _REV), (_NLAT, _LLAT, _LLAT2, _LAT), (_NERR, _ERRS))
-_EPS = 1e-12
+#: evidence spans (in buckets) scored at every bucket: a busy key alerts on one bucket, a
+#: quiet one (a partner the bandit routes little traffic to) on the sum of its last few
+SPANS = (1, 2, 4, 8)
 
 F64 = NDArray[np.float64]
 
@@ -141,6 +143,8 @@ class HealthScorer:
     _seen: NDArray[np.int64] = field(init=False, repr=False)
     _streak: NDArray[np.int64] = field(init=False, repr=False)
     _closed: NDArray[np.int64] = field(init=False, repr=False)
+    _ring: F64 = field(init=False, repr=False)
+    _ring_id: NDArray[np.int64] = field(init=False, repr=False)
     _open: dict[tuple[int, int], F64] = field(init=False, repr=False)
     _max_ts: int = field(init=False, default=np.iinfo(np.int64).min)
 
@@ -149,6 +153,8 @@ class HealthScorer:
         self._seen = np.zeros(0, np.int64)
         self._streak = np.zeros((0, len(HEALTH_METRICS)), np.int64)
         self._closed = np.zeros(0, np.int64)
+        self._ring = np.zeros((0, SPANS[-1], _N_STATS))
+        self._ring_id = np.zeros((0, SPANS[-1]), np.int64)
         self._open = {}
         self._decay = 0.5 ** (1.0 / self.config.half_life_buckets)
 
@@ -163,6 +169,8 @@ class HealthScorer:
             [self._streak, np.zeros((extra, len(HEALTH_METRICS)), np.int64)]
         )
         self._closed = np.concatenate([self._closed, np.full(extra, np.iinfo(np.int64).min)])
+        self._ring = np.concatenate([self._ring, np.zeros((extra, SPANS[-1], _N_STATS))])
+        self._ring_id = np.concatenate([self._ring_id, np.full((extra, SPANS[-1]), -(2**62))])
 
     def update(
         self,
@@ -250,11 +258,55 @@ class HealthScorer:
     def _score_learn(self, ks: NDArray[np.int64], bucket: int, x: F64) -> HealthOutput:
         c = self.config
         base = self._base[ks]
+        # the last SPANS[-1] buckets per key (by bucket id), newest first, the current included
+        self._ring[ks, 1:] = self._ring[ks, :-1]
+        self._ring_id[ks, 1:] = self._ring_id[ks, :-1]
+        self._ring[ks, 0], self._ring_id[ks, 0] = x, bucket
+        ages = bucket - self._ring_id[ks]  # (m, R)
+        r = np.full((len(ks), len(HEALTH_METRICS)), np.nan)
+        values, lower, upper = np.full_like(r, np.nan), np.full_like(r, np.nan), np.zeros_like(r)
+        for span in SPANS:
+            agg = np.einsum("mr,mrs->ms", (ages < span).astype(np.float64), self._ring[ks])
+            v, rs, lo, up = self._test(agg, base, c.min_requests, c.min_fills)
+            better = np.isnan(r) & ~np.isnan(rs) | (rs > r)
+            r = np.where(better, rs, r)
+            values = np.where(better | (span == 1), v, values)
+            lower, upper = (np.where(span == 1, lo, lower), np.where(span == 1, up, upper))
+        # the current bucket itself must lean the bad way: older buckets alone do not alert
+        _, r1, _, _ = self._test(x, base, 1, 1)
+        r = np.where(r1 <= 0, np.minimum(r, r1), r)
+        r[self._seen[ks] < c.warmup_buckets, :] = np.nan
+        scores = _phi(np.nan_to_num(r, nan=-40.0))
+        scores[np.isnan(r)] = np.nan
+        hit = scores >= c.threshold
+        # learn: per metric, unless it alerted (an incident is not the new normal); after
+        # relearn_buckets alerting buckets in a row the level is a lasting change: the baseline
+        # restarts from the last few buckets
+        streak = np.where(hit, self._streak[ks] + 1, 0)
+        relearn = streak >= c.relearn_buckets
+        self._streak[ks] = np.where(relearn, 0, streak)
+        recent = self._ring[ks].sum(axis=1)
+        for mi, cols in enumerate(_GROUPS):
+            cl = np.array(cols, dtype=np.int64)
+            rows = ks[~hit[:, mi]]
+            sub = self._base[rows][:, cl] * self._decay + x[~hit[:, mi]][:, cl]
+            self._base[np.ix_(rows, cl)] = sub
+            rows = ks[relearn[:, mi]]
+            self._base[np.ix_(rows, cl)] = recent[relearn[:, mi]][:, cl]
+        self._seen[ks] += 1
+        ts = np.full(len(ks), (bucket + 1) * c.bucket_ms, dtype=np.int64)
+        return HealthOutput(ks, ts, values, scores, lower, upper, hit)
+
+    def _test(
+        self, x: F64, base: F64, min_requests: int, min_fills: int
+    ) -> tuple[F64, F64, F64, F64]:
+        """Per row of bucket statistics ``x`` against baselines ``base``: values, signed test
+        statistics (> 0: worse than the band's edge; NaN: too few events or no baseline), and
+        the band ``[lower, upper]``, one column per metric."""
+        c = self.config
         m = len(HEALTH_METRICS)
-        values = np.full((len(ks), m), np.nan)
-        r = np.full((len(ks), m), np.nan)
-        lower = np.full((len(ks), m), np.nan)
-        upper = np.full((len(ks), m), np.nan)
+        values, r = np.full((len(x), m), np.nan), np.full((len(x), m), np.nan)
+        lower, upper = np.zeros((len(x), m)), np.zeros((len(x), m))
         with np.errstate(divide="ignore", invalid="ignore"):
             n, bn = x[:, _N], base[:, _N]
             # fill rate: binomial, null = (1 - fill_drop) x baseline
@@ -270,38 +322,23 @@ class HealthScorer:
             r[:, 1] = (mu + math.log(1.0 - c.ecpm_drop) - x[:, _LREV] / k) / np.sqrt(var / k)
             lower[:, 1] = (1.0 - c.ecpm_drop) * 1000.0 * base[:, _REV] / bk
             upper[:, 1] = np.inf
-            r[k < c.min_fills, 1] = np.nan
+            r[k < min_fills, 1] = np.nan
             # latency: mean log latency, null = log mean + log(latency_rise)
             nl, bnl = x[:, _NLAT], base[:, _NLAT]
             values[:, 2] = x[:, _LAT] / nl
             mu = base[:, _LLAT] / bnl
             var = np.maximum(base[:, _LLAT2] / bnl - mu * mu, 1e-4)
             r[:, 2] = (x[:, _LLAT] / nl - mu - math.log(c.latency_rise)) / np.sqrt(var / nl)
-            lower[:, 2], upper[:, 2] = 0.0, c.latency_rise * base[:, _LAT] / bnl
-            r[nl < c.min_requests, 2] = np.nan
+            upper[:, 2] = c.latency_rise * base[:, _LAT] / bnl
+            r[nl < min_requests, 2] = np.nan
             # error rate: binomial, null = baseline + error_rise
-            values[:, 3] = x[:, _ERRS] / n
+            values[:, 3] = x[:, _ERRS] / x[:, _NERR]
             p_err = np.minimum(base[:, _ERRS] / base[:, _NERR] + c.error_rise, 1.0)
-            r[:, 3] = _root_deviance(x[:, _ERRS], n, p_err)
-            lower[:, 3], upper[:, 3] = 0.0, p_err
-        r[n < c.min_requests, :] = np.nan
-        r[self._seen[ks] < c.warmup_buckets, :] = np.nan
+            r[:, 3] = _root_deviance(x[:, _ERRS], x[:, _NERR], p_err)
+            upper[:, 3] = p_err
+        r[n < min_requests, :] = np.nan
         r[~np.isfinite(r)] = np.nan  # an empty baseline has no opinion
-        scores = _phi(np.nan_to_num(r, nan=-40.0))
-        scores[np.isnan(r)] = np.nan
-        hit = scores >= c.threshold
-        # learn: per metric, unless it alerted (an incident is not the new normal) for fewer
-        # than relearn_buckets buckets in a row
-        self._streak[ks] = np.where(hit, self._streak[ks] + 1, 0)
-        learn = ~hit | (self._streak[ks] >= c.relearn_buckets)
-        for mi, cols in enumerate(_GROUPS):
-            rows = ks[learn[:, mi]]
-            cl = np.array(cols, dtype=np.int64)
-            sub = self._base[rows][:, cl] * self._decay + x[learn[:, mi]][:, cl]
-            self._base[np.ix_(rows, cl)] = sub
-        self._seen[ks] += 1
-        ts = np.full(len(ks), (bucket + 1) * c.bucket_ms, dtype=np.int64)
-        return HealthOutput(ks, ts, values, scores, lower, upper, hit)
+        return values, r, lower, upper
 
 
 _FIELDS = ("keys", "ts_ms", "values", "scores", "lower", "upper", "is_anomaly")

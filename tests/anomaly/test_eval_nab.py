@@ -80,3 +80,10 @@ def test_eval_nab_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit) as e:
         main(["eval"])
     assert e.value.code == 2
+
+
+def test_eval_help_names_every_registered_detector() -> None:
+    from dataflows.commands.eval import _NAB_DETECTORS
+    from operators.anomaly.registry import DETECTORS
+
+    assert sorted(_NAB_DETECTORS) == sorted(DETECTORS)
