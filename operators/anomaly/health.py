@@ -225,12 +225,18 @@ class HealthScorer:
         stats[:, _LAT] = np.where(has_lat, lat, 0.0)
         stats[:, _NERR] = 1.0
         stats[:, _ERRS] = np.asarray(error, dtype=bool)
-        pairs, inv = np.unique(np.column_stack([keys, b]), axis=0, return_inverse=True)
-        sums = np.zeros((len(pairs), _N_STATS))
-        np.add.at(sums, inv.reshape(-1), stats)
-        for (k, bucket), s in zip(pairs.tolist(), sums, strict=True):
-            acc = self._open.get((k, bucket))
-            self._open[(k, bucket)] = s if acc is None else acc + s
+        b0 = int(b.min())
+        span = int(b.max()) - b0 + 1
+        ids, inv = np.unique(keys * span + (b - b0), return_inverse=True)
+        inv = inv.reshape(-1)
+        sums = np.stack(
+            [np.bincount(inv, weights=stats[:, j], minlength=len(ids)) for j in range(_N_STATS)],
+            axis=1,
+        )
+        for pair, s in zip(ids.tolist(), sums, strict=True):
+            k, bucket = divmod(pair, span)
+            acc = self._open.get((k, bucket + b0))
+            self._open[(k, bucket + b0)] = s if acc is None else acc + s
 
     def _close(self, until_ms: int) -> HealthOutput:
         bms = self.config.bucket_ms
