@@ -51,7 +51,8 @@ def _scan(s_ts, s_adm, s_val, beg, n, sizes, slides, wm_old, wm_new, want_q, fil
             s_min = ((wm_old - sz) // sl) * sl + sl
             s_max = ((wm_new - sz) // sl) * sl
             s_cur = s_min
-            for j in range(b, e):
+            # rows before the earliest closing window's start cannot be in a closing window
+            for j in range(_lower_bound(s_ts, b, e, s_min), e):
                 tj = s_ts[j]
                 if tj >= wm_new:
                     break
