@@ -137,6 +137,7 @@ class KafkaSourcePartition(StatefulSourcePartition[RawBatch, int]):
         poll_timeout_s: float,
         idle_wait_s: float,
         stop_at_end: bool,
+        linger_s: float = 0.0,
         from_end: bool,
         stop: threading.Event | None = None,
         partition_base: int = 0,
@@ -149,6 +150,7 @@ class KafkaSourcePartition(StatefulSourcePartition[RawBatch, int]):
         self._batch_size = batch_size
         self._poll_timeout_s = poll_timeout_s
         self._idle_wait = timedelta(seconds=idle_wait_s)
+        self._linger = timedelta(seconds=linger_s)
         self._awake: datetime | None = None
         self._source = f"kafka:{topic}/{partition}"
         self._consumer = Consumer(dict(config))
@@ -239,7 +241,11 @@ class KafkaSourcePartition(StatefulSourcePartition[RawBatch, int]):
             # Nothing queued locally: let the worker run other steps instead of spinning.
             self._awake = datetime.now(UTC) + self._idle_wait
             return []
-        self._awake = None
+        # A short batch means the partition is caught up: with ``linger`` it waits a moment
+        # before the next poll, so the next batch is larger (per-batch costs downstream are
+        # paid less often); a full batch means a backlog: poll again at once.
+        full = len(positions) >= self._batch_size
+        self._awake = None if full or not self._linger else datetime.now(UTC) + self._linger
         return [
             RawBatch(
                 stream=self._stream,
@@ -267,9 +273,12 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
     ``start`` is where a partition without a snapshot begins: ``"beginning"`` (default) or
     ``"end"``. ``next_batch`` never blocks by default (``poll_timeout_s=0``: librdkafka
     prefetches in the background); a partition with nothing queued sleeps ``idle_wait_s``
-    (via ``next_awake``) so the worker serves its other steps instead of spinning.
-    A partition ends when ``stop`` (an Event) is set, or with ``stop_at_end`` at the end of the
-    data present when it started. ``RawBatch.partition`` is ``partition_base`` + the Kafka
+    (via ``next_awake``) so the worker serves its other steps instead of spinning. With
+    ``linger_s`` a partition that returned less than a full batch waits that long before its
+    next poll: fewer, larger batches when caught up (downstream per-batch costs are paid less
+    often) for at most ``linger_s`` more latency. A partition ends when ``stop`` (an Event) is
+    set, or with ``stop_at_end`` at the end of the data present when it started.
+    ``RawBatch.partition`` is ``partition_base`` + the Kafka
     partition (so two topics merged into one flow keep distinct partition indexes), while
     ``RawBatch.source`` always names the real topic and partition. ``consumer_config`` entries
     override the defaults (e.g. security settings).
@@ -284,6 +293,7 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
         batch_size: int = 2_000,
         poll_timeout_s: float = 0.0,
         idle_wait_s: float = 0.005,
+        linger_s: float = 0.0,
         stop_at_end: bool = False,
         start: str = "beginning",
         stop: threading.Event | None = None,
@@ -296,6 +306,8 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
             raise ValueError(f"KafkaSource poll_timeout_s: expected >= 0, got {poll_timeout_s!r}")
         if not idle_wait_s >= 0:
             raise ValueError(f"KafkaSource idle_wait_s: expected >= 0, got {idle_wait_s!r}")
+        if not linger_s >= 0:
+            raise ValueError(f"KafkaSource linger_s: expected >= 0, got {linger_s!r}")
         if start not in ("beginning", "end"):
             raise ValueError(f"KafkaSource start: expected 'beginning' or 'end', got {start!r}")
         self.bootstrap = bootstrap
@@ -304,6 +316,7 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
         self.idle_wait_s = idle_wait_s
+        self.linger_s = linger_s
         self.stop_at_end = stop_at_end
         self.start = start
         self.stop = stop
@@ -347,6 +360,7 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
             batch_size=self.batch_size,
             poll_timeout_s=self.poll_timeout_s,
             idle_wait_s=self.idle_wait_s,
+            linger_s=self.linger_s,
             stop_at_end=self.stop_at_end,
             from_end=self.start == "end",
             stop=self.stop,
