@@ -293,8 +293,11 @@ def _run_local_cluster(args: argparse.Namespace, opts: Any) -> int:
     try:
         code = _run(args)
     except BaseException:
+        dead = [f"{i} (exit {c.poll()})" for i, c in enumerate(children, 1) if c.poll()]
         for c in children:
             c.kill()
+        if dead:  # the cluster's own error ("Send thread panic") does not say who died
+            print(f"eddy run: cluster member {', '.join(dead)} died first", file=sys.stderr)
         raise
     codes = [c.wait() for c in children]
     return code or next((c for c in codes if c), 0)
