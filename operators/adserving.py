@@ -26,7 +26,7 @@ from operators.anomaly.health import (
 )
 from operators.bandits import POLICIES, FeatureSpec, Featurizer, RewardJoin
 from operators.drift import DriftConfig, DriftMonitor
-from operators.windows import EventTimeFeatures, FeatureConfig
+from operators.windows import EventTimeFeatures, FeatureBatch, FeatureConfig
 from operators.windows.config import duration_label
 from schemas.events import OutcomeBatch, RequestBatch, take
 from schemas.results import Results
@@ -217,7 +217,7 @@ class AdServingEngine:
     def _decide(self, rb: RequestBatch, out: Results, partition: int) -> None:
         c = self.config
         res = self._requests.process(rb.placement, rb.ts, rb.floor_price[:, None], partition)
-        self._late("requests", rb.id, rb.placement, rb.ts, res.late, res.watermark_ms, out)
+        self._late("requests", rb.id, rb.placement, rb.ts, res, out)
         cols: dict[str, Any] = {
             "floor_price": rb.floor_price,
             "placement": rb.placement,
@@ -303,7 +303,7 @@ class AdServingEngine:
             [ob.filled.astype(np.float64), ob.revenue, ob.latency_ms, ob.error.astype(np.float64)]
         )
         res = self._health.process(ob.partner, ob.ts, values, partition)
-        self._late("outcomes", ob.position, ob.partner, ob.ts, res.late, res.watermark_ms, out)
+        self._late("outcomes", ob.position, ob.partner, ob.ts, res, out)
         self._windows(res.windows, out)
         keys = np.array([self._key(p) for p in ob.partner.tolist()], dtype=np.int64)
         ok = ~res.late if c.late_policy == "drop" else np.ones(len(ob), bool)
@@ -396,10 +396,11 @@ class AdServingEngine:
         ids: np.ndarray,
         keys: np.ndarray,
         ts: np.ndarray,
-        late: np.ndarray,
-        watermark: int,
+        res: FeatureBatch,
         out: Results,
     ) -> None:
+        """Late rows, each with the watermark it was judged against."""
+        late = res.late
         if not late.any():
             return
         idx = np.flatnonzero(late)
@@ -410,7 +411,7 @@ class AdServingEngine:
                 "stream": np.full(len(idx), stream, dtype=object),
                 "key": keys[idx],
                 "event_time": ts[idx],
-                "watermark": np.full(len(idx), watermark, dtype=np.int64),
+                "watermark": res.row_watermark_ms[idx],
                 "policy": np.full(len(idx), self.config.late_policy, dtype=object),
             },
         )

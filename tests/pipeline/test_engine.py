@@ -135,3 +135,21 @@ def test_no_reward_drift_alert_without_drift(settings) -> None:
     s = settings(events=80_000, rate_per_s=1_000.0, incident_every_s=0.0)
     total = merged(drive(AdServingEngine(s.engine), Simulator(s.simulator)))
     assert "drift_alerts" not in total.tables
+
+
+def test_late_request_is_still_decided_and_reported_with_its_watermark(settings) -> None:
+    s = settings()
+    eng = AdServingEngine(s.engine)
+    t0 = 1_767_225_600_000
+    on_time, _ = decode_requests(
+        [_req(i, t0 + i * 1_000) for i in range(11)], list(range(11)), "r", 0
+    )
+    eng.process(on_time)
+    late, _ = decode_requests([_req(99, t0 + 1_000)], [12], "r", 0)
+    res = eng.process(late)
+    assert res.tables["decisions"]["decision_id"].tolist() == ["q99"]
+    rows = res.tables["late_events"]
+    assert rows["late_event_id"].tolist() == ["requests:q99"]
+    lateness = s.engine.allowed_lateness_ms
+    assert rows["watermark"].tolist() == [t0 + 10_000 - lateness]
+    assert rows["policy"].tolist() == ["drop"]
