@@ -80,11 +80,6 @@ class AdServingEngine:
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = c = config
-        wins = dict(
-            trailing_ms=c.trailing_ms,
-            allowed_lateness_ms=c.allowed_lateness_ms,
-            late_policy=c.late_policy,
-        )
         self._health = EventTimeFeatures(
             FeatureConfig(
                 metrics=_OUTCOME_METRICS,
@@ -93,17 +88,18 @@ class AdServingEngine:
                 tumbling_ms=c.tumbling_ms,
                 sliding=c.sliding,
                 session_gap_ms=c.session_gap_ms,
-                **wins,
+                trailing_ms=c.trailing_ms,
+                allowed_lateness_ms=c.allowed_lateness_ms,
+                late_policy=c.late_policy,
             )
         )
         self._requests = EventTimeFeatures(
             FeatureConfig(
                 metrics=("floor_price",),
                 aggregations=("count", "mean", "rate"),
-                tumbling_ms=(),
-                sliding=(),
-                session_gap_ms=(),
-                **wins,
+                trailing_ms=c.trailing_ms,
+                allowed_lateness_ms=c.allowed_lateness_ms,
+                late_policy=c.late_policy,
             )
         )
         names = self._health.feature_names

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import BinaryIO
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
@@ -38,9 +39,9 @@ class JsonlReader:
     _buf: bytes = field(default=b"", repr=False)
     _lines: list[bytes] = field(default_factory=list, repr=False)
     _next: int = field(default=0, repr=False)
-    _fh: object = field(default=None, repr=False)
+    _fh: BinaryIO | None = field(default=None, repr=False)
 
-    def _file(self):  # type: ignore[no-untyped-def]
+    def _file(self) -> BinaryIO:
         if self._fh is None:
             fh = open(self.path, "rb")  # noqa: SIM115 - kept open across batches, closed in close()
             fh.seek(self.offset)
@@ -93,11 +94,11 @@ class JsonlReader:
         fh = self._fh
         assert fh is not None
         unread = len(self._buf) + sum(len(x) + 1 for x in self._lines[self._next :])
-        return int(fh.tell()) - unread  # type: ignore[attr-defined]
+        return int(fh.tell()) - unread
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()  # type: ignore[attr-defined]
+            self._fh.close()
             self._fh = None
 
 
