@@ -22,6 +22,7 @@ from operators.anomaly.health import (
     HEALTH_DETECTORS,
     HEALTH_METRICS,
     HealthConfig,
+    HealthOutput,
     HealthScorer,
 )
 from operators.bandits import POLICIES, FeatureSpec, Featurizer, RewardJoin
@@ -317,7 +318,7 @@ class AdServingEngine:
         self._detect(health, out)
         out.count("outcomes", len(ob))
 
-    def _detect(self, health: Any, out: Results) -> None:
+    def _detect(self, health: HealthOutput, out: Results) -> None:
         """Anomaly rows for the closed health buckets that alerted.
 
         Alerting buckets of a (partner, metric) form an *episode* while no more than
