@@ -17,8 +17,9 @@ request's decision comes back, then:
 * a consumer thread reads the decisions topic; a decision's latency is its receive time minus
   its request's produce time. The first ``warmup`` second is left out.
 
-Per rate: p50/p95/p99/max ms, decisions missing after a drain wait, the backlog (requests
-produced but not yet decided) over time and whether the rate was sustained: the mean backlog
+Then it bisects (``--search-steps``, default 3 runs) between the highest sustained rate and the
+next one up. Per rate: p50/p95/p99/max ms, decisions missing after a drain wait, the backlog
+(requests produced but not yet decided) over time and whether the rate was sustained: the mean backlog
 over the last quarter of the run is under 0.25 s worth of requests and everything drained within
 ``drain_s``. From the decision payload (``decided_at``, ``latency_ms`` = source read ->
 decided) a sample of decisions is split into: Kafka in (produce -> read by the source), engine
@@ -318,6 +319,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--quick", action="store_true", help="5 s per rate instead of 20 s")
     p.add_argument("--rates", default="5000,20000,50000", help="requests/s, comma separated")
     p.add_argument("--seconds", type=float, help="seconds offered per rate")
+    p.add_argument(
+        "--search-steps",
+        type=int,
+        default=3,
+        metavar="K",
+        help="bisection runs for the highest sustained rate (default 3)",
+    )
     p.add_argument("--no-outcomes", action="store_true", help="offer requests only")
     p.add_argument("--recovery", action="store_true", help="run eddy with --recovery")
     p.add_argument("--keep", action="store_true", help="keep each run's eddy log and DuckDB")
@@ -333,8 +341,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             state = Path(tempfile.mkdtemp(prefix="eddy-kafka-bench-"))
             bootstrap, _ = _start_broker(state)
-        runs = []
-        for rate in rates:
+        runs: list[dict[str, Any]] = []
+
+        def measure(rate: int, search: bool = False) -> bool:
             load = os.getloadavg()[0]
             r = run_rate(
                 bootstrap,
@@ -345,8 +354,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 keep=args.keep,
             )
             r["load_avg_1m_before"] = round(load, 2)
+            r["search"] = search
             print(orjson.dumps(r).decode(), file=sys.stderr)
             runs.append(r)
+            return bool(r["sustained"])
+
+        ok = {rate: measure(rate) for rate in rates}
+        # the highest sustained rate: bisect between the best sustained and the next rate up
+        lo = max([r for r, good in ok.items() if good], default=0)
+        hi = min([r for r, good in ok.items() if not good and r > lo], default=0)
+        for _ in range(args.search_steps if hi else 0):
+            mid = int(round((lo + hi) / 2, -2))
+            if mid in (lo, hi):
+                break
+            lo, hi = (mid, hi) if measure(mid, search=True) else (lo, mid)
     finally:
         if state is not None:
             _stop_broker(state)
