@@ -19,12 +19,12 @@ request's decision comes back, then:
 
 Then it bisects (``--search-steps``, default 3 runs) between the highest sustained rate and the
 next one up. Per rate: p50/p95/p99/max ms, decisions missing after a drain wait, the backlog
-(requests produced but not yet decided) over time and whether the rate was sustained: the mean backlog
-over the last quarter of the run is under 0.25 s worth of requests and everything drained within
-``drain_s``. From the decision payload (``decided_at``, ``latency_ms`` = source read ->
-decided) a sample of decisions is split into: Kafka in (produce -> read by the source), engine
-(read -> decided, including queueing behind other batches) and Kafka out (decided -> readable).
-The ``eddy run`` process's CPU use (cores) over the measured run is reported too.
+(requests produced but not yet decided) over time and whether the rate was sustained: the mean
+backlog over the last quarter of the run is under 0.25 s worth of requests and everything
+drained within ``drain_s``. From the decision payload (``decided_at``, ``latency_ms`` = source
+read -> decided) a sample of decisions is split into: Kafka in (produce -> read by the source),
+engine (read -> decided, including queueing behind other batches) and Kafka out (decided ->
+readable). The ``eddy run`` process's CPU use (cores) over the measured run is reported too.
 """
 
 from __future__ import annotations
