@@ -201,6 +201,7 @@ def run_rate(
     drain_s: float = 10.0,
     seed: int = 5,
     keep: bool = False,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     """One measured run at ``rate`` requests/s for ``seconds``; see the module docstring."""
     tag = f"lat{rate}-{uuid.uuid4().hex[:6]}"
@@ -210,8 +211,10 @@ def run_rate(
     n = int(rate * seconds) + 1
     reqs, outs = open_loop_events(n, seed=seed, rate_per_s=rate, partitions=_PARTS)
     work = Path(tempfile.mkdtemp(prefix="eddy-latency-"))
+    prof = ["-m", "cProfile", "-o", f"{profile}.{rate}"] if profile else []
     cmd = [
         sys.executable,
+        *prof,
         "-m",
         "dataflows",
         "run",
@@ -328,6 +331,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--no-outcomes", action="store_true", help="offer requests only")
     p.add_argument("--recovery", action="store_true", help="run eddy with --recovery")
+    p.add_argument("--profile", metavar="PREFIX", help="cProfile eddy run into PREFIX.<rate>")
     p.add_argument("--keep", action="store_true", help="keep each run's eddy log and DuckDB")
     p.add_argument("--bootstrap", help="use this broker instead of starting a private one")
     p.add_argument("--json", help="also write the JSON result here")
@@ -352,6 +356,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 outcomes=not args.no_outcomes,
                 recovery=args.recovery,
                 keep=args.keep,
+                profile=args.profile,
             )
             r["load_avg_1m_before"] = round(load, 2)
             r["search"] = search
