@@ -421,7 +421,7 @@ class AdServingEngine:
 
 
 _MAX_TS = 4_102_444_800_000
-_EPISODE_GAP_MS = 2_000  # alerting buckets this close belong to one episode (one record)
+_EPISODE_GAP_MS = 1_000  # consecutive alerting buckets form one episode (one record)
 _ANOMALY_COLS = (
     "anomaly_id",
     "key",
