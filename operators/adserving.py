@@ -31,6 +31,7 @@ from operators.windows import EventTimeFeatures, FeatureBatch, FeatureConfig
 from operators.windows.config import duration_label
 from schemas.events import OutcomeBatch, RequestBatch, take
 from schemas.results import Results
+from schemas.tables import TABLES
 
 __all__ = ["HEALTH_METRICS", "AdServingEngine", "EngineConfig"]
 
@@ -422,16 +423,4 @@ class AdServingEngine:
 
 _MAX_TS = 4_102_444_800_000
 _EPISODE_GAP_MS = 1_000  # consecutive alerting buckets form one episode (one record)
-_ANOMALY_COLS = (
-    "anomaly_id",
-    "key",
-    "metric",
-    "value",
-    "score",
-    "threshold",
-    "expected_low",
-    "expected_high",
-    "detectors",
-    "event_time",
-    "detected_at",
-)
+_ANOMALY_COLS = tuple(TABLES["anomalies"].column_names)

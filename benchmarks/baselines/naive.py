@@ -34,6 +34,7 @@ from benchmarks.baselines.common import (
     reward_of,
 )
 from operators.stats import LatencyHistogram
+from schemas.tables import TABLES
 from sinks.duckdb import DuckDBWriter
 
 __all__ = ["run"]
@@ -94,64 +95,10 @@ class _Rows:
         return sum(len(v) for v in self.tables.values())
 
 
+# column order of each table, from the schema (the single source of field names)
 _COLS = {
-    "decisions": (
-        "decision_id",
-        "event_time",
-        "placement",
-        "device",
-        "geo",
-        "floor_price",
-        "arm",
-        "partner",
-        "propensity",
-        "policy",
-        "policy_version",
-        "feature_version",
-        "context",
-        "decided_at",
-        "latency_ms",
-    ),
-    "rewards": (
-        "decision_id",
-        "event_time",
-        "arm",
-        "partner",
-        "filled",
-        "revenue",
-        "latency_ms",
-        "error",
-        "reward",
-        "timed_out",
-    ),
-    "anomalies": (
-        "anomaly_id",
-        "key",
-        "metric",
-        "value",
-        "score",
-        "threshold",
-        "expected_low",
-        "expected_high",
-        "detectors",
-        "event_time",
-        "detected_at",
-    ),
-    "window_aggregates": (
-        "key",
-        "metric",
-        "window",
-        "window_start",
-        "window_end",
-        "count",
-        "sum",
-        "mean",
-        "std",
-        "min",
-        "max",
-        "rate",
-        "p95",
-    ),
+    t: tuple(TABLES[t].column_names)
+    for t in ("decisions", "rewards", "anomalies", "window_aggregates")
 }
 
 
