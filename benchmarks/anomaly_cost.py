@@ -4,7 +4,7 @@
 
 Measures steady state (every key sees ``rows / keys`` events, more than the detectors' windows;
 numba compiled in a warm-up first):
-- ``DetectorBank`` (default ensemble, the multi-key batch path): micro-batches of ``--batch`` rows over
+- ``DetectorBank`` (default ensemble, multi-key batches): micro-batches of ``--batch`` rows over
   ``--keys`` keys x ``--metrics`` metrics;
 - the single-series form used by ``eddy eval nab``;
 - River ``HalfSpaceTrees`` (one model per key x metric, ``score_one`` + ``learn_one`` per value,
