@@ -86,7 +86,7 @@ class AdServingEngine:
             FeatureConfig(
                 metrics=_OUTCOME_METRICS,
                 # exact trailing p95 costs O(window) per event: latency is watched through its mean
-                aggregations=("count", "mean", "std", "max", "rate"),
+                aggregations=("count", "mean"),
                 tumbling_ms=c.tumbling_ms,
                 sliding=c.sliding,
                 session_gap_ms=c.session_gap_ms,
@@ -98,7 +98,7 @@ class AdServingEngine:
         self._requests = EventTimeFeatures(
             FeatureConfig(
                 metrics=("floor_price",),
-                aggregations=("count", "mean", "rate"),
+                aggregations=("count", "mean"),
                 trailing_ms=c.trailing_ms,
                 allowed_lateness_ms=c.allowed_lateness_ms,
                 late_policy=c.late_policy,

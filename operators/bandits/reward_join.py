@@ -114,12 +114,16 @@ class RewardJoin:
             )
         accept = np.ones(n, dtype=bool)
         row, tomb = self._row, self._tomb
-        seen: set[Any] = set()
-        for i, d in enumerate(ids):
-            if d in row or d in tomb or d in seen:
-                accept[i] = False
-            else:
-                seen.add(d)
+        batch = set(ids.tolist())
+        # set operations run in C (a dict view against a set walks the smaller one); the
+        # per-row loop runs only when some id is a duplicate
+        if len(batch) < n or not row.keys().isdisjoint(batch) or not tomb.keys().isdisjoint(batch):
+            seen: set[Any] = set()
+            for i, d in enumerate(ids):
+                if d in row or d in tomb or d in seen:
+                    accept[i] = False
+                else:
+                    seen.add(d)
         k = int(accept.sum())
         self.counts["decisions"] += k
         self.counts["duplicate decisions"] += n - k
@@ -172,26 +176,31 @@ class RewardJoin:
                 f"match: expected {len(ids)} rows everywhere, got ts {len(ts_ms)}, "
                 f"rewards {len(rewards)}"
             )
-        rows = np.full(len(ids), -1, dtype=np.int64)
-        reasons: list[str] = []
-        bad: list[int] = []
         row, tomb = self._row, self._tomb
-        for i, d in enumerate(ids):
-            r = row.get(d)
-            if r is not None and ts_ms[i] - self._ts[r] <= self.ttl_ms:
-                rows[i] = r
-                del row[d]
-                tomb[d] = (int(self._ts[r]), _MATCHED)
-                continue
-            bad.append(i)
-            if r is not None:
+        id_list = ids.tolist()
+        rows = np.fromiter((row.get(d, -1) for d in id_list), np.int64, len(id_list))
+        found = rows >= 0
+        ok = found & (ts_ms - self._ts[np.where(found, rows, 0)] <= self.ttl_ms)
+        if ok.any():  # the same id twice in one batch: the first occurrence matches
+            okpos = np.flatnonzero(ok)
+            keep = np.zeros(len(okpos), bool)
+            keep[np.unique(rows[okpos], return_index=True)[1]] = True
+            ok[okpos[~keep]] = False
+        r_ok = rows[ok]
+        bad = np.flatnonzero(~ok).tolist()
+        matched_ids = [id_list[i] for i in np.flatnonzero(ok).tolist()]
+        for d in matched_ids:
+            del row[d]
+        tomb.update(zip(matched_ids, ((t, _MATCHED) for t in self._ts[r_ok].tolist()), strict=True))
+        reasons: list[str] = []
+        for i in bad:  # rare: say why each one did not match
+            d = id_list[i]
+            if d in row:
                 reasons.append("expired")
             elif d in tomb:
                 reasons.append("duplicate outcome" if tomb[d][1] == _MATCHED else "expired")
             else:
                 reasons.append("unknown decision")
-        ok = rows >= 0
-        r_ok = rows[ok]
         self._alive[r_ok] = False
         if len(r_ok):
             self._tomb_min_ts = min(self._tomb_min_ts, int(self._ts[r_ok].min()))
