@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -119,3 +120,26 @@ def test_live_sql_while_running_forever(tmp_path: Path) -> None:
     assert "finished" in out and "eddy sql" in out
     assert not Path(f"{db}.endpoint.json").exists()
     assert os.path.exists(db)
+
+
+def test_the_example_queries_of_the_summary_work(tmp_path: Path) -> None:
+    db = tmp_path / "examples.duckdb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dataflows", "run", "--events", "20000", "--duckdb", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    examples = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip().startswith("eddy sql")]
+    assert len(examples) == 3
+    for line in examples:
+        argv = shlex.split(line)[1:]
+        res = subprocess.run(
+            [sys.executable, "-m", "dataflows", *argv, "--format", "json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert res.returncode == 0, (line, res.stderr)
+        assert json.loads(res.stdout), line  # every example returns rows
