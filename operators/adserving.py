@@ -128,8 +128,9 @@ class AdServingEngine:
         self._health_ctx = np.full((len(c.arms), len(_CONTEXT_HEALTH)), np.nan)
         self._last_alert: dict[tuple[int, int], int] = {}  # last record per (key, metric)
         self._last_hit: dict[tuple[int, int], int] = {}  # last alerting bucket per (key, metric)
-        self._max_ts = self._req_max_ts = np.iinfo(np.int64).min
-        self._held: list[tuple[int, OutcomeBatch]] = []
+        self._max_ts = np.iinfo(np.int64).min
+        self._req_max_by_part: dict[int, int] = {}
+        self._held: list[tuple[int, OutcomeBatch, int]] = []  # (partition, batch, min ts)
 
     # -- public -----------------------------------------------------------------------
     @property
@@ -148,11 +149,12 @@ class AdServingEngine:
             return out
         self._max_ts = max(self._max_ts, int(batch.ts.max()))
         if isinstance(batch, RequestBatch):
-            self._req_max_ts = max(self._req_max_ts, int(batch.ts.max()))
+            top = self._req_max_by_part.get(partition, np.iinfo(np.int64).min)
+            self._req_max_by_part[partition] = max(top, int(batch.ts.max()))
             self._decide(batch, out, partition)
         else:
-            self._held.append((partition, batch))
-        self._release(self._req_max_ts, out)
+            self._held.append((partition, batch, int(batch.ts.min())))
+        self._release(self._requests_reached(), out)
         self._expire(self._max_ts - self.config.allowed_lateness_ms, out)
         out.count("engine.events_in", len(batch))
         out.count("engine.rows_out", sum(out.rows(t) for t in out.tables))
@@ -161,21 +163,33 @@ class AdServingEngine:
         out.gauges["pending_decisions"] = self._join.pending
         return out
 
+    def _requests_reached(self) -> int:
+        """Event time every request partition has reached (the slowest one's latest), or at
+        least the fastest one's minus the reward TTL: an idle partition delays learning by a
+        TTL at most, it never holds outcomes forever."""
+        if not self._req_max_by_part:
+            return np.iinfo(np.int64).min
+        tops = self._req_max_by_part.values()
+        return max(min(tops), max(tops) - self.config.reward_ttl_ms)
+
     def _release(self, until_ms: int, out: Results) -> None:
         """Learn from held outcomes whose event time the requests have reached.
 
-        An outcome answers a decision made before it, so it waits until the request stream's
-        event time passes its own: two inputs read at different speeds (two files, two topics)
-        still join, and the order of learning depends on event time only."""
-        if not self._held or min(int(b.ts.min()) for _, b in self._held) > until_ms:
+        An outcome answers a decision made before it, so it waits until every request
+        partition's event time passes its own: inputs read at different speeds (two files,
+        several partitions) still join, and the order of learning depends on event time."""
+        if not self._held or min(m for _, _, m in self._held) > until_ms:
             return
-        keep: list[tuple[int, OutcomeBatch]] = []
-        for partition, b in self._held:
+        keep: list[tuple[int, OutcomeBatch, int]] = []
+        for partition, b, low in self._held:
+            if low > until_ms:
+                keep.append((partition, b, low))
+                continue
             due = b.ts <= until_ms
-            if due.any():
-                self._learn(take(b, due) if not due.all() else b, out, partition)
+            self._learn(take(b, due) if not due.all() else b, out, partition)
             if not due.all():
-                keep.append((partition, take(b, ~due)))
+                rest = take(b, ~due)
+                keep.append((partition, rest, int(rest.ts.min())))
         self._held = keep
 
     def finish(self) -> Results:

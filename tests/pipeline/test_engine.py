@@ -153,3 +153,19 @@ def test_late_request_is_still_decided_and_reported_with_its_watermark(settings)
     lateness = s.engine.allowed_lateness_ms
     assert rows["watermark"].tolist() == [t0 + 10_000 - lateness]
     assert rows["policy"].tolist() == ["drop"]
+
+
+def test_outcomes_wait_for_the_slowest_request_partition(settings) -> None:
+    s = settings()
+    eng = AdServingEngine(s.engine)
+    t0 = 1_767_225_600_000
+    fast, _ = decode_requests([_req(i, t0 + i * 1_000) for i in range(11)], list(range(11)), "a", 0)
+    eng.process(fast, partition=0)  # partition 0 is 10 s ahead
+    slow, _ = decode_requests([_req(100, t0 + 1_000)], [1], "b", 0)
+    eng.process(slow, partition=1)
+    ob, _ = decode_outcomes([_out("q101", t0 + 5_500)], [1], "o")
+    held = eng.process(ob, partition=1_000)  # q101 is not decided yet: not "unknown"
+    assert "unmatched_outcomes" not in held.tables and "rewards" not in held.tables
+    later, _ = decode_requests([_req(101, t0 + 5_000), _req(102, t0 + 6_000)], [2, 3], "b", 0)
+    res = eng.process(later, partition=1)
+    assert res.tables["rewards"]["decision_id"].tolist() == ["q101"]
