@@ -36,7 +36,7 @@ from schemas.results import Results, dead_letter_results
 from schemas.topics import OUTPUT_TOPICS
 from sinks.duckdb import DuckDBWriter
 from sinks.duckdb_sink import DuckDBSink
-from sinks.kafka import FencedKafkaResultsSink
+from sinks.kafka_fenced import FencedKafkaResultsSink
 from sources.base import OUTCOMES, REQUESTS, RawBatch
 from sources.jsonl import JsonlSource
 from sources.kafka import KafkaSource, parse_kafka_spec, partitions_with_data

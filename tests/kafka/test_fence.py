@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from schemas.results import Results
-from sinks.kafka import FencedKafkaResultsSink
+from sinks.kafka_fenced import FencedKafkaResultsSink
 from tests.fixtures_kafka import KafkaBroker
 from tests.kafka.helpers import consume_all
 
