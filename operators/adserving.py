@@ -293,10 +293,14 @@ class AdServingEngine:
             )
             out.count("rewards", len(i))
             out.count("reward_sum", float(m.rewards.sum()))
-            # learned rewards only (timed-out defaults would read as a drop): overall, drops
-            drift = self._drift.update("reward", "all", ob.ts[i], m.rewards, _now_ms())
-            out.add("drift_alerts", drift)
-            out.count("drift_alerts", len(drift["alert_id"]))
+            # learned rewards only (timed-out defaults would read as a drop), drops only:
+            # overall, and per partner (names the partner whose truth changed)
+            now = _now_ms()
+            partners = np.asarray(c.arms, dtype=object)[m.arms]
+            for stream, keys in (("reward", "all"), ("reward_by_partner", partners)):
+                drift = self._drift.update(stream, keys, ob.ts[i], m.rewards, now)
+                out.add("drift_alerts", drift)
+                out.count("drift_alerts", len(drift["alert_id"]))
         if len(m.unmatched_index):
             u = m.unmatched_index
             out.add(
