@@ -213,17 +213,27 @@ def _fast_column(spec: FieldSpec, col: list[Any]) -> tuple[np.ndarray | None, np
     the fast path could not vouch for (they are re-checked one by one for a readable reason)."""
     n = len(col)
     kind = spec.kind
+    types = set(map(type, col))  # map/set/min/max run in C: the common all-good case is cheap
     if kind in ("id", "str"):
+        values = np.fromiter(col, dtype=object, count=n)
+        if types == {str}:
+            lens = list(map(len, col))
+            if max(lens) <= MAX_STR_LEN and (kind == "str" or min(lens) > 0):
+                return values, np.zeros(n, bool)
         ok = np.fromiter((type(v) is str and 0 < len(v) <= MAX_STR_LEN for v in col), bool, n)
         if kind == "str":  # an empty categorical is allowed, only ids must be non-empty
             ok |= np.fromiter((v == "" for v in col), bool, n)
-        return np.fromiter(col, dtype=object, count=n), ~ok
+        return values, ~ok
     if kind == "bool":
-        ok = np.fromiter((type(v) is bool for v in col), bool, n)
         vals = np.fromiter((v is True for v in col), bool, n)
+        if types == {bool}:
+            return vals, np.zeros(n, bool)
+        ok = np.fromiter((type(v) is bool for v in col), bool, n)
         return vals, ~ok
-    typed = np.fromiter((type(v) in _NUMBER for v in col), bool, n)
-    if not typed.all():
+    if types <= {int, float}:
+        typed = np.ones(n, bool)
+    else:
+        typed = np.fromiter((type(v) in _NUMBER for v in col), bool, n)
         col = [v if t else 0 for v, t in zip(col, typed, strict=True)]
     try:
         arr = np.array(col, dtype=np.float64)

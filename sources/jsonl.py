@@ -39,6 +39,7 @@ class JsonlReader:
     _buf: bytes = field(default=b"", repr=False)
     _lines: list[bytes] = field(default_factory=list, repr=False)
     _next: int = field(default=0, repr=False)
+    _unread: int = field(default=0, repr=False)  # bytes (with newlines) of _lines[_next:]
     _fh: BinaryIO | None = field(default=None, repr=False)
 
     def _file(self) -> BinaryIO:
@@ -61,6 +62,7 @@ class JsonlReader:
                 at_eof = True
                 if self._buf and not self.follow:  # a last line without its newline
                     self._lines.append(self._buf)
+                    self._unread += len(self._buf) + 1  # counted as if it had its newline
                     self._buf = b""
                 break
             parts = (self._buf + chunk).split(b"\n")
@@ -69,8 +71,10 @@ class JsonlReader:
                 del self._lines[: self._next]
                 self._next = 0
             self._lines.extend(parts)
+            self._unread += sum(map(len, parts)) + len(parts)
         take = self._lines[self._next : self._next + self.batch_lines]
         self._next += len(take)
+        self._unread -= sum(map(len, take)) + len(take)
         lines: list[bytes] = []
         positions: list[int] = []
         for raw in take:
@@ -93,8 +97,7 @@ class JsonlReader:
         """Byte offset just after the last line handed out (what a restart resumes from)."""
         fh = self._fh
         assert fh is not None
-        unread = len(self._buf) + sum(len(x) + 1 for x in self._lines[self._next :])
-        return int(fh.tell()) - unread
+        return int(fh.tell()) - len(self._buf) - self._unread
 
     def close(self) -> None:
         if self._fh is not None:
