@@ -50,11 +50,15 @@ def _scan(s_ts, s_adm, s_val, beg, n, sizes, slides, wm_old, wm_new, want_q, fil
             sl = slides[q]
             s_min = ((wm_old - sz) // sl) * sl + sl
             s_max = ((wm_new - sz) // sl) * sl
+            if s_min > s_max:  # no window of this spec closes (most watermark steps)
+                continue
             s_cur = s_min
-            # rows before the earliest closing window's start cannot be in a closing window
+            last_end = s_max + sz
+            # rows before the earliest closing window's start cannot be in a closing window,
+            # nor rows at or after the last closing window's end
             for j in range(_lower_bound(s_ts, b, e, s_min), e):
                 tj = s_ts[j]
-                if tj >= wm_new:
+                if tj >= last_end:
                     break
                 lo_s = max(((tj - sz) // sl) * sl + sl, s_cur)
                 hi_s = min((tj // sl) * sl, s_max)
@@ -95,6 +99,14 @@ def _scan(s_ts, s_adm, s_val, beg, n, sizes, slides, wm_old, wm_new, want_q, fil
     return rows
 
 
+def _any_closes(sizes: np.ndarray, slides: np.ndarray, wm_old: int, wm_new: int) -> bool:
+    """Whether some window of some spec ends in ``(wm_old, wm_new]``."""
+    for sz, sl in zip(sizes.tolist(), slides.tolist(), strict=True):
+        if ((wm_old - sz) // sl) * sl + sl <= ((wm_new - sz) // sl) * sl:
+            return True
+    return False
+
+
 def close_fixed_windows(
     store: object,
     sizes: np.ndarray,
@@ -106,6 +118,8 @@ def close_fixed_windows(
     """Windows with ``wm_old < end <= wm_new``: int columns (key, metric, spec, start, end,
     count) and float columns (sum, mean, std, min, max, rate, p95)."""
     st = store
+    if not _any_closes(sizes, slides, wm_old, wm_new):
+        return np.zeros((0, 6), dtype=np.int64), np.zeros((0, 7), dtype=np.float64)
     args = (st.ts, st.adm, st.val, st.beg, st.n, sizes, slides, np.int64(wm_old), np.int64(wm_new))  # type: ignore[attr-defined]
     oi0 = np.zeros((0, 6), dtype=np.int64)
     of0 = np.zeros((0, 7), dtype=np.float64)
