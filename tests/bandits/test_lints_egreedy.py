@@ -53,7 +53,8 @@ def test_lints_matches_reference_choices_and_updates() -> None:
     for i in range(20):
         m, sd = ref.moments(X[i])
         np.testing.assert_allclose(M[i], m, rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(S[i], sd, rtol=1e-9)
+        # variances are computed in float32 (LinearArms.moments): ~1e-7 relative
+        np.testing.assert_allclose(S[i], sd, rtol=1e-6)
 
 
 def test_lints_propensities_match_monte_carlo_of_full_theta_draws() -> None:
