@@ -65,9 +65,9 @@ class LinearArms:
         self.A = A
         self.b = b
         self.counts = counts
-        self._A_inv = np.empty((k, d, d)) if A_inv is None else A_inv
-        self._theta = np.empty((k, d)) if theta is None else theta
-        self._L_inv = np.empty((k, d, d)) if L_inv is None else L_inv
+        self._A_inv = np.zeros((k, d, d)) if A_inv is None else A_inv
+        self._theta = np.zeros((k, d)) if theta is None else theta
+        self._L_inv = np.zeros((k, d, d)) if L_inv is None else L_inv
         # variances are read in float32 (2.5x the float64 GEMMs; relative error ~1e-7)
         self._L_inv32 = self._L_inv.astype(np.float32)
         self._stale = np.full(k, A_inv is None or theta is None or L_inv is None)
