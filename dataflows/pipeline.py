@@ -225,7 +225,9 @@ def build_flow(
     op.output(
         "duckdb",
         op.key_on("to_duckdb", everything, lambda _: "duckdb"),
-        DuckDBSink(writer, stats, opts.run_id, local=writer is not None),
+        DuckDBSink(
+            writer, stats, opts.run_id, local=writer is not None, drain_on_snapshot=keep_state
+        ),
     )
     if opts.kafka_out:
         topics = {table: opts.topic_prefix + t for table, t in OUTPUT_TOPICS.items()}

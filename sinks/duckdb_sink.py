@@ -66,8 +66,10 @@ class _Partition(StatefulSinkPartition[Results, None]):
         on_write: Callable[[Results], None] | None,
         max_rows: int,
         max_delay_s: float,
+        drain_on_snapshot: bool,
     ) -> None:
         self._writer = writer
+        self._drain_on_snapshot = drain_on_snapshot
         self._stats = stats
         self._run_id = run_id
         self._on_write = on_write
@@ -159,7 +161,10 @@ class _Partition(StatefulSinkPartition[Results, None]):
             self._raise_failure()
 
     def snapshot(self) -> None:
-        self._drain()  # an epoch ends: what it produced must be in the file
+        # an epoch ends: with recovery, what it produced must be in the file before the
+        # snapshot commits; without, waiting would only stall the worker once per epoch
+        if self._drain_on_snapshot:
+            self._drain()
         return None
 
     def close(self) -> None:
@@ -178,6 +183,8 @@ class DuckDBSink(FixedPartitionedSink[Results, None]):
 
     In a cluster every process builds the same flow; only the process that owns the file
     passes ``local=True`` (and a writer), so the partition, and the file, has one writer.
+    ``drain_on_snapshot=False`` (runs without recovery) lets an epoch end without waiting
+    for the writer; ``close`` still waits for everything.
     """
 
     def __init__(
@@ -190,8 +197,10 @@ class DuckDBSink(FixedPartitionedSink[Results, None]):
         local: bool = True,
         max_rows: int = 50_000,
         max_delay_s: float = 0.1,
+        drain_on_snapshot: bool = True,
     ) -> None:
         self._local = local
+        self._drain_on_snapshot = drain_on_snapshot
         self._writer = writer
         self._stats = stats
         self._run_id = run_id
@@ -214,4 +223,5 @@ class DuckDBSink(FixedPartitionedSink[Results, None]):
             self._on_write,
             self._max_rows,
             self._max_delay,
+            self._drain_on_snapshot,
         )
