@@ -26,6 +26,7 @@ watermark (purged once per TTL of event time, so at most ``3 * ttl`` of them are
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -76,7 +77,9 @@ class RewardJoin:
         self.default_reward = float(default_reward)
         self.n_features = int(n_features)
         self._row: dict[Any, int] = {}
-        self._tomb: dict[Any, tuple[int, int]] = {}  # id -> (decision ts, _MATCHED|_EXPIRED)
+        # tombstones, id -> decision ts (plain ints: dict work stays in C, nothing for the GC)
+        self._matched: dict[Any, int] = {}
+        self._expired: dict[Any, int] = {}
         self._tomb_min_ts = np.iinfo(np.int64).max
         self._alloc(1024)
         self._n = 0  # rows used (alive or dead)
@@ -113,14 +116,20 @@ class RewardJoin:
                 f"arms {len(arms)}, propensities {len(propensities)}"
             )
         accept = np.ones(n, dtype=bool)
-        row, tomb = self._row, self._tomb
-        batch = set(ids.tolist())
+        row, matched, expired = self._row, self._matched, self._expired
+        id_list = ids.tolist()
+        batch = set(id_list)
         # set operations run in C (a dict view against a set walks the smaller one); the
         # per-row loop runs only when some id is a duplicate
-        if len(batch) < n or not row.keys().isdisjoint(batch) or not tomb.keys().isdisjoint(batch):
+        if (
+            len(batch) < n
+            or not row.keys().isdisjoint(batch)
+            or not matched.keys().isdisjoint(batch)
+            or not expired.keys().isdisjoint(batch)
+        ):
             seen: set[Any] = set()
-            for i, d in enumerate(ids):
-                if d in row or d in tomb or d in seen:
+            for i, d in enumerate(id_list):
+                if d in row or d in matched or d in expired or d in seen:
                     accept[i] = False
                 else:
                     seen.add(d)
@@ -137,7 +146,8 @@ class RewardJoin:
         self._arms[s] = arms[accept]
         self._props[s] = propensities[accept]
         self._alive[s] = True
-        self._row.update(zip(ids[accept].tolist(), range(self._n, self._n + k), strict=True))
+        kept = id_list if k == n else ids[accept].tolist()
+        self._row.update(zip(kept, range(self._n, self._n + k), strict=True))
         self._n += k
         return accept
 
@@ -176,9 +186,9 @@ class RewardJoin:
                 f"match: expected {len(ids)} rows everywhere, got ts {len(ts_ms)}, "
                 f"rewards {len(rewards)}"
             )
-        row, tomb = self._row, self._tomb
+        row, matched, expired = self._row, self._matched, self._expired
         id_list = ids.tolist()
-        rows = np.fromiter((row.get(d, -1) for d in id_list), np.int64, len(id_list))
+        rows = np.fromiter(map(row.get, id_list, repeat(-1)), np.int64, len(id_list))
         found = rows >= 0
         ok = found & (ts_ms - self._ts[np.where(found, rows, 0)] <= self.ttl_ms)
         if ok.any():  # the same id twice in one batch: the first occurrence matches
@@ -188,17 +198,17 @@ class RewardJoin:
             ok[okpos[~keep]] = False
         r_ok = rows[ok]
         bad = np.flatnonzero(~ok).tolist()
-        matched_ids = [id_list[i] for i in np.flatnonzero(ok).tolist()]
-        for d in matched_ids:
-            del row[d]
-        tomb.update(zip(matched_ids, ((t, _MATCHED) for t in self._ts[r_ok].tolist()), strict=True))
+        matched_ids = ids[ok].tolist()
+        for _ in map(row.pop, matched_ids):  # the loop runs in C
+            pass
+        matched.update(zip(matched_ids, self._ts[r_ok].tolist(), strict=True))
         reasons: list[str] = []
         for i in bad:  # rare: say why each one did not match
             d = id_list[i]
-            if d in row:
+            if d in row or d in expired:
                 reasons.append("expired")
-            elif d in tomb:
-                reasons.append("duplicate outcome" if tomb[d][1] == _MATCHED else "expired")
+            elif d in matched:
+                reasons.append("duplicate outcome")
             else:
                 reasons.append("unknown decision")
         self._alive[r_ok] = False
@@ -227,20 +237,19 @@ class RewardJoin:
         hit = hit[np.argsort(self._ts[hit], kind="stable")]
         ids = self._ids[hit].copy()
         self._alive[hit] = False
-        row, tomb = self._row, self._tomb
-        for d, t in zip(ids.tolist(), self._ts[hit].tolist(), strict=True):
-            del row[d]
-            tomb[d] = (t, _EXPIRED)
+        id_list = ids.tolist()
+        for _ in map(self._row.pop, id_list):  # the loop runs in C
+            pass
+        self._expired.update(zip(id_list, self._ts[hit].tolist(), strict=True))
         if len(hit):
             self._tomb_min_ts = min(self._tomb_min_ts, int(self._ts[hit].min()))
         self.counts["expired"] += len(hit)
         horizon = now_ms - 2 * self.ttl_ms
         # purge at most once per TTL of event time: rebuilding the dict every batch is quadratic
         if self._tomb_min_ts < horizon - self.ttl_ms:
-            self._tomb = {d: v for d, v in tomb.items() if v[0] >= horizon}
-            self._tomb_min_ts = min(
-                (v[0] for v in self._tomb.values()), default=np.iinfo(np.int64).max
-            )
+            self._matched = {d: t for d, t in self._matched.items() if t >= horizon}
+            self._expired = {d: t for d, t in self._expired.items() if t >= horizon}
+            self._tomb_min_ts = _min_ts(self._matched, self._expired)
         out = Expired(
             X=self._X[hit],
             arms=self._arms[hit],
@@ -266,7 +275,8 @@ class RewardJoin:
             "X": self._X[keep].copy(),
             "arms": self._arms[keep].copy(),
             "propensities": self._props[keep].copy(),
-            "tombstones": dict(self._tomb),
+            "matched": dict(self._matched),
+            "expired": dict(self._expired),
             "counts": dict(self.counts),
             "unmatched_counts": dict(self.unmatched_counts),
         }
@@ -274,8 +284,14 @@ class RewardJoin:
     @classmethod
     def restore(cls, snap: dict[str, Any]) -> RewardJoin:
         j = cls(snap["ttl_ms"], snap["default_reward"], snap["n_features"])
-        j._tomb = dict(snap["tombstones"])
-        j._tomb_min_ts = min((v[0] for v in j._tomb.values()), default=np.iinfo(np.int64).max)
+        if "tombstones" in snap:  # snapshots before the split: id -> (ts, kind)
+            tombs = snap["tombstones"].items()
+            j._matched = {d: t for d, (t, kind) in tombs if kind == _MATCHED}
+            j._expired = {d: t for d, (t, kind) in tombs if kind == _EXPIRED}
+        else:
+            j._matched = dict(snap["matched"])
+            j._expired = dict(snap["expired"])
+        j._tomb_min_ts = _min_ts(j._matched, j._expired)
         n = len(snap["ids"])
         j._alloc(max(1024, 2 * n))
         j._ids[:n] = snap["ids"]
@@ -289,3 +305,10 @@ class RewardJoin:
         j.counts = dict(snap["counts"])
         j.unmatched_counts = dict(snap["unmatched_counts"])
         return j
+
+
+def _min_ts(*tombstones: dict[Any, int]) -> int:
+    return min((min(t.values(), default=_NEVER) for t in tombstones), default=_NEVER)
+
+
+_NEVER = int(np.iinfo(np.int64).max)

@@ -88,7 +88,7 @@ def test_memory_bounded_by_decisions_in_flight() -> None:
         j.match(ids[:250], np.full(250, t + 50), np.ones(250))
         j.expire(t + 500)
     assert j.pending == 0
-    assert len(j._ts) <= 4096 and len(j._tomb) <= 1000
+    assert len(j._ts) <= 4096 and len(j._matched) + len(j._expired) <= 1000
     assert j.counts["matched"] == 250 * 200 and j.counts["expired"] == 250 * 200
 
 
