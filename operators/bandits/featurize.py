@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -114,6 +115,9 @@ class Featurizer:
             f: {v: i for i, v in enumerate(fixed.get(f, ()))} for f, _ in spec.categorical
         }
         self._fixed_vocab = set(fixed)
+        # hashed slot per value seen (derived, not in snapshots): most batches then cost one
+        # dict lookup per row in C instead of a sort of the batch's strings
+        self._slot_cache: dict[str, dict[Any, int]] = {f: {} for f, _ in spec.categorical}
 
     @property
     def n_features(self) -> int:
@@ -131,7 +135,31 @@ class Featurizer:
         std = np.sqrt(var)
         return self._mean, np.where(std > 1e-12, std, 1.0)
 
+    def _hashed_slots(self, field: str, n: int, values: np.ndarray) -> np.ndarray | None:
+        """Slots through the per-field cache; None for values a dict cannot hold."""
+        cache = self._slot_cache[field]
+        vals = values.tolist()
+        try:
+            slots = np.fromiter(map(cache.get, vals, repeat(-1)), np.int64, len(vals))
+            miss = np.flatnonzero(slots < 0)
+            if len(miss) == 0:
+                return slots
+            for i in miss.tolist():
+                v = vals[i]
+                s = n - 1 if v is None else _stable_slot(str(v), n)
+                slots[i] = s
+                # str keys only: 1, 1.0 and True are one dict key but three slots
+                if type(v) is str and len(cache) < _SLOT_CACHE_MAX:
+                    cache[v] = s
+        except TypeError:  # unhashable values
+            return None
+        return slots
+
     def _slots(self, field: str, n: int, values: np.ndarray) -> np.ndarray:
+        if self.spec.hashed:
+            slots = self._hashed_slots(field, n, values)
+            if slots is not None:
+                return slots
         uniq, inverse = np.unique(values.astype(str), return_inverse=True)
         none_mask = (
             np.array([v is None for v in values], dtype=bool) if values.dtype == object else None
@@ -236,6 +264,9 @@ class Featurizer:
         fz._m2 = np.array(snap["m2"], dtype=np.float64)
         fz._vocab = {f: dict(v) for f, v in snap["vocab"].items()}
         return fz
+
+
+_SLOT_CACHE_MAX = 100_000  # values remembered per categorical field
 
 
 def _as_float(values: Any) -> np.ndarray:

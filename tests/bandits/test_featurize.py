@@ -69,6 +69,19 @@ def test_hashed_slots_are_stable_and_version_tracks_the_spec() -> None:
     assert Featurizer(_spec(hashed=False, extra_dims=0)).version != a.version
 
 
+def test_hashed_slots_do_not_depend_on_what_came_before() -> None:
+    warm = Featurizer(_spec(hashed=True, extra_dims=0))
+    mixed = ["1", 1, 1.0, True, None, "None", "p", "p"]
+    cols = {"floor_price": [0.0] * 8, "placement": mixed, "device": mixed[::-1]}
+    warm.transform(cols)  # fills the slot cache
+    again = warm.transform(cols)
+    np.testing.assert_array_equal(
+        again, Featurizer(_spec(hashed=True, extra_dims=0)).transform(cols)
+    )
+    placement = again[:, 2:6].argmax(axis=1)
+    assert placement[4] == 3  # None -> the last ("other") slot
+
+
 def test_fixed_vocab_and_fixed_scaling() -> None:
     fz = Featurizer(
         _spec(
