@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from itertools import repeat
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +120,7 @@ class AdServingEngine:
         )
         d = self._featurizer.n_features
         self._policy = POLICIES[c.policy](len(c.arms), d, seed=c.seed, **dict(c.policy_params))
+        self._versions = (self._policy.version, self._featurizer.version)  # hashes: once
         self._join = RewardJoin(c.reward_ttl_ms, c.default_reward, d)
         # partner health (HEALTH_METRICS): count-aware tests on per-second buckets of outcomes
         self._scorer = HealthScorer(HealthConfig(threshold=c.anomaly_threshold))
@@ -258,8 +260,8 @@ class AdServingEngine:
                 "partner": np.asarray(c.arms, dtype=object)[arms],
                 "propensity": props,
                 "policy": np.full(len(rb), self._policy.name, dtype=object),
-                "policy_version": np.full(len(rb), self._policy.version, dtype=object),
-                "feature_version": np.full(len(rb), self._featurizer.version, dtype=object),
+                "policy_version": np.full(len(rb), self._versions[0], dtype=object),
+                "feature_version": np.full(len(rb), self._versions[1], dtype=object),
                 "context": X.astype(np.float32),
                 "decided_at": np.full(len(rb), now_ns // 1_000_000, dtype=np.int64),
                 "latency_ms": (now_ns - rb.ingest_ns) / 1e6,
@@ -321,7 +323,7 @@ class AdServingEngine:
         res = self._health.process(ob.partner, ob.ts, values, partition)
         self._late("outcomes", ob.position, ob.partner, ob.ts, res, out)
         self._windows(res.windows, out)
-        keys = np.array([self._key(p) for p in ob.partner.tolist()], dtype=np.int64)
+        keys = self._keys(ob.partner)
         ok = ~res.late if c.late_policy == "drop" else np.ones(len(ob), bool)
         feats = res.features
         known = keys < len(c.arms)
@@ -376,11 +378,13 @@ class AdServingEngine:
             out.count("anomalies", len(cols["anomaly_id"]))
 
     # -- shared ------------------------------------------------------------------------
-    def _key(self, partner: str) -> int:
-        k = self._key_of.get(partner)
-        if k is None:
-            k = self._key_of[partner] = len(self._key_of)
-        return k
+    def _keys(self, partners: np.ndarray) -> np.ndarray:
+        """Dense int key per partner name (new names get the next ints, in order)."""
+        names = partners.tolist()
+        keys = np.fromiter(map(self._key_of.get, names, repeat(-1)), np.int64, len(names))
+        for i in np.flatnonzero(keys < 0).tolist():
+            keys[i] = self._key_of.setdefault(names[i], len(self._key_of))
+        return keys
 
     def _expire(self, now_ms: int, out: Results) -> None:
         e = self._join.expire(now_ms)

@@ -28,6 +28,7 @@ import json
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.linalg import lapack
 
 __all__ = ["POLICIES", "LinearArms", "Policy", "argmax_probabilities", "check_batch"]
 
@@ -71,6 +72,7 @@ class LinearArms:
         # variances are read in float32 (2.5x the float64 GEMMs; relative error ~1e-7)
         self._L_inv32 = self._L_inv.astype(np.float32)
         self._stale = np.full(k, A_inv is None or theta is None or L_inv is None)
+        self._A_inv_stale = np.zeros(k, dtype=bool)
 
     @classmethod
     def create(cls, n_arms: int, n_features: int, l2: float) -> LinearArms:
@@ -84,6 +86,11 @@ class LinearArms:
     @property
     def A_inv(self) -> np.ndarray:
         self._refresh()
+        if self._A_inv_stale.any():
+            arms = np.flatnonzero(self._A_inv_stale)
+            L_inv = self._L_inv[arms]
+            self._A_inv[arms] = np.swapaxes(L_inv, 1, 2) @ L_inv
+            self._A_inv_stale[arms] = False
         return self._A_inv
 
     @property
@@ -113,12 +120,19 @@ class LinearArms:
         A = self.A[arms]
         A = 0.5 * (A + np.swapaxes(A, 1, 2))  # exact symmetry
         L = np.linalg.cholesky(A)
-        L_inv = np.tril(np.linalg.inv(L))
-        A_inv = np.swapaxes(L_inv, 1, 2) @ L_inv
-        self._A_inv[arms] = A_inv
+        L_inv = np.empty_like(L)
+        for j in range(len(arms)):  # LAPACK's triangular inverse: 3x a general inverse
+            L_inv[j], info = lapack.dtrtri(L[j], lower=1)
+            if info:
+                raise np.linalg.LinAlgError(f"arm {arms[j]}: singular Cholesky factor")
+        L_inv = np.tril(L_inv)
         self._L_inv[arms] = L_inv
         self._L_inv32[arms] = L_inv
-        self._theta[arms] = np.einsum("kde,ke->kd", A_inv, self.b[arms])
+        # theta = A^-1 b = L_inv^T (L_inv b): two mat-vecs, A^-1 itself only when asked for
+        self._theta[arms] = np.einsum(
+            "kji,kj->ki", L_inv, np.einsum("kij,kj->ki", L_inv, self.b[arms])
+        )
+        self._A_inv_stale[arms] = True
         self._stale[arms] = False
 
     def means(self, X: np.ndarray) -> np.ndarray:
@@ -147,7 +161,7 @@ class LinearArms:
             "A": self.A.copy(),
             "b": self.b.copy(),
             "counts": self.counts.copy(),
-            "A_inv": self._A_inv.copy(),
+            "A_inv": self.A_inv.copy(),
             "theta": self._theta.copy(),
             "L_inv": self._L_inv.copy(),
         }
