@@ -238,6 +238,7 @@ def build_flow(
             topics=topics,
             create_partitions=3,
             local=opts.process_id == 0,
+            flush_on_snapshot=keep_state,
             linger_ms=1,  # what a consumer waits for a decision; load fills batches anyway
         )
         op.output("kafka", op.key_on("to_kafka", everything, lambda _: "kafka"), sink)

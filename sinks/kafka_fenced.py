@@ -147,8 +147,10 @@ class _FencedPartition(StatefulSinkPartition[Results, dict]):
         topics: Mapping[str, str],
         offsets: dict[tuple[str, int], int],
         skip: dict[str, set[bytes]],
+        flush_on_snapshot: bool = True,
     ) -> None:
         self._topics = topics
+        self._flush_on_snapshot = flush_on_snapshot
         self._skip = skip
         self.skipped = 0
         self.inner = _TrackingPartition(
@@ -186,8 +188,11 @@ class _FencedPartition(StatefulSinkPartition[Results, dict]):
     def snapshot(self) -> dict:
         # An epoch ends: everything it produced must be in Kafka before Bytewax records the
         # epoch as done (else a crash right after would lose it), and the offsets recorded
-        # here are where the next replay's read-back starts.
-        self.inner.flush()
+        # here are where the next replay's read-back starts. Without recovery nothing reads
+        # the snapshot: delivery stays asynchronous (failures still surface) and the worker
+        # does not stall once per epoch.
+        if self._flush_on_snapshot:
+            self.inner.flush()
         return {
             "offsets": dict(self.inner.offsets),
             "skip": {t: set(s) for t, s in self._skip.items()},
@@ -208,7 +213,8 @@ class FencedKafkaResultsSink(FixedPartitionedSink[Results, dict]):
     second, DIFFERENT copy of those records.
 
     How: one partition (on cluster process 0, ``local=True``) owns one idempotent producer
-    (``acks=all``). At every epoch end (``snapshot``) it flushes, so an epoch Bytewax records as
+    (``acks=all``). At every epoch end (``snapshot``; unless ``flush_on_snapshot=False``, which
+    the pipeline passes when it runs without recovery) it flushes, so an epoch Bytewax records as
     done is entirely in Kafka, and it snapshots, per output topic partition, the offset after the
     last record it delivered there (at the first start: the topics' current ends). On a restart
     it reads every output topic partition back from those offsets to the current end (records a
@@ -236,6 +242,7 @@ class FencedKafkaResultsSink(FixedPartitionedSink[Results, dict]):
         topics: Mapping[str, str] = OUTPUT_TOPICS,
         create_partitions: int | None = None,
         local: bool = True,
+        flush_on_snapshot: bool = True,
         **sink_options: Any,
     ) -> None:
         if create_partitions is not None and create_partitions < 1:
@@ -247,6 +254,7 @@ class FencedKafkaResultsSink(FixedPartitionedSink[Results, dict]):
         self.topics = dict(topics)
         self.create_partitions = create_partitions
         self.local = local
+        self.flush_on_snapshot = flush_on_snapshot
 
     def list_parts(self) -> list[str]:
         return ["kafka"] if self.local else []
@@ -262,7 +270,8 @@ class FencedKafkaResultsSink(FixedPartitionedSink[Results, dict]):
             ensure_topics(bootstrap, dict.fromkeys(self.topics.values(), self.create_partitions))
         fenced = [t for table, t in self.topics.items() if table not in _NO_FENCE]
         if resume_state is None:
-            return _FencedPartition(self.sink, self.topics, _topic_ends(bootstrap, fenced), {})
+            ends = _topic_ends(bootstrap, fenced)
+            return _FencedPartition(self.sink, self.topics, ends, {}, self.flush_on_snapshot)
         offsets = dict(resume_state["offsets"])
         skip = {t: set(s) for t, s in resume_state["skip"].items()}
         starts = {tp: off for tp, off in offsets.items() if tp[0] in fenced}
@@ -277,4 +286,4 @@ class FencedKafkaResultsSink(FixedPartitionedSink[Results, dict]):
                 "completed epoch will not be published again",
                 sum(len(k) for k in keys.values()),
             )
-        return _FencedPartition(self.sink, self.topics, offsets, skip)
+        return _FencedPartition(self.sink, self.topics, offsets, skip, self.flush_on_snapshot)
