@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import methodcaller
 from typing import BinaryIO
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -23,6 +24,7 @@ from sources.base import RawBatch
 __all__ = ["JsonlReader", "JsonlSource"]
 
 _READ_BYTES = 1 << 20
+_ends_with_cr = methodcaller("endswith", b"\r")
 
 
 @dataclass
@@ -75,15 +77,19 @@ class JsonlReader:
         take = self._lines[self._next : self._next + self.batch_lines]
         self._next += len(take)
         self._unread -= sum(map(len, take)) + len(take)
-        lines: list[bytes] = []
-        positions: list[int] = []
-        for raw in take:
-            self.line += 1
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            if raw.strip():
-                lines.append(raw)
-                positions.append(self.line)
+        first = self.line + 1
+        self.line += len(take)
+        if not any(map(_ends_with_cr, take)) and all(map(bytes.strip, take)):
+            lines = take  # the common case, checked with C loops (map) over the batch
+            positions = list(range(first, first + len(take)))
+        else:
+            lines, positions = [], []
+            for i, raw in enumerate(take):
+                if raw.endswith(b"\r"):
+                    raw = raw[:-1]
+                if raw.strip():
+                    lines.append(raw)
+                    positions.append(first + i)
         self.offset = self._consumed()
         done = at_eof and not self._buf and self._next >= len(self._lines)
         if not lines:

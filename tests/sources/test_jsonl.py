@@ -9,11 +9,11 @@ from sources.jsonl import JsonlReader
 
 def test_positions_are_line_numbers_and_blank_lines_are_skipped(tmp_path: Path) -> None:
     p = tmp_path / "in.jsonl"
-    p.write_bytes(b'{"a":1}\n\n{"b":2}\r\n{"c":3}')
+    p.write_bytes(b'{"a":1}\n\n{"b":2}\r\n  \n{"c":3}')
     r = JsonlReader(str(p), "requests", batch_lines=10)
     batch, at_eof = r.read()
     assert batch is not None and at_eof
-    assert batch.positions == [1, 3, 4]
+    assert batch.positions == [1, 3, 5]
     assert batch.lines == [b'{"a":1}', b'{"b":2}', b'{"c":3}']
     assert batch.source == f"jsonl:{p}"
 
