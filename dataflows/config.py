@@ -225,7 +225,7 @@ def load_settings(path: str | Path | None = None) -> Settings:
         raise ConfigError(f"{where}: key 'bandit.params': {e}") from None
     return Settings(
         duckdb=run.get("duckdb", "eddy.duckdb"),
-        batch_size=run.get("batch_size", 1_000),
+        batch_size=run.get("batch_size", 4_000),
         max_event_bytes=run.get("max_event_bytes", 65_536),
         time_field=tm.get("field", "ts"),
         simulator=simcfg,
