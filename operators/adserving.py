@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pickle
 import time
-from itertools import repeat
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -125,6 +125,9 @@ class AdServingEngine:
         # partner health (HEALTH_METRICS): count-aware tests on per-second buckets of outcomes
         self._scorer = HealthScorer(HealthConfig(threshold=c.anomaly_threshold))
         self._drift = DriftMonitor(DriftConfig(direction="down"))
+        # the health detectors' inputs (per partner, per closed 1 s bucket): a sustained shift
+        # either way, slower than what the detectors alert on
+        self._feature_drift = DriftMonitor(_FEATURE_DRIFT)
         self._arm_of = {a: i for i, a in enumerate(c.arms)}
         self._key_of: dict[str, int] = dict(self._arm_of)  # partners seen in outcomes
         self._health_ctx = np.full((len(c.arms), len(_CONTEXT_HEALTH)), np.nan)
@@ -200,7 +203,9 @@ class AdServingEngine:
         self._release(np.iinfo(np.int64).max, out)
         for feats in (self._health, self._requests):
             self._windows(feats.flush().windows, out)
-        self._detect(self._scorer.flush(), out)
+        health = self._scorer.flush()
+        self._detect(health, out)
+        self._watch_features(health, out)
         self._expire(np.iinfo(np.int64).max, out)
         out.gauges["bandit_updates"] = self._policy.n_learned
         out.gauges["pending_decisions"] = self._join.pending
@@ -337,6 +342,7 @@ class AdServingEngine:
             keys[ok], ob.ts[ok], ob.filled[ok], ob.revenue[ok], ob.latency_ms[ok], ob.error[ok]
         )
         self._detect(health, out)
+        self._watch_features(health, out)
         out.count("outcomes", len(ob))
 
     def _detect(self, health: HealthOutput, out: Results) -> None:
@@ -376,6 +382,22 @@ class AdServingEngine:
         if cols["anomaly_id"]:
             out.add("anomalies", cols)
             out.count("anomalies", len(cols["anomaly_id"]))
+
+    def _watch_features(self, health: HealthOutput, out: Results) -> None:
+        """Drift tests on each health metric of each partner (the detectors' input)."""
+        if len(health) == 0:
+            return
+        partners = np.asarray(list(self._key_of), dtype=object)[health.keys]
+        now = _now_ms()
+        for mi, metric in enumerate(HEALTH_METRICS):
+            # buckets the detectors flag are incidents, not a new regime: left out
+            values = np.where(health.is_anomaly[:, mi], np.nan, health.values[:, mi])
+            drift = self._feature_drift.update(
+                f"feature.{metric}", partners, health.ts_ms, values, now
+            )
+            if len(drift["alert_id"]):
+                out.add("drift_alerts", drift)
+                out.count("drift_alerts", len(drift["alert_id"]))
 
     # -- shared ------------------------------------------------------------------------
     def _keys(self, partners: np.ndarray) -> np.ndarray:
@@ -444,5 +466,11 @@ class AdServingEngine:
 
 
 _MAX_TS = 4_102_444_800_000
+# One value per partner-second (no blocks), 30 s of warm-up. A bucket adds at most
+# clip - slack = 2 to the evidence, so an alert needs >= 20 s of shift beyond 3 sd that the
+# detectors did not flag (their incidents last seconds); min_std: rates are noisy at +-1 %.
+_FEATURE_DRIFT = DriftConfig(
+    block=1, warmup=30, half_life=30.0, threshold=40.0, slack=1.0, clip=3.0, min_std=0.01
+)
 _EPISODE_GAP_MS = 1_000  # consecutive alerting buckets form one episode (one record)
 _ANOMALY_COLS = tuple(TABLES["anomalies"].column_names)

@@ -14,7 +14,10 @@ heavy-tailed streams such as revenue), then::
 ``half_life`` in blocks; ``s^2`` is likewise the mean of half the squared successive differences
 of block means (von Neumann's estimator), which a slow trend (a bandit still learning) does not
 inflate. Slow trends are absorbed into the reference while an abrupt shift accumulates evidence
-far faster than the reference follows. With the defaults (50-value blocks, ``slack=0.5``,
+far faster than the reference follows. After the warm-up one block moves the reference by at
+most ``clip`` sd, so a short burst (an incident) can neither alert on its own (with ``clip`` and
+``threshold`` chosen so) nor pull the reference away and read as a shift once it is over.
+With the defaults (50-value blocks, ``slack=0.5``,
 ``threshold=16``) the Gaussian in-control run length is astronomically long (no false alert in
 24 seeded drift-free simulator runs: 12 seeds x 2 policies), and a shift of half a per-value
 standard deviation (3.5 block sd) is found after ~6 blocks, i.e. ~300 values of that key.
@@ -192,9 +195,16 @@ def _scan(
                 continue
         # reference update: plain averages during warm-up, exponential afterwards. The variance
         # is the mean squared successive difference / 2, which a slow trend does not inflate.
+        # After the warm-up a block moves the reference by at most ``clip`` sd (a short burst,
+        # e.g. an incident, must not drag it off and then read as a shift when it ends).
         w = 1.0 / (cnt + 1) if cnt < warmup else decay
-        mean += w * (x - mean)
+        dx = x - mean
         dd = x - fs[k, _PREV]
+        if cnt >= warmup:
+            lim = clip * max(np.sqrt(var), min_std)
+            dx = min(max(dx, -lim), lim)
+            dd = min(max(dd, -2.0 * lim), 2.0 * lim)
+        mean += w * dx
         wv = 1.0 / cnt if cnt < warmup else decay
         var += wv * (0.5 * dd * dd - var)
         fs[k, _MEAN] = mean

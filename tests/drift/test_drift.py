@@ -135,6 +135,16 @@ def test_simulated_concept_drift_is_alerted_once_and_a_clean_run_is_silent(seed:
     assert clean == []
 
 
+def test_a_short_burst_neither_alerts_nor_drags_the_reference_into_a_later_alert() -> None:
+    cfg = DriftConfig(block=1, warmup=30, half_life=30.0, threshold=40.0, slack=1.0, clip=3.0)
+    x = np.random.default_rng(11).normal(0.0, 1.0, 2_000)
+    x[500:510] += 20.0  # an incident: 10 values far off, then back to normal
+    assert len(_alerts(DriftMonitor(cfg), x)["alert_id"]) == 0
+    x[1_000:] += 4.0  # a lasting shift is still found, within ~20 values
+    a = _alerts(DriftMonitor(cfg), x)
+    assert len(a["alert_id"]) == 1 and 1_000 <= a["event_time"][0] < 1_030
+
+
 def test_direction_limits_the_test_to_drops_or_rises() -> None:
     x = np.random.default_rng(5).normal(0.0, 1.0, 200_000)
     x[100_000:] += 1.0

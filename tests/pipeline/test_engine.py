@@ -125,18 +125,27 @@ def test_reward_drift_alerts_once_per_stream_when_the_best_partner_changes(setti
     alerts = total.tables.get("drift_alerts")
     assert alerts is not None
     start = s.simulator.start_ms + int(drift_s * 1000)
-    assert all(start <= int(t) <= start + 10_000 for t in alerts["event_time"])
-    streams = list(alerts["stream"])
+    assert all(int(t) >= start for t in alerts["event_time"])  # nothing before the drift
+    cols = ("stream", "key", "event_time", "magnitude")
+    rows = list(zip(*(alerts[c] for c in cols), strict=True))
+    reward = [r for r in rows if r[0] in ("reward", "reward_by_partner")]
+    assert all(int(t) <= start + 10_000 for _, _, t, _ in reward)
+    streams = [st for st, _, _, _ in reward]
     assert len(streams) == len(set(streams))  # one alert per stream, not a burst
-    assert all(m < 0 for m in alerts["magnitude"])  # drops
-    by_partner = [k for st, k in zip(streams, alerts["key"], strict=True) if st != "reward"]
+    assert all(m < 0 for _, _, _, m in reward)  # drops
+    by_partner = [k for st, k, _, _ in reward if st == "reward_by_partner"]
     assert len(by_partner) == 1  # it names the partner whose truth changed
+    # the health detectors' inputs of that partner shifted too: a sustained shift (>= 20 s of
+    # buckets the detectors did not flag), so later than the reward alert
+    features = [(st, k) for st, k, _, _ in rows if st.startswith("feature.")]
+    assert by_partner[0] in {k for _, k in features}
+    assert len(features) == len(set(features))
 
 
-def test_no_reward_drift_alert_without_drift(settings) -> None:
+def test_no_drift_alert_without_drift(settings) -> None:
     s = settings(events=80_000, rate_per_s=1_000.0, incident_every_s=0.0)
     total = merged(drive(AdServingEngine(s.engine), Simulator(s.simulator)))
-    assert "drift_alerts" not in total.tables
+    assert "drift_alerts" not in total.tables  # neither on rewards nor on detector inputs
 
 
 def test_late_request_is_still_decided_and_reported_with_its_watermark(settings) -> None:
