@@ -32,7 +32,7 @@ from bytewax.testing import cluster_main, run_main
 from dataflows.config import Settings
 from operators.adserving import AdServingEngine, EngineConfig
 from operators.partition_gate import PartitionGate
-from operators.stats import RunStats
+from operators.stats import RunStats, lag_gauge
 from schemas.events import OutcomeBatch, RequestBatch, decode_outcomes, decode_requests
 from schemas.results import Results, dead_letter_results
 from schemas.topics import OUTPUT_TOPICS
@@ -170,6 +170,8 @@ def _decoder(settings: Settings) -> Callable[[Any], list[Any]]:
         report.count("decode.events_in", len(item))
         report.count("decode.events_out", len(batch))
         report.count("decode.dead_letters", len(dead))
+        if item.lag >= 0:  # what the partition still holds (Kafka records, file bytes)
+            report.gauges[lag_gauge(item.stream, item.partition, item.lag_unit)] = item.lag
         out: list[Any] = [report]
         if len(batch):
             out.append((item.partition, batch))

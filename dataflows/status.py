@@ -28,10 +28,13 @@ def _line(stats: RunStats, elapsed: float, last: tuple[float, float], scoreboard
     c, hist = stats.view()
     events = c.get("requests", 0) + c.get("outcomes", 0)
     rate = (events - last[1]) / max(elapsed - last[0], 1e-9)
+    lag = sum(v for k, v in c.items() if k.startswith("source.") and k.endswith("records_lag"))
     return (
         f"{elapsed:6.1f}s  {rate:9,.0f} ev/s  decisions {c.get('decisions', 0):>9,.0f}"
         f"  anomalies {c.get('anomalies', 0):>4,.0f}  dead {c.get('dead_letters', 0):>5,.0f}"
-        f"  p99 {hist.quantile(0.99):7.1f} ms  {reward_line(scoreboard)}"
+        f"  p99 {hist.quantile(0.99):7.1f} ms"
+        + (f"  lag {lag:,.0f} rec" if any(k.endswith("records_lag") for k in c) else "")
+        + f"  {reward_line(scoreboard)}"
     )
 
 

@@ -163,7 +163,10 @@ class AdServingEngine:
         self._expire(self._max_ts - self.config.allowed_lateness_ms, out)
         out.count("engine.events_in", len(batch))
         out.count("engine.rows_out", sum(out.rows(t) for t in out.tables))
-        out.gauges["engine.watermark_ms"] = self._max_ts - self.config.allowed_lateness_ms
+        watermark = self._max_ts - self.config.allowed_lateness_ms
+        out.gauges["engine.watermark_ms"] = watermark
+        # how far event time trails the wall clock (live input: the pipeline's delay)
+        out.gauges["engine.event_time_lag_ms"] = _now_ms() - watermark
         out.gauges["bandit_updates"] = self._policy.n_learned
         out.gauges["pending_decisions"] = self._join.pending
         return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["LatencyHistogram", "RunStats", "split_metric_name"]
+__all__ = ["LatencyHistogram", "RunStats", "lag_gauge", "split_metric_name"]
 
 _LO_MS = 1e-3
 _GROWTH = 1.02
@@ -71,6 +71,11 @@ class RunStats:
     def view(self) -> tuple[dict[str, float], LatencyHistogram]:
         with self.lock:
             return dict(self.counters), LatencyHistogram(self.latency.counts.copy())
+
+
+def lag_gauge(stream: str, partition: int, unit: str) -> str:
+    """Name of an input partition's lag gauge: ``source.requests_p0_records_lag``."""
+    return f"source.{stream}_p{partition}_{unit}_lag"
 
 
 def split_metric_name(counter: str, default_step: str = "pipeline") -> tuple[str, str]:

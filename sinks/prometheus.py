@@ -7,6 +7,8 @@ per event. Counter names map to Prometheus series as follows:
   step ``pipeline`` (``"decisions"`` -> ``eddy_decisions_total{step="pipeline"}``);
 * names ending in ``_ms``, ``_s``, ``_lag``, ``_watermark`` or ``_gauge`` (and ``reward_mean``)
   are gauges; all others are counters (exposed with the ``_total`` suffix);
+* input lag gauges ``source.<stream>_p<N>_<unit>_lag`` become one series per partition:
+  ``eddy_requests_records_lag{step="source", partition="0"}``;
 * the end-to-end latency histogram is a summary ``eddy_latency_ms`` with quantiles 0.5, 0.95,
   0.99 (plus ``_count``), and ``eddy_latency_ms_bucket``-style detail is left out on purpose
   (1,400 log buckets would swamp a scrape).
@@ -39,6 +41,8 @@ __all__ = ["MetricsServer", "StatsCollector", "split_metric_name", "start_metric
 
 _GAUGE_SUFFIXES = ("_ms", "_s", "_lag", "_watermark", "_gauge", "reward_mean")
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
+# ``operators.stats.lag_gauge`` names: <stream>_p<partition>_<unit>_lag
+_PARTITIONED = re.compile(r"(?P<stream>\w+?)_p(?P<partition>\d+)_(?P<rest>\w+_lag)")
 QUANTILES = (0.5, 0.95, 0.99)
 
 
@@ -59,6 +63,18 @@ class StatsCollector(Collector):
         families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
         for full, value in sorted(counters.items()):
             step, name = split_metric_name(full)
+            part = _PARTITIONED.fullmatch(name)
+            if part is not None:  # input lag: one series per partition, with a label
+                metric = _metric_name(f"{part['stream']}_{part['rest']}")
+                fam = families.get(metric)
+                if fam is None:
+                    fam = families[metric] = GaugeMetricFamily(
+                        metric,
+                        f"eddy gauge {part['stream']}_{part['rest']}",
+                        labels=["step", "partition"],
+                    )
+                fam.add_metric([step, part["partition"]], float(value))
+                continue
             metric = _metric_name(name)
             fam = families.get(metric)
             if fam is None:

@@ -22,7 +22,8 @@ class RawBatch:
     ``source`` names the partition (``jsonl:/path/file``, ``kafka:topic/3``); ``positions`` are
     line numbers (1-based) or offsets, so ``f"{source}#{position}"`` identifies a record forever.
     ``ingest_ns`` is the wall clock (``time.time_ns()``) when the batch was read, for end-to-end
-    latency.
+    latency. ``lag`` is what the partition still holds after this batch, in ``lag_unit``
+    (``records`` behind the topic's end for Kafka, ``bytes`` left in a file), or -1 if unknown.
     """
 
     stream: str
@@ -31,6 +32,8 @@ class RawBatch:
     positions: list[int]
     lines: list[bytes]
     ingest_ns: int
+    lag: int = -1
+    lag_unit: str = "records"
 
     def __len__(self) -> int:
         return len(self.lines)

@@ -95,7 +95,14 @@ class JsonlReader:
         if not lines:
             return None, done
         batch = RawBatch(
-            self.stream, f"jsonl:{self.path}", self.partition, positions, lines, time.time_ns()
+            self.stream,
+            f"jsonl:{self.path}",
+            self.partition,
+            positions,
+            lines,
+            time.time_ns(),
+            lag=max(0, os.fstat(fh.fileno()).st_size - self.offset),
+            lag_unit="bytes",
         )
         return batch, done
 

@@ -254,8 +254,19 @@ class KafkaSourcePartition(StatefulSourcePartition[RawBatch, int]):
                 positions=positions,
                 lines=lines,
                 ingest_ns=ingest_ns,
+                lag=self._lag(),
             )
         ]
+
+    def _lag(self) -> int:
+        """Records between the next offset and the partition's end, from the end offset the
+        last fetch reported (no broker round trip); -1 before the client knows it."""
+        tp = TopicPartition(self._topic, self._partition)
+        try:
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+        except KafkaException:
+            return -1
+        return max(0, int(high) - self._next) if high is not None and high >= 0 else -1
 
     def next_awake(self) -> datetime | None:
         return self._awake

@@ -54,6 +54,9 @@ def test_reads_every_record_with_offsets_in_order(
     assert positions == list(range(500))
     assert [line for b in batches for line in b.lines] == lines
     assert all(b.ingest_ns > 1_600_000_000 * 10**9 for b in batches)
+    # lag: what the partition still held behind each batch (from the fetched end offset)
+    assert [b.lag for b in batches] == [500 - (b.positions[-1] + 1) for b in batches]
+    assert {b.lag_unit for b in batches} == {"records"}
 
 
 def test_bad_records_reach_decode_as_lines_and_become_dead_letters(

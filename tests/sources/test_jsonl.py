@@ -24,6 +24,8 @@ def test_resume_from_offset_continues_after_the_last_line(tmp_path: Path) -> Non
     r = JsonlReader(str(p), "requests", batch_lines=4)
     first, _ = r.read()
     assert first is not None and first.positions == [1, 2, 3, 4]
+    assert (first.lag, first.lag_unit) == (p.stat().st_size - r.offset, "bytes")
+    assert first.lag == len(b"".join(b'{"i":%d}\n' % i for i in range(4, 10)))
     r2 = JsonlReader(str(p), "requests", batch_lines=100, offset=r.offset, line=r.line)
     rest, _ = r2.read()
     assert rest is not None and rest.positions == list(range(5, 11))
