@@ -136,6 +136,7 @@ class AdServingEngine:
         self._max_ts = np.iinfo(np.int64).min
         self._req_max_by_part: dict[int, int] = {}
         self._held: list[tuple[int, OutcomeBatch, int]] = []  # (partition, batch, min ts)
+        self._held_low = _NO_TS  # the smallest min ts in _held (a check per call, not a scan)
 
     # -- public -----------------------------------------------------------------------
     @property
@@ -158,7 +159,9 @@ class AdServingEngine:
             self._req_max_by_part[partition] = max(top, int(batch.ts.max()))
             self._decide(batch, out, partition)
         else:
-            self._held.append((partition, batch, int(batch.ts.min())))
+            low = int(batch.ts.min())
+            self._held.append((partition, batch, low))
+            self._held_low = min(self._held_low, low)
         self._release(self._requests_reached(), out)
         self._expire(self._max_ts - self.config.allowed_lateness_ms, out)
         out.count("engine.events_in", len(batch))
@@ -186,7 +189,7 @@ class AdServingEngine:
         An outcome answers a decision made before it, so it waits until every request
         partition's event time passes its own: inputs read at different speeds (two files,
         several partitions) still join, and the order of learning depends on event time."""
-        if not self._held or min(m for _, _, m in self._held) > until_ms:
+        if not self._held or self._held_low > until_ms:
             return
         keep: list[tuple[int, OutcomeBatch, int]] = []
         for partition, b, low in self._held:
@@ -199,6 +202,7 @@ class AdServingEngine:
                 rest = take(b, ~due)
                 keep.append((partition, rest, int(rest.ts.min())))
         self._held = keep
+        self._held_low = min((low for _, _, low in keep), default=_NO_TS)
 
     def finish(self) -> Results:
         """End of bounded input: close every window, time out every waiting decision."""
@@ -233,6 +237,8 @@ class AdServingEngine:
         state["_join"] = RewardJoin.restore(state["_join"])
         state["_featurizer"] = Featurizer.restore(state["_featurizer"])
         eng.__dict__.update(state)
+        # derived, and absent from snapshots taken before it existed
+        eng._held_low = min((low for _, _, low in eng._held), default=_NO_TS)
         return eng
 
     # -- requests -> decisions -----------------------------------------------------------
@@ -469,6 +475,7 @@ class AdServingEngine:
 
 
 _MAX_TS = 4_102_444_800_000
+_NO_TS = 2**63 - 1
 # One value per partner-second (no blocks), 30 s of warm-up. A bucket adds at most
 # clip - slack = 2 to the evidence, so an alert needs >= 20 s of shift beyond 3 sd that the
 # detectors did not flag (their incidents last seconds); min_std: rates are noisy at +-1 %.
