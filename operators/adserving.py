@@ -256,7 +256,7 @@ class AdServingEngine:
             cols[name] = res.features[:, i]
         health = self._health_ctx.reshape(-1)
         for i, name in enumerate(self._health_names):
-            cols[name] = np.full(len(rb), health[i])
+            cols[name] = health[i]  # the same for every row: a scalar fills the column
         X = self._featurizer.transform(cols)
         arms, props = self._policy.choose(X)
         self._join.add_decisions(rb.id, rb.ts, X, arms, props)

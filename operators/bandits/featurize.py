@@ -192,6 +192,8 @@ class Featurizer:
         for f in list(spec.numeric) + [c[0] for c in spec.categorical]:
             if f not in columns:
                 raise ValueError(f"columns: expected field {f!r}, got {sorted(columns)}")
+            if np.ndim(columns[f]) == 0 and f in spec.numeric:
+                continue  # a numeric scalar stands for a column of that value
             m = len(columns[f])
             if n is not None and m != n:
                 raise ValueError(f"columns[{f!r}]: expected {n} values, got {m}")
@@ -215,9 +217,10 @@ class Featurizer:
             X[:, 0] = 1.0
             col = 1
         if spec.numeric:
-            raw = np.column_stack([_as_float(columns[f]) for f in spec.numeric]).reshape(
-                n, len(spec.numeric)
-            )
+            raw = np.empty((n, len(spec.numeric)))
+            for j, f in enumerate(spec.numeric):
+                raw[:, j] = _as_float(columns[f])  # a scalar fills its column
+            raw[np.abs(raw) > _HUGE] = np.nan  # absurd values count as missing
             mean, std = self._scale()
             Z = np.clip((raw - mean) / std, -spec.clip, spec.clip)
             X[:, col : col + raw.shape[1]] = np.where(np.isfinite(Z), Z, 0.0)
@@ -270,9 +273,17 @@ _SLOT_CACHE_MAX = 100_000  # values remembered per categorical field
 
 
 def _as_float(values: Any) -> np.ndarray:
-    """Column -> float64; anything unparsable (None, 'abc') becomes NaN, never an exception."""
+    """Column (or a scalar) -> float64, read only (a float64 array comes back as a view);
+    anything unparsable (None, 'abc') becomes NaN, never an exception."""
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:
+        return values.reshape(-1)
+    if np.ndim(values) == 0:
+        try:
+            return np.array([float(values)])
+        except (TypeError, ValueError):
+            return np.array([np.nan])
     try:
-        out = np.array(values, dtype=np.float64).ravel()
+        return np.array(values, dtype=np.float64).ravel()
     except (TypeError, ValueError):
         out = np.empty(len(values))
         for i, v in enumerate(values):
@@ -280,5 +291,4 @@ def _as_float(values: Any) -> np.ndarray:
                 out[i] = float(v)
             except (TypeError, ValueError):
                 out[i] = np.nan
-    out[np.abs(out) > _HUGE] = np.nan
-    return out
+        return out

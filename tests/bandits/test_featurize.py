@@ -132,3 +132,16 @@ def test_spec_validation_names_the_field() -> None:
     fz = Featurizer(_spec())
     with pytest.raises(ValueError, match="placement"):
         fz.transform({"floor_price": [1.0]}, np.zeros((1, 2)))
+
+
+def test_a_numeric_scalar_stands_for_a_column_and_inputs_are_not_changed() -> None:
+    cols = {"floor_price": np.array([1.0, 1e300, 3.0]), "placement": ["a", "b", "a"]}
+    cols["device"] = np.array(["x", "y", "x"], dtype=object)
+    full = Featurizer(_spec(extra_dims=0)).transform({**cols, "floor_price": np.full(3, 2.5)})
+    scalar = Featurizer(_spec(extra_dims=0)).transform({**cols, "floor_price": 2.5})
+    np.testing.assert_array_equal(full, scalar)
+    bad = Featurizer(_spec(extra_dims=0)).transform({**cols, "floor_price": "abc"})
+    np.testing.assert_array_equal(bad[:, 1], 0.0)  # unparsable -> missing -> 0
+    before = cols["floor_price"].copy()
+    Featurizer(_spec(extra_dims=0)).transform(cols)
+    np.testing.assert_array_equal(cols["floor_price"], before)  # 1e300 -> NaN inside only
