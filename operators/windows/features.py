@@ -14,7 +14,7 @@ Definitions: watermark and lateness in :mod:`.watermark`, trailing features in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import pairwise, repeat
 from typing import Any
 
 import numpy as np
@@ -112,9 +112,15 @@ class EventTimeFeatures:
         return self._wm.value
 
     def process(
-        self, keys: np.ndarray, ts_ms: np.ndarray, values: np.ndarray, partition: int = 0
+        self,
+        keys: np.ndarray,
+        ts_ms: np.ndarray,
+        values: np.ndarray,
+        partition: int | np.ndarray = 0,
     ) -> FeatureBatch:
-        """Consume one batch (rows in input order) of ``partition``."""
+        """Consume one batch (rows in input order) of ``partition``, or of several input
+        partitions at once (``partition`` an int array, one per row): the same output as one
+        call per run of rows from the same partition."""
         keys = np.asarray(keys, dtype=object)
         ts = np.ascontiguousarray(ts_ms, dtype=np.int64)
         vals = np.ascontiguousarray(values, dtype=np.float64)
@@ -127,7 +133,7 @@ class EventTimeFeatures:
             )
         kidx = self._intern(keys)
         wm_old = self._wm.value
-        wmb = self._wm.advance(ts, int(partition))
+        wmb = self._advance(ts, partition)
         late = ts < wmb
         include = self.config.late_policy == "include"
         acc = ~late | include
@@ -197,6 +203,21 @@ class EventTimeFeatures:
         return op
 
     # -- internals --------------------------------------------------------------------------
+    def _advance(self, ts: np.ndarray, partition: int | np.ndarray) -> np.ndarray:
+        """The watermark before each row, advanced run by run of same-partition rows."""
+        if np.ndim(partition) == 0:
+            return self._wm.advance(ts, int(partition))
+        parts = np.asarray(partition, dtype=np.int64)
+        if parts.shape != ts.shape:
+            raise ValueError(f"process: partition must have shape {ts.shape}, got {parts.shape}")
+        if len(parts) == 0:
+            return self._wm.advance(ts, 0)
+        cuts = np.flatnonzero(parts[1:] != parts[:-1]) + 1
+        bounds = [0, *cuts.tolist(), len(parts)]
+        return np.concatenate(
+            [self._wm.advance(ts[a:b], int(parts[a])) for a, b in pairwise(bounds)]
+        )
+
     def _intern(self, keys: np.ndarray) -> np.ndarray:
         get = self._key_index.get
         klist = keys.tolist()

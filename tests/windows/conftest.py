@@ -53,9 +53,10 @@ def make_stream(
 
 
 def run(
-    op: EventTimeFeatures, s: Stream, cuts: list[int], flush: bool = True
+    op: EventTimeFeatures, s: Stream, cuts: list[int], flush: bool = True, mixed: bool = False
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Feed ``s`` cut at ``cuts`` (a batch never mixes partitions: it is split further)."""
+    """Feed ``s`` cut at ``cuts`` (a batch never mixes partitions: it is split further, unless
+    ``mixed``: then a batch carries a partition per row)."""
     bounds = sorted({0, len(s.ts), *(c for c in cuts if c <= len(s.ts))})
     feats, late, wins = [], [], []
     if len(s.ts) == 0:  # an empty batch must work too
@@ -65,6 +66,12 @@ def run(
         wins.append(r.windows)
     for a, b in itertools.pairwise(bounds):
         p = s.parts[a:b]
+        if mixed:
+            r = op.process(s.keys[a:b], s.ts[a:b], s.vals[a:b], partition=p)
+            feats.append(r.features)
+            late.append(r.late)
+            wins.append(r.windows)
+            continue
         edges = [a, *(a + np.flatnonzero(np.diff(p)) + 1).tolist(), b]
         for u, v in itertools.pairwise(edges):
             wm_before = op.watermark_ms

@@ -59,6 +59,14 @@ def test_batch_cuts_do_not_matter(cuts: list[int], parts: int, policy: str) -> N
     _same(got, _baseline(parts, policy))
 
 
+@settings_
+@given(cuts=cuts, policy=st.sampled_from(["drop", "include"]))
+def test_batches_mixing_partitions_give_the_same_output(cuts: list[int], policy: str) -> None:
+    cfg = dataclasses.replace(_CFG, late_policy=policy)
+    got = run(EventTimeFeatures(cfg), _STREAMS[2], cuts, mixed=True)
+    _same(got, _baseline(2, policy))
+
+
 def _run_with_restore(cfg: FeatureConfig, s: Stream, cuts: list[int], at: int):
     first = Stream(s.keys[:at], s.ts[:at], s.vals[:at], s.parts[:at])
     rest = Stream(s.keys[at:], s.ts[at:], s.vals[at:], s.parts[at:])
