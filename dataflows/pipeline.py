@@ -114,7 +114,8 @@ class _EngineLogic(StatefulBatchLogic[Any, Results, bytes]):
             self._engine = AdServingEngine(config)
 
     def _process(self, items: list[Any]) -> list[Results]:
-        return [self._engine.process(b, p) for p, b in items]
+        # what arrived together is one engine step (at live rates: several small batches)
+        return [self._engine.process_many(items)] if items else []
 
     def on_batch(self, values: list[Any]) -> tuple[list[Results], bool]:
         return self._process(self._gate.push(values, time.time())), StatefulBatchLogic.RETAIN

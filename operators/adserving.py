@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -30,7 +31,7 @@ from operators.bandits import POLICIES, FeatureSpec, Featurizer, RewardJoin
 from operators.drift import DriftConfig, DriftMonitor
 from operators.windows import EventTimeFeatures, FeatureBatch, FeatureConfig
 from operators.windows.config import duration_label
-from schemas.events import OutcomeBatch, RequestBatch, take
+from schemas.events import OutcomeBatch, RequestBatch, concat, take
 from schemas.results import Results
 from schemas.tables import TABLES
 
@@ -150,21 +151,35 @@ class AdServingEngine:
     def process(self, batch: RequestBatch | OutcomeBatch, partition: int = 0) -> Results:
         """``partition`` names the input partition the batch came from: the watermark is the
         minimum over partitions, so one fast partition cannot make another's events late."""
+        return self.process_many([(partition, batch)])
+
+    def process_many(self, items: Sequence[tuple[int, RequestBatch | OutcomeBatch]]) -> Results:
+        """Several ``(partition, batch)`` items, in arrival order, as one step: the requests of
+        all of them are decided together, then every held outcome the requests have reached is
+        learned together. A step has fixed costs (model refresh, feature bookkeeping); at live
+        rates batches are small and several arrive together, so paying them once matters."""
         out = Results()
-        if len(batch) == 0:
+        items = [(p, b) for p, b in items if len(b)]
+        if not items:
             return out
-        self._max_ts = max(self._max_ts, int(batch.ts.max()))
-        if isinstance(batch, RequestBatch):
-            top = self._req_max_by_part.get(partition, np.iinfo(np.int64).min)
-            self._req_max_by_part[partition] = max(top, int(batch.ts.max()))
-            self._decide(batch, out, partition)
-        else:
-            low = int(batch.ts.min())
-            self._held.append((partition, batch, low))
-            self._held_low = min(self._held_low, low)
+        requests: list[tuple[int, RequestBatch]] = []
+        for partition, batch in items:
+            top_ts = int(batch.ts.max())
+            self._max_ts = max(self._max_ts, top_ts)
+            if isinstance(batch, RequestBatch):
+                top = self._req_max_by_part.get(partition, np.iinfo(np.int64).min)
+                self._req_max_by_part[partition] = max(top, top_ts)
+                requests.append((partition, batch))
+            else:
+                low = int(batch.ts.min())
+                self._held.append((partition, batch, low))
+                self._held_low = min(self._held_low, low)
+        if requests:
+            rb = concat([b for _, b in requests])
+            self._decide(rb, out, _row_partitions(requests))
         self._release(self._requests_reached(), out)
         self._expire(self._max_ts - self.config.allowed_lateness_ms, out)
-        out.count("engine.events_in", len(batch))
+        out.count("engine.events_in", sum(len(b) for _, b in items))
         out.count("engine.rows_out", sum(out.rows(t) for t in out.tables))
         watermark = self._max_ts - self.config.allowed_lateness_ms
         out.gauges["engine.watermark_ms"] = watermark
@@ -192,17 +207,20 @@ class AdServingEngine:
         if not self._held or self._held_low > until_ms:
             return
         keep: list[tuple[int, OutcomeBatch, int]] = []
+        ready: list[tuple[int, OutcomeBatch]] = []
         for partition, b, low in self._held:
             if low > until_ms:
                 keep.append((partition, b, low))
                 continue
             due = b.ts <= until_ms
-            self._learn(take(b, due) if not due.all() else b, out, partition)
+            ready.append((partition, b if due.all() else take(b, due)))
             if not due.all():
                 rest = take(b, ~due)
                 keep.append((partition, rest, int(rest.ts.min())))
         self._held = keep
         self._held_low = min((low for _, _, low in keep), default=_NO_TS)
+        # one learning step for all of them, rows in arrival order
+        self._learn(concat([b for _, b in ready]), out, _row_partitions(ready))
 
     def finish(self) -> Results:
         """End of bounded input: close every window, time out every waiting decision."""
@@ -242,7 +260,7 @@ class AdServingEngine:
         return eng
 
     # -- requests -> decisions -----------------------------------------------------------
-    def _decide(self, rb: RequestBatch, out: Results, partition: int) -> None:
+    def _decide(self, rb: RequestBatch, out: Results, partition: int | np.ndarray) -> None:
         c = self.config
         res = self._requests.process(rb.placement, rb.ts, rb.floor_price[:, None], partition)
         self._late("requests", rb.id, rb.placement, rb.ts, res, out)
@@ -285,7 +303,7 @@ class AdServingEngine:
         out.count("decisions", len(rb))
 
     # -- outcomes -> rewards, health, anomalies -----------------------------------------
-    def _learn(self, ob: OutcomeBatch, out: Results, partition: int) -> None:
+    def _learn(self, ob: OutcomeBatch, out: Results, partition: int | np.ndarray) -> None:
         c = self.config
         reward = ob.revenue - c.latency_penalty_per_s * ob.latency_ms / 1000.0
         m = self._join.match(ob.decision_id, ob.ts, reward)
@@ -472,6 +490,11 @@ class AdServingEngine:
         if windows and len(windows.get("key", ())):
             out.add("window_aggregates", windows)
             out.count("window_aggregates", len(windows["key"]))
+
+
+def _row_partitions(items: Sequence[tuple[int, RequestBatch | OutcomeBatch]]) -> np.ndarray:
+    """The input partition of every row of the items' batches, concatenated in order."""
+    return np.concatenate([np.full(len(b), p, dtype=np.int64) for p, b in items])
 
 
 _MAX_TS = 4_102_444_800_000

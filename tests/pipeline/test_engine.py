@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import orjson
 
@@ -180,3 +182,43 @@ def test_outcomes_wait_for_the_slowest_request_partition(settings) -> None:
     later, _ = decode_requests([_req(101, t0 + 5_000), _req(102, t0 + 6_000)], [2, 3], "b", 0)
     res = eng.process(later, partition=1)
     assert res.tables["rewards"]["decision_id"].tolist() == ["q101"]
+
+
+def test_steps_of_several_partitions_batches_keep_windows_and_answer_every_decision(
+    settings, tmp_path
+) -> None:
+    from benchmarks.baselines.common import make_stream
+    from schemas.events import concat
+
+    stream = make_stream(tmp_path, 4_000, seed=2)  # outcomes do not depend on the decisions
+    req = Path(stream.requests).read_bytes().splitlines()
+    out = Path(stream.outcomes).read_bytes().splitlines()
+    items = []  # two partitions of each, interleaved as a source would deliver them
+    for i in range(0, len(req), 250):
+        for part, lines, decode in ((0, req, decode_requests), (1, out, decode_outcomes)):
+            chunk = lines[i : i + 250]
+            for sub, rows in enumerate((chunk[0::2], chunk[1::2])):
+                args = (rows, list(range(i, i + len(rows))), f"p{part}.{sub}")
+                b = decode(*args, 0)[0] if decode is decode_requests else decode(*args)[0]
+                items.append((2 * part + sub, b))
+    s = settings()
+    one = AdServingEngine(s.engine)
+    singles = [one.process(b, p) for p, b in items] + [one.finish()]
+    many = AdServingEngine(s.engine)
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.choice(np.arange(1, len(items)), size=len(items) // 3, replace=False))
+    groups = np.split(np.arange(len(items)), cuts)
+    steps = [many.process_many([items[j] for j in g]) for g in groups] + [many.finish()]
+    a, b = merged(singles), merged(steps)
+    assert len(steps) < len(singles) / 2
+    key = ("key", "metric", "window", "window_start")
+    wa, wb = a.tables["window_aggregates"], b.tables["window_aggregates"]
+    oa = np.lexsort([np.asarray(wa[c]).astype(str) for c in key[::-1]])
+    ob = np.lexsort([np.asarray(wb[c]).astype(str) for c in key[::-1]])
+    for c in wa:  # the same windows, the same values
+        np.testing.assert_array_equal(np.asarray(wa[c])[oa], np.asarray(wb[c])[ob], err_msg=c)
+    ids = concat([bt for _, bt in items if hasattr(bt, "placement")]).id.tolist()
+    for t in (a, b):  # one decision per request, every decision answered once
+        assert sorted(t.tables["decisions"]["decision_id"].tolist()) == sorted(ids)
+        assert sorted(t.tables["rewards"]["decision_id"].tolist()) == sorted(ids)
+    assert "late_events" not in a.tables and "late_events" not in b.tables
