@@ -154,31 +154,36 @@ class AdServingEngine:
         return self.process_many([(partition, batch)])
 
     def process_many(self, items: Sequence[tuple[int, RequestBatch | OutcomeBatch]]) -> Results:
-        """Several ``(partition, batch)`` items, in arrival order, as one step: the requests of
-        all of them are decided together, then every held outcome the requests have reached is
-        learned together. A step has fixed costs (model refresh, feature bookkeeping); at live
-        rates batches are small and several arrive together, so paying them once matters."""
+        """Several ``(partition, batch)`` items in arrival order, in as few steps as possible:
+        a step takes items until an input partition's next batch would come a second time
+        (what a source's partitions delivered together, at most one batch each). In a step the
+        held outcomes the requests decided so far have reached are learned, then its requests
+        are decided together, then the outcomes only they reach are learned. A step has fixed
+        costs (model refresh, feature bookkeeping); at live rates several partitions' small
+        batches arrive at once, so paying them once matters, while a backlog of one partition
+        is still decided batch by batch, learning in between."""
         out = Results()
         items = [(p, b) for p, b in items if len(b)]
+        for step in _steps(items):
+            requests = [(p, b) for p, b in step if isinstance(b, RequestBatch)]
+            for partition, batch in step:
+                self._max_ts = max(self._max_ts, int(batch.ts.max()))
+                if isinstance(batch, OutcomeBatch):
+                    low = int(batch.ts.min())
+                    self._held.append((partition, batch, low))
+                    self._held_low = min(self._held_low, low)
+            # what the requests decided so far have reached is learned first ...
+            self._release(self._requests_reached(), out)
+            if requests:
+                for partition, batch in requests:
+                    top = self._req_max_by_part.get(partition, np.iinfo(np.int64).min)
+                    self._req_max_by_part[partition] = max(top, int(batch.ts.max()))
+                self._decide(concat([b for _, b in requests]), out, _row_partitions(requests))
+                # ... and what only this step's requests reach, after they are decided
+                self._release(self._requests_reached(), out)
+            self._expire(self._max_ts - self.config.allowed_lateness_ms, out)
         if not items:
             return out
-        requests: list[tuple[int, RequestBatch]] = []
-        for partition, batch in items:
-            top_ts = int(batch.ts.max())
-            self._max_ts = max(self._max_ts, top_ts)
-            if isinstance(batch, RequestBatch):
-                top = self._req_max_by_part.get(partition, np.iinfo(np.int64).min)
-                self._req_max_by_part[partition] = max(top, top_ts)
-                requests.append((partition, batch))
-            else:
-                low = int(batch.ts.min())
-                self._held.append((partition, batch, low))
-                self._held_low = min(self._held_low, low)
-        if requests:
-            rb = concat([b for _, b in requests])
-            self._decide(rb, out, _row_partitions(requests))
-        self._release(self._requests_reached(), out)
-        self._expire(self._max_ts - self.config.allowed_lateness_ms, out)
         out.count("engine.events_in", sum(len(b) for _, b in items))
         out.count("engine.rows_out", sum(out.rows(t) for t in out.tables))
         watermark = self._max_ts - self.config.allowed_lateness_ms
@@ -490,6 +495,20 @@ class AdServingEngine:
         if windows and len(windows.get("key", ())):
             out.add("window_aggregates", windows)
             out.count("window_aggregates", len(windows["key"]))
+
+
+def _steps(items: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
+    """Consecutive items cut where a (kind, partition) would repeat within a step."""
+    steps: list[list[tuple[int, Any]]] = []
+    seen: set[tuple[type, int]] = set()
+    for partition, batch in items:
+        key = (type(batch), partition)
+        if not steps or key in seen:
+            steps.append([])
+            seen = set()
+        steps[-1].append((partition, batch))
+        seen.add(key)
+    return steps
 
 
 def _row_partitions(items: Sequence[tuple[int, RequestBatch | OutcomeBatch]]) -> np.ndarray:
