@@ -99,8 +99,10 @@ class _EngineLogic(StatefulBatchLogic[Any, Results, bytes]):
         resume: bytes | None,
         expected: Iterable[int],
         keep_state: bool,
+        step_rows: int,
     ) -> None:
         self._keep_state = keep_state
+        self._step_rows = step_rows  # the sources' batch size: a full batch is its own step
         self._gate = PartitionGate(expected)
         self._finished = False
         state = pickle.loads(resume) if resume else None
@@ -115,7 +117,7 @@ class _EngineLogic(StatefulBatchLogic[Any, Results, bytes]):
 
     def _process(self, items: list[Any]) -> list[Results]:
         # what arrived together is one engine step (at live rates: several small batches)
-        return [self._engine.process_many(items)] if items else []
+        return [self._engine.process_many(items, self._step_rows)] if items else []
 
     def on_batch(self, values: list[Any]) -> tuple[list[Results], bool]:
         return self._process(self._gate.push(values, time.time())), StatefulBatchLogic.RETAIN
@@ -223,7 +225,7 @@ def build_flow(
     keep_state = opts.recovery is not None
 
     def logic(resume: bytes | None) -> _EngineLogic:
-        return _EngineLogic(engine_config, resume, expected, keep_state)
+        return _EngineLogic(engine_config, resume, expected, keep_state, s.batch_size)
 
     results = op.key_rm("unshard", op.stateful_batch("engine", keyed, logic))
     everything = op.merge("results", routed.trues, results)

@@ -153,18 +153,20 @@ class AdServingEngine:
         minimum over partitions, so one fast partition cannot make another's events late."""
         return self.process_many([(partition, batch)])
 
-    def process_many(self, items: Sequence[tuple[int, RequestBatch | OutcomeBatch]]) -> Results:
+    def process_many(
+        self, items: Sequence[tuple[int, RequestBatch | OutcomeBatch]], step_rows: int = 4_000
+    ) -> Results:
         """Several ``(partition, batch)`` items in arrival order, in as few steps as possible:
-        a step takes items until an input partition's next batch would come a second time
-        (what a source's partitions delivered together, at most one batch each). In a step the
-        held outcomes the requests decided so far have reached are learned, then its requests
-        are decided together, then the outcomes only they reach are learned. A step has fixed
-        costs (model refresh, feature bookkeeping); at live rates several partitions' small
-        batches arrive at once, so paying them once matters, while a backlog of one partition
-        is still decided batch by batch, learning in between."""
+        a step takes items until its requests would pass ``step_rows``. In a step the held
+        outcomes the requests decided so far have reached are learned, then its requests are
+        decided together, then the outcomes only they reach are learned. A step has fixed
+        costs (model refresh, feature bookkeeping): at live rates many small batches arrive
+        together and paying them once per step matters, while under a backlog of full batches
+        (``step_rows`` = the sources' batch size) each is still decided on its own, learning
+        in between."""
         out = Results()
         items = [(p, b) for p, b in items if len(b)]
-        for step in _steps(items):
+        for step in _steps(items, step_rows):
             requests = [(p, b) for p, b in step if isinstance(b, RequestBatch)]
             for partition, batch in step:
                 self._max_ts = max(self._max_ts, int(batch.ts.max()))
@@ -497,17 +499,18 @@ class AdServingEngine:
             out.count("window_aggregates", len(windows["key"]))
 
 
-def _steps(items: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
-    """Consecutive items cut where a (kind, partition) would repeat within a step."""
+def _steps(items: list[tuple[int, Any]], step_rows: int) -> list[list[tuple[int, Any]]]:
+    """Consecutive items, cut before a request batch that would take a step past
+    ``step_rows`` requests (a step holds at least one item)."""
     steps: list[list[tuple[int, Any]]] = []
-    seen: set[tuple[type, int]] = set()
+    rows = 0
     for partition, batch in items:
-        key = (type(batch), partition)
-        if not steps or key in seen:
+        is_request = isinstance(batch, RequestBatch)
+        if not steps or (is_request and rows and rows + len(batch) > step_rows):
             steps.append([])
-            seen = set()
+            rows = 0
         steps[-1].append((partition, batch))
-        seen.add(key)
+        rows += len(batch) if is_request else 0
     return steps
 
 
