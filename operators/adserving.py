@@ -2,11 +2,13 @@
 
 One :class:`AdServingEngine` owns the state of one shard: partner-health windows over outcomes,
 trailing request features, the anomaly detector bank, the bandit policy and the delayed-reward
-join. ``process(batch)`` takes a decoded micro-batch (requests or outcomes) and returns
-:class:`Results`: columns per output table (names from ``schemas.tables``), plus counters.
+join. ``process(batch)`` takes a decoded micro-batch (requests or outcomes), ``process_many``
+several that arrived together, and both return :class:`Results`: columns per output table
+(names from ``schemas.tables``), plus counters.
 
-Event time drives everything (windows, reward TTL, anomaly cooldown), so the same input in the
-same order gives the same decisions and rows, however it is cut into batches.
+Event time drives everything (windows, reward TTL, anomaly cooldown): the same input in the
+same order, cut the same way, gives the same decisions and rows, and windows, features and late
+events do not depend on the cuts at all (what a decision saw of the model does).
 """
 
 from __future__ import annotations
