@@ -222,3 +222,26 @@ def test_steps_of_several_partitions_batches_keep_windows_and_answer_every_decis
         assert sorted(t.tables["decisions"]["decision_id"].tolist()) == sorted(ids)
         assert sorted(t.tables["rewards"]["decision_id"].tolist()) == sorted(ids)
     assert "late_events" not in a.tables and "late_events" not in b.tables
+
+
+def test_a_step_takes_batches_until_its_requests_would_pass_step_rows() -> None:
+    from operators.adserving import _steps
+    from schemas.events import OutcomeBatch, RequestBatch
+
+    def req(n: int) -> RequestBatch:
+        return RequestBatch(ts=np.zeros(n, np.int64))
+
+    def out(n: int) -> OutcomeBatch:
+        return OutcomeBatch(ts=np.zeros(n, np.int64))
+
+    items = [(0, req(3_000)), (1, out(10)), (1, req(1_500)), (0, req(400)), (2, out(5))]
+    items.append((0, req(4_500)))  # larger than a step: a step of its own
+    items.append((1, req(1)))
+    steps = _steps(items, 4_000)
+    sizes = [[(type(b).__name__[0], len(b)) for _, b in step] for step in steps]
+    assert sizes == [
+        [("R", 3_000), ("O", 10)],
+        [("R", 1_500), ("R", 400), ("O", 5)],
+        [("R", 4_500)],
+        [("R", 1)],
+    ]
