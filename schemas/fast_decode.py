@@ -66,7 +66,10 @@ def fast_columns(
         elif spec.kind == "bool":
             columns.append(np.array(col, dtype=np.bool_))
         else:
-            arr = np.array(col, dtype=np.float64)
+            try:
+                arr = np.array(col, dtype=np.float64)
+            except OverflowError:  # an integer beyond float range: the careful path says so
+                return None
             if spec.kind == "time":
                 if not ((arr >= ts_range[0]) & (arr < ts_range[1])).all():
                     return None

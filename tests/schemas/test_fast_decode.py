@@ -34,7 +34,7 @@ _GOOD_OUTCOME = {
 }
 # values that are wrong, borderline or merely unusual for some field
 _ODD_VALUES: list[Any] = [
-    None, True, False, 0, -1, 1.5, 1e400, 10**30, "", "x" * 300, "é\u2028", [], {},
+    None, True, False, 0, -1, 1.5, 1e400, 10**30, 10**400, "", "x" * 300, "é\u2028", [], {},
     1_767_225_600_000.0, 1_767_225_600_000.5, 946_684_799_999, 4_102_444_800_000, 10_000.0001,
 ]  # fmt: skip
 _RAW_LINES = [
