@@ -9,9 +9,10 @@
 * ``engine_us_per_event``: ``AdServingEngine.process`` alone on the decoded batches, request
   and outcome batches alternating, at 50- and 1,000-row batches (a step's fixed cost shows as
   the difference);
-* ``duckdb_insert_cpu_s``: CPU seconds to insert the stream's ``decisions`` (ids from the
-  stream, 49-float contexts) into an in-memory DuckDB table in 4,000-row Arrow batches: the
-  real table, without its primary key, and without the ``context`` column.
+* ``duckdb_insert_cpu_s``: CPU seconds to insert as many ``decisions`` rows as the stream has
+  requests (``benchmarks.duckdb_sink.decisions_batch``, 49-float contexts) into an in-memory
+  DuckDB table in 4,000-row Arrow batches: the real table, without its primary key, and
+  without the ``context`` column.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 import orjson
 
 from benchmarks.baselines.common import Stream, make_stream
+from benchmarks.duckdb_sink import decisions_batch
 from dataflows.config import load_settings
 from operators.adserving import AdServingEngine
 from schemas.events import decode_outcomes, decode_requests
@@ -107,29 +108,11 @@ def _engine_us(req: list[bytes], out: list[bytes], rows: int) -> float:
     return (time.process_time() - t) / sum(len(b) for b in batches) * 1e6
 
 
-def _insert_cpu(req: list[bytes]) -> dict[str, float]:
-    rng = np.random.default_rng(0)
-    ids = [orjson.loads(line)["id"] for line in req]
-    n, b = len(ids), 4_000
-    cols = {
-        "decision_id": np.array(ids, dtype=object),
-        "event_time": np.arange(n, dtype=np.int64) + 1_767_225_600_000,
-        "placement": np.full(n, "app_banner", dtype=object),
-        "device": np.full(n, "mobile", dtype=object),
-        "geo": np.full(n, "gb", dtype=object),
-        "floor_price": rng.random(n),
-        "arm": rng.integers(0, 8, n).astype(np.int32),
-        "partner": np.full(n, "alpha", dtype=object),
-        "propensity": rng.random(n),
-        "policy": np.full(n, "linucb", dtype=object),
-        "policy_version": np.full(n, "v", dtype=object),
-        "feature_version": np.full(n, "f", dtype=object),
-        "context": rng.random((n, _CONTEXT_DIMS)).astype(np.float32),
-        "decided_at": np.full(n, 1_767_225_600_000, dtype=np.int64),
-        "latency_ms": rng.random(n),
-    }
+def _insert_cpu(n: int) -> dict[str, float]:
+    size = 4_000
     batches = [
-        to_arrow("decisions", {k: v[i : i + b] for k, v in cols.items()}) for i in range(0, n, b)
+        to_arrow("decisions", decisions_batch(i, min(size, n - i), d=_CONTEXT_DIMS))
+        for i in range(0, n, size)
     ]
     full = ddl(TABLES["decisions"])
     no_pk = re.sub(r",\s*PRIMARY KEY\s*\([^)]*\)", "", full)
@@ -164,7 +147,7 @@ def run_time_budget(n_requests: int = 200_000) -> dict[str, Any]:
             "engine_us_per_event": {
                 rows: round(_engine_us(req, out, rows), 2) for rows in (50, 1_000)
             },
-            "duckdb_insert_cpu_s": {k: round(v, 3) for k, v in _insert_cpu(req).items()},
+            "duckdb_insert_cpu_s": {k: round(v, 3) for k, v in _insert_cpu(len(req)).items()},
             "decisions_rows": len(req),
         }
 
