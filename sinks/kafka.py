@@ -274,6 +274,7 @@ class KafkaSinkPartition(StatelessSinkPartition[KafkaRecords]):
         self.failed = 0
         self._examples: list[str] = []
         self._producer = Producer({**config, "error_cb": self._on_error})
+        self._counts_deliveries = not config.get("delivery.report.only.error", False)
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:
@@ -294,9 +295,12 @@ class KafkaSinkPartition(StatelessSinkPartition[KafkaRecords]):
     def _raise_if_failed(self) -> None:
         if self.failed:
             raise KafkaDeliveryError(
-                f"Kafka at {self._bootstrap}: {self.failed} record(s) not delivered "
-                f"({self.delivered} delivered); first failures: " + "; ".join(self._examples)
+                f"Kafka at {self._bootstrap}: {self.failed} record(s) not delivered"
+                f"{self._delivered_note()}; first failures: " + "; ".join(self._examples)
             )
+
+    def _delivered_note(self) -> str:
+        return f" ({self.delivered} delivered)" if self._counts_deliveries else ""
 
     def _check_topic(self, topic: str) -> None:
         md = self._producer.list_topics(topic=topic, timeout=10.0)
@@ -343,7 +347,7 @@ class KafkaSinkPartition(StatelessSinkPartition[KafkaRecords]):
         if remaining:
             raise KafkaDeliveryError(
                 f"Kafka at {self._bootstrap}: {remaining} record(s) still undelivered after "
-                f"{self._close_timeout_s:.0f}s ({self.delivered} delivered)"
+                f"{self._close_timeout_s:.0f}s{self._delivered_note()}"
             )
 
     def close(self) -> None:

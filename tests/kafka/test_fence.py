@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from schemas.results import Results
+from sinks.kafka import KafkaDeliveryError
 from sinks.kafka_fenced import FencedKafkaResultsSink
 from tests.fixtures_kafka import KafkaBroker
 from tests.kafka.helpers import consume_all
@@ -60,3 +61,35 @@ def test_replay_after_a_crash_keeps_the_first_copy_of_each_record(
     assert all(len(arms) == 1 for arms in by_key.values())  # each record once
     first_copy = {f"d{i}": 0 if i < 10 else 1 if i < 20 else 2 if i < 25 else 3 for i in range(30)}
     assert {k: arms[0] for k, arms in by_key.items()} == first_copy
+
+
+def test_without_recovery_a_failed_delivery_still_fails_loudly(
+    kafka_broker: KafkaBroker, make_topic: Callable[..., str]
+) -> None:
+    # Without recovery the sink asks for delivery reports of failures only; those must still
+    # reach the step (a record the broker refuses is never dropped in silence).
+    topic = make_topic(config={"max.message.bytes": "2048"})
+    sink = FencedKafkaResultsSink(
+        kafka_broker.bootstrap,
+        topics={"decisions": topic},
+        flush_on_snapshot=False,
+        compression="none",
+    )
+    part = sink.build_part("kafka", "kafka", None)
+    big = Results()
+    big.add(
+        "decisions",
+        {
+            "decision_id": np.array(["big"], dtype=object),
+            "pad": np.array(["x" * 20_000], dtype=object),
+        },
+    )
+    part.write_batch([decisions(0, 5, arm=0)])
+    part.inner.flush(30)  # delivered: no reports at all
+    part.write_batch([big])
+    part.snapshot()  # no flush without recovery
+    with pytest.raises(KafkaDeliveryError, match=r"1 record\(s\) not delivered.*key b'big'"):
+        part.inner.flush(30)
+    with pytest.raises(KafkaDeliveryError):
+        part.write_batch([decisions(5, 6, arm=0)])
+    assert len(consume_all(kafka_broker.bootstrap, topic, 1, expected=5)) == 5
