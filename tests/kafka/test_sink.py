@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import bytewax.operators as op
 import numpy as np
@@ -11,6 +12,8 @@ import orjson
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.results import Results
 from sinks.kafka import (
@@ -18,7 +21,6 @@ from sinks.kafka import (
     KafkaRecords,
     KafkaResultsSink,
     KafkaSink,
-    _encode_polars,
     encode_json_rows,
     ensure_topics,
     records_from_columns,
@@ -191,9 +193,9 @@ def test_encode_json_rows_handles_numpy_nan_bytes_and_lists() -> None:
     ]
 
 
-def test_fast_and_general_json_encodings_give_the_same_values() -> None:
+def test_column_and_row_json_encodings_give_the_same_bytes() -> None:
     rng = np.random.default_rng(3)
-    n = 600  # >= _POLARS_MIN_ROWS: encode_json_rows takes the polars path
+    n = 600
     floats = rng.normal(size=n) * 10.0 ** rng.integers(-300, 300, n)
     floats[::17] = np.nan
     floats[::23] = np.inf
@@ -211,12 +213,51 @@ def test_fast_and_general_json_encodings_give_the_same_values() -> None:
         "f32": rng.random(n).astype(np.float32),
         "flag": rng.random(n) < 0.5,
         "vec": rng.random((n, 3)),
+        "ctx32": rng.random((n, 5)).astype(np.float32)[:, ::2],  # not contiguous
+        "raw": [b"text", b"\xff"] * (n // 2),
+        "maybe": [None, 1.5, "s"] * (n // 3),
+        'odd "%s" key': np.arange(n),
     }
-    assert _encode_polars(cols, n) is not None  # the batch does take the fast path
     fast = encode_json_rows(cols)
-    general = encode_json_rows(cols, fast=False)
-    assert len(fast) == len(general) == n
-    assert [orjson.loads(x) for x in fast] == [orjson.loads(x) for x in general]
+    assert fast == encode_json_rows(cols, fast=False)
+    row = orjson.loads(fast[1])
+    assert row['odd "%s" key'] == 1 and len(row["ctx32"]) == 3
+    # float32 as the shortest digits that read back as the same float32
+    assert [np.float32(x) for x in row["ctx32"]] == list(cols["ctx32"][1])
+    assert all(len(str(x)) <= 12 for x in row["ctx32"])
+
+
+_JSON_COLUMNS = st.sampled_from(
+    [
+        lambda r, n: r.integers(-(2**40), 2**40, n),
+        lambda r, n: r.integers(0, 5, n).astype(np.int8),
+        lambda r, n: np.where(r.random(n) < 0.2, np.nan, r.normal(size=n) * 1e5),
+        lambda r, n: r.normal(size=n).astype(np.float32),
+        lambda r, n: r.normal(size=n).astype(np.float16),
+        lambda r, n: r.random(n) < 0.5,
+        lambda r, n: r.random((n, 3)).astype(np.float32),
+        lambda r, n: r.random((n, 0)),
+        lambda r, n: np.array([f"p{i % 3}" for i in range(n)], dtype=object),
+        lambda r, n: np.array(["a", 'b"', 'q",', "c\\", "", ",", '","'])[r.integers(0, 7, n)],
+        lambda r, n: ([b"\xff\x00", None, 7, "x"] * n)[:n],
+    ]
+)
+
+
+@given(
+    n=st.integers(1, 40),
+    makers=st.lists(_JSON_COLUMNS, min_size=1, max_size=6),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=200, deadline=None)
+def test_column_encoding_matches_the_row_reference(
+    n: int, makers: list[Callable[..., Any]], seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    cols = {f"c{i}": make(rng, n) for i, make in enumerate(makers)}
+    fast = encode_json_rows(cols)
+    assert fast == encode_json_rows(cols, fast=False)
+    assert [list(orjson.loads(x)) for x in fast] == [list(cols)] * n
 
 
 def test_encode_json_rows_rejects_ragged_columns() -> None:
