@@ -27,8 +27,10 @@ backlog over the last quarter of the run is under 0.25 s worth of requests and e
 drained within ``drain_s``. From the decision payload (``decided_at``, ``latency_ms`` = source
 read -> decided) a sample of decisions is split into: Kafka in (produce -> read by the source),
 engine (read -> decided, including queueing behind other batches) and Kafka out (decided ->
-readable). The ``eddy run`` process's CPU use (cores) while requests are offered is reported
-too (outcomes arrive for a while after the last request, at a falling rate).
+readable). CPU use while requests are offered (outcomes arrive for a while after the last
+request, at a falling rate) is reported in cores: the ``eddy run`` process, the broker (when
+this command started it), this load generator, and the whole machine, with eddy's run-queue
+wait (seconds per second its threads were ready to run but had no CPU).
 """
 
 from __future__ import annotations
@@ -78,6 +80,42 @@ def _cpu_s(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
+
+
+def _machine_busy_s() -> float:
+    """CPU-seconds all CPUs of the machine spent not idle (``/proc/stat``), since boot."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / _TICKS
+
+
+class _CpuMeter:
+    """Cores used between ``mark()`` calls: eddy, the broker (when its PID is known), this
+    load generator (its producer and consumer threads) and the whole machine; plus eddy's
+    run-queue wait (seconds per second its threads were runnable but had no CPU)."""
+
+    def __init__(self, eddy_pid: int, broker_pid: int | None) -> None:
+        self._eddy, self._broker = eddy_pid, broker_pid
+        self._marks: list[tuple[float, ...]] = []
+
+    def mark(self) -> None:
+        broker = _cpu_s(self._broker) if self._broker else float("nan")
+        self._marks.append(
+            (
+                time.monotonic(),
+                _cpu_s(self._eddy),
+                _runqueue_s(self._eddy),
+                broker,
+                time.process_time(),
+                _machine_busy_s(),
+            )
+        )
+
+    def cores(self) -> dict[str, float | None]:
+        (t0, *a), (t1, *b) = self._marks[0], self._marks[-1]
+        names = ("eddy", "eddy_runqueue_wait", "broker", "load_generator", "machine")
+        out = {k: round((y - x) / (t1 - t0), 2) for k, x, y in zip(names, a, b, strict=True)}
+        return {k: None if v != v else v for k, v in out.items()}  # NaN: broker unknown
 
 
 class _Decisions:
@@ -206,8 +244,10 @@ def run_rate(
     seed: int = 5,
     keep: bool = False,
     profile: str | None = None,
+    broker_pid: int | None = None,
 ) -> dict[str, Any]:
-    """One measured run at ``rate`` requests/s for ``seconds``; see the module docstring."""
+    """One measured run at ``rate`` requests/s for ``seconds``; see the module docstring
+    (``broker_pid``: the broker's process, for its CPU use)."""
     tag = f"lat{rate}-{uuid.uuid4().hex[:6]}"
     req_topic, out_topic, prefix = f"{tag}.requests", f"{tag}.outcomes", f"{tag}."
     dec_topic = prefix + "eddy.decisions"
@@ -249,7 +289,9 @@ def run_rate(
                 raise RuntimeError(f"eddy run did not answer the probe; log in {work}")
             time.sleep(0.02)
         progress = [1]
-        cpu0, wait0, t0 = _cpu_s(proc.pid), _runqueue_s(proc.pid), time.monotonic()
+        meter = _CpuMeter(proc.pid, broker_pid)
+        meter.mark()
+        t0 = time.monotonic()
         offer = threading.Thread(
             target=_offer,
             args=(producer, req_topic, out_topic, reqs, outs if outcomes else None, rate, sent),
@@ -265,9 +307,10 @@ def run_rate(
                 backlog.append((time.monotonic() - t0, progress[0] - dec.count))
             elif not t_req:  # every request offered; CPU use is measured up to here
                 t_req = time.monotonic() - t0
-                cpu1, wait1, t1 = _cpu_s(proc.pid), _runqueue_s(proc.pid), time.monotonic()
+                meter.mark()
         if not t_req:
-            cpu1, wait1, t1 = _cpu_s(proc.pid), _runqueue_s(proc.pid), time.monotonic()
+            t_req = time.monotonic() - t0
+            meter.mark()
         end = time.monotonic() + drain_s
         while dec.count < n and time.monotonic() < end:
             time.sleep(0.05)
@@ -285,7 +328,6 @@ def run_rate(
     measured = np.arange(n) >= int(warmup_s * rate) + 1
     got = measured & (dec.recv_ns > 0)
     lat = (dec.recv_ns[got] - sent[got]) / 1e6
-    t_req = t_req or (t1 - t0)
     bl = np.array([b for t, b in backlog if t >= 0.75 * t_req], dtype=float)
     tail_backlog_s = float(bl.mean()) / rate if len(bl) else float("nan")
     parts = np.array([p for p in dec.parts if measured[p[0]]], dtype=float).reshape(-1, 4)
@@ -310,8 +352,7 @@ def run_rate(
         "offered_per_s": round((n - 1) / t_req, 1),
         "tail_backlog_s": round(tail_backlog_s, 3),
         "sustained": bool(drained and tail_backlog_s < 0.25),
-        "eddy_cpu_cores": round((cpu1 - cpu0) / (t1 - t0), 2),
-        "eddy_runqueue_wait_per_s": round((wait1 - wait0) / (t1 - t0), 2),
+        "cpu_cores": meter.cores(),
         "breakdown_ms": breakdown,
     }
     if keep:
@@ -345,12 +386,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rates = [int(r) for r in args.rates.split(",")]
     seconds = args.seconds or (5.0 if args.quick else 20.0)
     state: Path | None = None
+    broker_pid: int | None = None
     try:
         if args.bootstrap:
             bootstrap = args.bootstrap
         else:
             state = Path(tempfile.mkdtemp(prefix="eddy-kafka-bench-"))
             bootstrap, _ = _start_broker(state)
+            broker_pid = int((state / "pid").read_text())
         runs: list[dict[str, Any]] = []
 
         def measure(rate: int, search: bool = False) -> bool:
@@ -363,6 +406,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 recovery=args.recovery,
                 keep=args.keep,
                 profile=args.profile,
+                broker_pid=broker_pid,
             )
             r["load_avg_1m_before"] = round(load, 2)
             r["search"] = search
