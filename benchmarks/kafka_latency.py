@@ -12,8 +12,8 @@ request's decision comes back, then:
 
 * a producer thread offers the simulator's requests at the rate (open loop, pre-encoded JSON,
   ``linger.ms=5``, librdkafka's and the Java client's default: the linger counts in the
-  latency; with 1 ms the broker served ~1,600 produce requests/s at 20,000 requests/s and
-  took ~0.8 of the 2 cores, with 5 ms ~0.5), stamping each with its produce time
+  latency; with 1 ms its many small produce requests kept the broker busier, on the cores
+  eddy shares), stamping each with its produce time
   (``time.time_ns()`` just before the ``produce`` call of its batch; batches are what is
   due every ~0.5 ms), and the outcomes at their event time (the simulator's delays, median
   1.5 s; ``--no-outcomes``: requests only);

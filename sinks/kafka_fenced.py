@@ -19,6 +19,7 @@ from sinks.kafka import (
     KafkaRecords,
     KafkaSink,
     KafkaSinkPartition,
+    check_create_partitions,
     ensure_topics,
     log,
     results_records,
@@ -250,11 +251,7 @@ class FencedKafkaResultsSink(FixedPartitionedSink[Results, dict]):
         flush_on_snapshot: bool = True,
         **sink_options: Any,
     ) -> None:
-        if create_partitions is not None and create_partitions < 1:
-            raise ValueError(
-                f"FencedKafkaResultsSink create_partitions: expected None or >= 1, "
-                f"got {create_partitions!r}"
-            )
+        check_create_partitions("FencedKafkaResultsSink", create_partitions)
         self.sink = KafkaSink(bootstrap, **sink_options)
         self.topics = dict(topics)
         self.create_partitions = create_partitions
