@@ -24,7 +24,7 @@ test: install kafka-jars
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy schemas sources operators sinks dataflows benchmarks
+	$(BIN)/mypy eddy
 
 fmt: install
 	$(BIN)/ruff format .

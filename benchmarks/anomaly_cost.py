@@ -1,6 +1,6 @@
 """Cost of anomaly detection per event per metric, on one core.
 
-    .venv/bin/python -m benchmarks.anomaly_cost [--rows 200000] [--keys 20] [--metrics 5]
+    .venv/bin/python -m eddy.benchmarks.anomaly_cost [--rows 200000] [--keys 20] [--metrics 5]
 
 Measures steady state (every key sees ``rows / keys`` events, more than the detectors' windows;
 numba compiled in a warm-up first):
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from operators.anomaly import BankConfig, DetectorBank, default_detector
+from eddy.operators.anomaly import BankConfig, DetectorBank, default_detector
 
 __all__ = ["main", "measure"]
 

@@ -14,8 +14,8 @@ eddy's policies decide in micro-batches (``--batch`` contexts per ``choose`` cal
 (``bandit.LinUCBDisjoint``) decide and learn one round at a time, which is their API; VW
 examples are built as text (its usual Python usage, formatting included in the timing).
 
-    python -m benchmarks.bandits                # full: 200,000 rounds, 3 seeds
-    python -m benchmarks.bandits --quick --json out.json
+    python -m eddy.benchmarks.bandits                # full: 200,000 rounds, 3 seeds
+    python -m eddy.benchmarks.bandits --quick --json out.json
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from operators.bandits import POLICIES
+from eddy.operators.bandits import POLICIES
 
 __all__ = ["main", "make_stream", "run"]
 
@@ -212,7 +212,7 @@ def run(
         results.append({"method": label, "mode": mode, **agg})
     return {
         "benchmark": "bandits",
-        "command": "python -m benchmarks.bandits" + (" --quick" if quick else ""),
+        "command": "python -m eddy.benchmarks.bandits" + (" --quick" if quick else ""),
         "rounds": n,
         "seeds": n_seeds,
         "window": win,
@@ -249,7 +249,7 @@ def table(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.bandits",
+        prog="python -m eddy.benchmarks.bandits",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         vw=not args.no_vw,
         log=lambda m: print(m, file=sys.stderr, flush=True),
     )
-    res["command"] = "python -m benchmarks.bandits " + " ".join(argv or sys.argv[1:])
+    res["command"] = "python -m eddy.benchmarks.bandits " + " ".join(argv or sys.argv[1:])
     print(table(res))
     if args.json:
         with open(args.json, "w") as f:

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from operators.adserving import AdServingEngine
-from schemas.results import Results
-from sources.simulator import Simulator
+from eddy.operators.adserving import AdServingEngine
+from eddy.schemas.results import Results
+from eddy.sources.simulator import Simulator
 
 __all__ = ["play"]
 

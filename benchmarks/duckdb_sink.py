@@ -1,6 +1,6 @@
 """DuckDB sink benchmark: Arrow batch inserts vs executemany, and query-endpoint latency.
 
-    python -m benchmarks.duckdb_sink [--batches 50] [--batch-size 10000] [--queries 300]
+    python -m eddy.benchmarks.duckdb_sink [--batches 50] [--batch-size 10000] [--queries 300]
 
 Measures, on a fresh file in a temporary directory:
 
@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from schemas.tables import TABLES
-from sinks.duckdb import DuckDBWriter
-from sinks.query_client import Endpoint, query_endpoint
-from sinks.query_server import QueryServer
+from eddy.schemas.tables import TABLES
+from eddy.sinks.duckdb import DuckDBWriter
+from eddy.sinks.query_client import Endpoint, query_endpoint
+from eddy.sinks.query_server import QueryServer
 
 __all__ = ["decisions_batch", "main", "run"]
 
@@ -211,7 +211,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.duckdb_sink", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m eddy.benchmarks.duckdb_sink", description=__doc__)
     p.add_argument("--batches", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=10_000)
     p.add_argument("--queries", type=int, default=300)

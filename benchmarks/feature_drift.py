@@ -1,6 +1,6 @@
 """Drift alerts on the health detectors' inputs: false alerts, and delay after a concept drift.
 
-    python -m benchmarks.feature_drift [--seconds 180] [--seeds 0,1,2,3] [--json FILE]
+    python -m eddy.benchmarks.feature_drift [--seconds 180] [--seeds 0,1,2,3] [--json FILE]
 
 The reference engine (``operators.adserving``) plays the closed-loop simulator (1,000 requests/s
 of event time) in three settings, per seed:
@@ -23,11 +23,11 @@ from typing import Any
 
 import orjson
 
-from benchmarks.closed_loop import play
-from dataflows.config import Settings, load_settings
-from operators.adserving import AdServingEngine
-from schemas.results import Results
-from sources.simulator import Simulator
+from eddy.benchmarks.closed_loop import play
+from eddy.dataflows.config import Settings, load_settings
+from eddy.operators.adserving import AdServingEngine
+from eddy.schemas.results import Results
+from eddy.sources.simulator import Simulator
 
 __all__ = ["main", "run_feature_drift"]
 
@@ -91,7 +91,7 @@ def _markdown(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.feature_drift")
+    ap = argparse.ArgumentParser(prog="python -m eddy.benchmarks.feature_drift")
     ap.add_argument("--seconds", type=float, default=180.0)
     ap.add_argument("--seeds", default="0,1,2,3")
     ap.add_argument("--drift-at", type=float, default=40.0)

@@ -18,7 +18,7 @@ wall time on one core. Memory: a child process feeds 100,000 keys (3 trailing wi
 event per key every 30 s, so ~10 live events per key in the 5 min window) and reports its peak
 resident set size.
 
-Run: ``eddy bench features [--quick] --json FILE`` or ``python -m benchmarks.features``.
+Run: ``eddy bench features [--quick] --json FILE`` or ``python -m eddy.benchmarks.features``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from operators.windows import EventTimeFeatures, FeatureConfig
+from eddy.operators.windows import EventTimeFeatures, FeatureConfig
 
 __all__ = ["SIX", "make_events", "run"]
 
@@ -243,7 +243,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     loop = bench_python_loop(sub, config())
     bw = bench_bytewax(sub, config())
     child = subprocess.run(
-        [sys.executable, "-m", "benchmarks.features", "--memory-child", str(100_000)],
+        [sys.executable, "-m", "eddy.benchmarks.features", "--memory-child", str(100_000)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     mem = json.loads(child.stdout.strip().splitlines()[-1])
@@ -275,7 +275,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.features")
+    p = argparse.ArgumentParser(prog="python -m eddy.benchmarks.features")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", default=None)
     p.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.baselines.common import make_stream, peak_rss_mb
-from benchmarks.quality import run_quality
-from benchmarks.throughput import (
+from eddy.benchmarks.baselines.common import make_stream, peak_rss_mb
+from eddy.benchmarks.quality import run_quality
+from eddy.benchmarks.throughput import (
     VARIANTS,
     call_isolated,
     run_isolated,
@@ -101,8 +101,8 @@ def suite_throughput(quick: bool | str, workdir: str) -> dict[str, Any]:
 
 def paced_eddy(rate: float, seconds: float, workdir: str) -> dict[str, Any]:
     """The reference pipeline on the simulator paced in real time at ``rate`` requests/s."""
-    from dataflows.config import load_settings
-    from dataflows.pipeline import RunOptions, run_pipeline
+    from eddy.dataflows.config import load_settings
+    from eddy.dataflows.pipeline import RunOptions, run_pipeline
 
     base = load_settings(None)
     db = Path(workdir) / f"latency-{int(rate)}.duckdb"
@@ -458,12 +458,12 @@ def plot(out: dict[str, Any], out_dir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.harness [SUITE ...] [--quick] [--json FILE] [--out DIR]``.
+    """``python -m eddy.benchmarks.harness [SUITE ...] [--quick] [--json FILE] [--out DIR]``.
 
     The same as ``eddy bench``; no suite names means all of them."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.harness")
+    ap = argparse.ArgumentParser(prog="python -m eddy.benchmarks.harness")
     ap.add_argument("suites", nargs="*", help=f"any of {list(SUITES)} (default: all)")
     ap.add_argument("--quick", action="store_true", help="small sizes: under ~2 minutes in all")
     ap.add_argument("--json", dest="json_path", default=None, help="write the results here")

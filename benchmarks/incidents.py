@@ -19,10 +19,10 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from benchmarks.closed_loop import play
-from dataflows.config import Settings
-from operators.adserving import AdServingEngine
-from sources.simulator import Incident, Simulator
+from eddy.benchmarks.closed_loop import play
+from eddy.dataflows.config import Settings
+from eddy.operators.adserving import AdServingEngine
+from eddy.sources.simulator import Incident, Simulator
 
 __all__ = ["GRACE_MS", "IncidentReport", "SeedsReport", "evaluate", "evaluate_seeds", "score"]
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from confluent_kafka import Producer
 
-from schemas.events import OUTCOME_FIELDS, REQUEST_FIELDS
-from sinks.kafka import encode_json_rows
-from sources.simulator import SimConfig, Simulator
+from eddy.schemas.events import OUTCOME_FIELDS, REQUEST_FIELDS
+from eddy.sinks.kafka import encode_json_rows
+from eddy.sources.simulator import SimConfig, Simulator
 
 __all__ = ["EventRecords", "open_loop_events", "produce_records"]
 

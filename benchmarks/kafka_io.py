@@ -1,6 +1,6 @@
 """Kafka connector benchmark: broker start time, sink and source throughput.
 
-    python -m benchmarks.kafka_io [--records 300000] [--batch-size 5000] [--partitions 3]
+    python -m eddy.benchmarks.kafka_io [--records 300000] [--batch-size 5000] [--partitions 3]
                                   [--bootstrap HOST:PORT] [--out FILE]
 
 Without ``--bootstrap`` it starts a private broker with ``scripts/kafka.sh up`` (fresh state in a
@@ -44,9 +44,9 @@ import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from sinks.kafka import KafkaRecords, KafkaSink, encode_json_rows, ensure_topics
-from sources.base import RawBatch
-from sources.kafka import KafkaSource
+from eddy.sinks.kafka import KafkaRecords, KafkaSink, encode_json_rows, ensure_topics
+from eddy.sources.base import RawBatch
+from eddy.sources.kafka import KafkaSource
 
 __all__ = ["main", "run"]
 
@@ -201,7 +201,7 @@ def run(bootstrap: str, records: int, batch_size: int, partitions: int) -> dict[
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.kafka_io", description=__doc__.split("\n")[0]
+        prog="python -m eddy.benchmarks.kafka_io", description=__doc__.split("\n")[0]
     )
     p.add_argument("--records", type=int, default=300_000)
     p.add_argument("--batch-size", type=int, default=5_000)

@@ -1,12 +1,12 @@
 """End-to-end latency of ``eddy run`` on Kafka: request produced -> decision readable in Kafka.
 
-    python -m benchmarks.kafka_latency [--quick] [--rates 5000,20000,50000] [--seconds S]
+    python -m eddy.benchmarks.kafka_latency [--quick] [--rates 5000,20000,50000] [--seconds S]
                                        [--no-outcomes] [--recovery] [--bootstrap HOST:PORT]
                                        [--json FILE]
 
 Without ``--bootstrap`` a private broker is started (``scripts/kafka.sh up``) and stopped at
 the end. For each offered rate (requests/s) it creates fresh 3-partition request and outcome
-topics, starts ``python -m dataflows run --source kafka:... --rewards kafka:... --topic-prefix
+topics, starts ``python -m eddy.dataflows run --source kafka:... --rewards kafka:... --topic-prefix
 ...`` (following the topics, DuckDB output on, ``--recovery`` only if asked), waits until a probe
 request's decision comes back, then:
 
@@ -52,9 +52,9 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from benchmarks.kafka_events import EventRecords, open_loop_events
-from benchmarks.kafka_io import _start_broker, _stop_broker
-from sinks.kafka import ensure_topics
+from eddy.benchmarks.kafka_events import EventRecords, open_loop_events
+from eddy.benchmarks.kafka_io import _start_broker, _stop_broker
+from eddy.sinks.kafka import ensure_topics
 
 __all__ = ["main", "run_rate"]
 
@@ -260,7 +260,7 @@ def run_rate(
         sys.executable,
         *prof,
         "-m",
-        "dataflows",
+        "eddy",
         "run",
         "--source",
         f"kafka:{bootstrap}/{req_topic}",
@@ -364,7 +364,7 @@ def run_rate(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.kafka_latency", description=__doc__.split("\n")[0]
+        prog="python -m eddy.benchmarks.kafka_latency", description=__doc__.split("\n")[0]
     )
     p.add_argument("--quick", action="store_true", help="5 s per rate instead of 20 s")
     p.add_argument("--rates", default="5000,20000,50000", help="requests/s, comma separated")
@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             shutil.rmtree(state, ignore_errors=True)
     sustained = [r["rate"] for r in runs if r["sustained"]]
     result = {
-        "command": "python -m benchmarks.kafka_latency " + " ".join(argv or sys.argv[1:]),
+        "command": "python -m eddy.benchmarks.kafka_latency " + " ".join(argv or sys.argv[1:]),
         "cpus": os.cpu_count(),
         "runs": runs,
         "max_sustained_rate": max(sustained) if sustained else None,

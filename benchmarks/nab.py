@@ -294,12 +294,12 @@ def run_detector(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.nab --data DIR --out DIR [--detectors eddy,hst]``: run detectors,
+    """``python -m eddy.benchmarks.nab --data DIR --out DIR [--detectors eddy,hst]``: run detectors,
     score them and any reference results under ``DIR/reference/``; print a Markdown table."""
     import argparse
     import time
 
-    from operators.anomaly.registry import DETECTORS
+    from eddy.operators.anomaly.registry import DETECTORS
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--data", type=Path, required=True)

@@ -21,15 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from operators.drift import DriftConfig, DriftMonitor
-from sources.simulator import SimConfig, Simulator
+from eddy.operators.drift import DriftConfig, DriftMonitor
+from eddy.sources.simulator import SimConfig, Simulator
 
 __all__ = ["run_quality"]
 
 
 def _closed_loop(sim_cfg: SimConfig, batch: int, drift_cfg: DriftConfig) -> dict[str, Any]:
-    from dataflows.config import load_settings
-    from operators.adserving import AdServingEngine
+    from eddy.dataflows.config import load_settings
+    from eddy.operators.adserving import AdServingEngine
 
     engine_cfg = replace(load_settings(None).engine, arms=sim_cfg.partners)
     engine = AdServingEngine(engine_cfg)

@@ -25,7 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.baselines.common import Stream, VariantResult, db_path, make_stream, peak_rss_mb
+from eddy.benchmarks.baselines.common import (
+    Stream,
+    VariantResult,
+    db_path,
+    make_stream,
+    peak_rss_mb,
+)
 
 __all__ = [
     "VARIANTS",
@@ -44,8 +50,8 @@ def run_eddy(
     stream: Stream, workdir: str, max_seconds: float | None = None, batch_size: int | None = None
 ) -> VariantResult:
     """The reference pipeline on the JSONL files (default config, its own DuckDB file)."""
-    from dataflows.config import load_settings
-    from dataflows.pipeline import RunOptions, run_pipeline
+    from eddy.dataflows.config import load_settings
+    from eddy.dataflows.pipeline import RunOptions, run_pipeline
 
     base = load_settings(None)
     settings = dataclasses.replace(
@@ -81,15 +87,15 @@ def _runner(variant: str) -> Any:
     if variant == "eddy":
         return run_eddy
     if variant == "naive":
-        from benchmarks.baselines import naive
+        from eddy.benchmarks.baselines import naive
 
         return naive.run
     if variant == "bytewax_idiomatic":
-        from benchmarks.baselines import bytewax_idiomatic
+        from eddy.benchmarks.baselines import bytewax_idiomatic
 
         return bytewax_idiomatic.run
     if variant == "floor":
-        from benchmarks.baselines import floor
+        from eddy.benchmarks.baselines import floor
 
         return floor.run
     raise ValueError(f"throughput variant: expected one of {VARIANTS}, got {variant!r}")

@@ -1,6 +1,6 @@
 """Where the reference pipeline's time goes, part by part, on the throughput suite's stream.
 
-    python -m benchmarks.time_budget [--requests 200000] [--json FILE]
+    python -m eddy.benchmarks.time_budget [--requests 200000] [--json FILE]
 
 * ``pipeline_without_duckdb``: ``run_pipeline`` on the JSONL replay with the DuckDB writer's
   inserts replaced by a no-op (everything else as in ``eddy bench throughput``), events/s;
@@ -28,13 +28,13 @@ from typing import Any
 import duckdb
 import orjson
 
-from benchmarks.baselines.common import Stream, make_stream
-from benchmarks.duckdb_sink import decisions_batch
-from dataflows.config import load_settings
-from operators.adserving import AdServingEngine
-from schemas.events import decode_outcomes, decode_requests
-from schemas.tables import TABLES, ddl
-from sinks.duckdb import DuckDBWriter, to_arrow
+from eddy.benchmarks.baselines.common import Stream, make_stream
+from eddy.benchmarks.duckdb_sink import decisions_batch
+from eddy.dataflows.config import load_settings
+from eddy.operators.adserving import AdServingEngine
+from eddy.schemas.events import decode_outcomes, decode_requests
+from eddy.schemas.tables import TABLES, ddl
+from eddy.sinks.duckdb import DuckDBWriter, to_arrow
 
 __all__ = ["main", "run_time_budget"]
 
@@ -46,7 +46,7 @@ def _lines(path: str) -> list[bytes]:
 
 
 def _pipeline_without_duckdb(stream: Stream, work: Path) -> float:
-    from dataflows.pipeline import RunOptions, run_pipeline
+    from eddy.dataflows.pipeline import RunOptions, run_pipeline
 
     saved = DuckDBWriter.write_many, DuckDBWriter.write
     DuckDBWriter.write_many = lambda self, batches: dict.fromkeys(batches, 0)  # type: ignore[method-assign]
@@ -153,7 +153,7 @@ def run_time_budget(n_requests: int = 200_000) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.time_budget")
+    ap = argparse.ArgumentParser(prog="python -m eddy.benchmarks.time_budget")
     ap.add_argument("--requests", type=int, default=200_000)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)

@@ -1,5 +1,5 @@
 import sys
 
-from dataflows.cli import main
+from eddy.dataflows.cli import main
 
 sys.exit(main())

@@ -31,12 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
-        importlib.import_module(f"dataflows.commands.{name}").add_parser(sub)
+        importlib.import_module(f"eddy.dataflows.commands.{name}").add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import operators  # noqa: F401 - pins BLAS to one thread before numpy loads (see there)
+    import eddy.operators  # noqa: F401 - pins BLAS to one thread before numpy loads (see there)
 
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from operators.adserving import EngineConfig
-from operators.bandits import POLICIES
-from sources.simulator import SimConfig
+from eddy.operators.adserving import EngineConfig
+from eddy.operators.bandits import POLICIES
+from eddy.sources.simulator import SimConfig
 
 __all__ = ["ConfigError", "Settings", "load_settings", "parse_duration"]
 

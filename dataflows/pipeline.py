@@ -29,21 +29,21 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import cluster_main, run_main
 
-from dataflows.config import Settings
-from operators.adserving import AdServingEngine, EngineConfig
-from operators.partition_gate import PartitionGate
-from operators.stats import RunStats, lag_gauge
-from schemas.events import OutcomeBatch, RequestBatch, decode_outcomes, decode_requests
-from schemas.results import Results, dead_letter_results
-from schemas.topics import OUTPUT_TOPICS
-from sinks.duckdb import DuckDBWriter
-from sinks.duckdb_sink import DuckDBSink
-from sinks.kafka_fenced import FencedKafkaResultsSink
-from sources.base import OUTCOMES, REQUESTS, RawBatch
-from sources.jsonl import JsonlSource
-from sources.kafka import KafkaSource, parse_kafka_spec, partitions_with_data
-from sources.sim_source import SimulatorFeedbackSink, SimulatorSource
-from sources.simulator import Simulator
+from eddy.dataflows.config import Settings
+from eddy.operators.adserving import AdServingEngine, EngineConfig
+from eddy.operators.partition_gate import PartitionGate
+from eddy.operators.stats import RunStats, lag_gauge
+from eddy.schemas.events import OutcomeBatch, RequestBatch, decode_outcomes, decode_requests
+from eddy.schemas.results import Results, dead_letter_results
+from eddy.schemas.topics import OUTPUT_TOPICS
+from eddy.sinks.duckdb import DuckDBWriter
+from eddy.sinks.duckdb_sink import DuckDBSink
+from eddy.sinks.kafka_fenced import FencedKafkaResultsSink
+from eddy.sources.base import OUTCOMES, REQUESTS, RawBatch
+from eddy.sources.jsonl import JsonlSource
+from eddy.sources.kafka import KafkaSource, parse_kafka_spec, partitions_with_data
+from eddy.sources.sim_source import SimulatorFeedbackSink, SimulatorSource
+from eddy.sources.simulator import Simulator
 
 __all__ = ["RunOptions", "RunResult", "build_flow", "run_pipeline"]
 

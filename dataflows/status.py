@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from operators.stats import RunStats
+from eddy.operators.stats import RunStats
 
 __all__ = ["StatusPrinter", "format_summary", "reward_line"]
 

@@ -22,20 +22,20 @@ from typing import Any
 
 import numpy as np
 
-from operators.anomaly.health import (
+from eddy.operators.anomaly.health import (
     HEALTH_DETECTORS,
     HEALTH_METRICS,
     HealthConfig,
     HealthOutput,
     HealthScorer,
 )
-from operators.bandits import POLICIES, FeatureSpec, Featurizer, RewardJoin
-from operators.drift import DriftConfig, DriftMonitor
-from operators.windows import EventTimeFeatures, FeatureBatch, FeatureConfig
-from operators.windows.config import duration_label
-from schemas.events import OutcomeBatch, RequestBatch, concat, take
-from schemas.results import Results
-from schemas.tables import TABLES
+from eddy.operators.bandits import POLICIES, FeatureSpec, Featurizer, RewardJoin
+from eddy.operators.drift import DriftConfig, DriftMonitor
+from eddy.operators.windows import EventTimeFeatures, FeatureBatch, FeatureConfig
+from eddy.operators.windows.config import duration_label
+from eddy.schemas.events import OutcomeBatch, RequestBatch, concat, take
+from eddy.schemas.results import Results
+from eddy.schemas.tables import TABLES
 
 __all__ = ["HEALTH_METRICS", "AdServingEngine", "EngineConfig"]
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from schemas.events import take
+from eddy.schemas.events import take
 
 __all__ = ["PartitionGate"]
 

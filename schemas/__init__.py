@@ -1,5 +1,5 @@
 """What data looks like: input events, DuckDB tables and Kafka topics."""
 
-from schemas import events, tables, topics
+from eddy.schemas import events, tables, topics
 
 __all__ = ["events", "tables", "topics"]

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 import orjson
 
-from schemas.fast_decode import fast_columns
+from eddy.schemas.fast_decode import fast_columns
 
 __all__ = [
     "MAX_TS_MS",

@@ -19,7 +19,7 @@ import msgspec
 import numpy as np
 
 if TYPE_CHECKING:
-    from schemas.events import FieldSpec
+    from eddy.schemas.events import FieldSpec
 
 __all__ = ["fast_columns"]
 

@@ -33,8 +33,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from schemas.tables import TABLES, Table, arrow_schema, ddl
-from sinks.readonly_sql import check_read_only, fetch_rows
+from eddy.schemas.tables import TABLES, Table, arrow_schema, ddl
+from eddy.sinks.readonly_sql import check_read_only, fetch_rows
 
 __all__ = ["DEFAULT_CHECKPOINT_THRESHOLD", "BatchError", "DuckDBWriter", "to_arrow"]
 

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from operators.stats import RunStats, split_metric_name
-from schemas.results import Results
-from sinks.duckdb import DuckDBWriter
+from eddy.operators.stats import RunStats, split_metric_name
+from eddy.schemas.results import Results
+from eddy.sinks.duckdb import DuckDBWriter
 
 __all__ = ["DuckDBSink", "metrics_rows"]
 

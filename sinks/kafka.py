@@ -39,9 +39,9 @@ from bytewax.outputs import (
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.results import Results
-from schemas.tables import TABLES
-from schemas.topics import OUTPUT_TOPICS
+from eddy.schemas.results import Results
+from eddy.schemas.tables import TABLES
+from eddy.schemas.topics import OUTPUT_TOPICS
 
 __all__ = [
     "KafkaDeliveryError",

@@ -12,9 +12,9 @@ from typing import Any
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError, KafkaException
 
-from schemas.results import Results
-from schemas.topics import OUTPUT_TOPICS
-from sinks.kafka import (
+from eddy.schemas.results import Results
+from eddy.schemas.topics import OUTPUT_TOPICS
+from eddy.sinks.kafka import (
     KafkaDeliveryError,
     KafkaRecords,
     KafkaSink,

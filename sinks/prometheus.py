@@ -35,7 +35,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import start_wsgi_server
 from prometheus_client.registry import Collector
 
-from operators.stats import _GROWTH, _LO_MS, LatencyHistogram, RunStats, split_metric_name
+from eddy.operators.stats import _GROWTH, _LO_MS, LatencyHistogram, RunStats, split_metric_name
 
 __all__ = ["MetricsServer", "StatsCollector", "split_metric_name", "start_metrics_server"]
 

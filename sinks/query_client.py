@@ -186,7 +186,7 @@ def query_file(db_path: str, sql: str, *, max_rows: int = DEFAULT_MAX_ROWS) -> Q
 
     import duckdb
 
-    from sinks.readonly_sql import (
+    from eddy.sinks.readonly_sql import (
         ReadOnlyViolation,
         SqlSyntaxError,
         check_read_only,

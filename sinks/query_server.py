@@ -36,8 +36,8 @@ from typing import Any, Protocol
 import duckdb
 import orjson
 
-from sinks.query_client import DEFAULT_MAX_ROWS, JSON_OPTIONS, endpoint_path, json_default
-from sinks.readonly_sql import ReadOnlyViolation, SqlSyntaxError
+from eddy.sinks.query_client import DEFAULT_MAX_ROWS, JSON_OPTIONS, endpoint_path, json_default
+from eddy.sinks.readonly_sql import ReadOnlyViolation, SqlSyntaxError
 
 __all__ = ["LOOPBACK_HOSTS", "QueryServer"]
 

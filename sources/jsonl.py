@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from sources.base import RawBatch
+from eddy.sources.base import RawBatch
 
 __all__ = ["JsonlReader", "JsonlSource"]
 

@@ -36,7 +36,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from sources.base import REQUESTS, RawBatch
+from eddy.sources.base import REQUESTS, RawBatch
 
 __all__ = [
     "ERROR_LINE_PREFIX",

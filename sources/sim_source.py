@@ -23,8 +23,8 @@ import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from schemas.events import OutcomeBatch, RequestBatch
-from sources.simulator import Simulator
+from eddy.schemas.events import OutcomeBatch, RequestBatch
+from eddy.sources.simulator import Simulator
 
 __all__ = ["SimulatorFeedbackSink", "SimulatorSource"]
 

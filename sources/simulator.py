@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from schemas.events import OutcomeBatch, RequestBatch
+from eddy.schemas.events import OutcomeBatch, RequestBatch
 
 __all__ = ["INCIDENT_KINDS", "Incident", "Scoreboard", "SimConfig", "Simulator"]
 

@@ -25,7 +25,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 from river import anomaly, bandit, compose, preprocessing
 
-from benchmarks.baselines.common import (
+from eddy.benchmarks.baselines.common import (
     ARMS,
     Deadline,
     Stream,
@@ -35,9 +35,9 @@ from benchmarks.baselines.common import (
     peak_rss_mb,
     reward_of,
 )
-from benchmarks.baselines.naive import _COLS
-from operators.stats import LatencyHistogram
-from sinks.duckdb import DuckDBWriter
+from eddy.benchmarks.baselines.naive import _COLS
+from eddy.operators.stats import LatencyHistogram
+from eddy.sinks.duckdb import DuckDBWriter
 
 __all__ = ["run"]
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from operators.stats import LatencyHistogram
-from sources.simulator import SimConfig, Simulator
+from eddy.operators.stats import LatencyHistogram
+from eddy.sources.simulator import SimConfig, Simulator
 
 __all__ = [
     "ARMS",

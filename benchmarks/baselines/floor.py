@@ -17,14 +17,14 @@ import numpy as np
 from bytewax.dataflow import Dataflow
 from bytewax.testing import run_main
 
-from benchmarks.baselines.common import ARMS, Stream, VariantResult, db_path, peak_rss_mb
-from operators.stats import RunStats
-from schemas.events import decode_outcomes, decode_requests
-from schemas.results import Results, dead_letter_results
-from sinks.duckdb import DuckDBWriter
-from sinks.duckdb_sink import DuckDBSink
-from sources.base import REQUESTS, RawBatch
-from sources.jsonl import JsonlSource
+from eddy.benchmarks.baselines.common import ARMS, Stream, VariantResult, db_path, peak_rss_mb
+from eddy.operators.stats import RunStats
+from eddy.schemas.events import decode_outcomes, decode_requests
+from eddy.schemas.results import Results, dead_letter_results
+from eddy.sinks.duckdb import DuckDBWriter
+from eddy.sinks.duckdb_sink import DuckDBSink
+from eddy.sources.base import REQUESTS, RawBatch
+from eddy.sources.jsonl import JsonlSource
 
 __all__ = ["BATCH_LINES", "run"]
 

@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 from river import anomaly, bandit, compose, preprocessing
 
-from benchmarks.baselines.common import (
+from eddy.benchmarks.baselines.common import (
     ARMS,
     Deadline,
     Stream,
@@ -33,9 +33,9 @@ from benchmarks.baselines.common import (
     peak_rss_mb,
     reward_of,
 )
-from operators.stats import LatencyHistogram
-from schemas.tables import TABLES
-from sinks.duckdb import DuckDBWriter
+from eddy.operators.stats import LatencyHistogram
+from eddy.schemas.tables import TABLES
+from eddy.sinks.duckdb import DuckDBWriter
 
 __all__ = ["run"]
 

@@ -15,7 +15,7 @@ __all__ = ["SUITES", "add_parser"]
 
 
 def _features(quick: bool) -> dict[str, Any]:
-    from benchmarks.features import run
+    from eddy.benchmarks.features import run
 
     return run(quick=quick)
 
@@ -26,7 +26,7 @@ HARNESS_SUITES = ("throughput", "latency", "scaling", "memory", "quality")
 
 def _harness(name: str) -> Callable[[bool], dict[str, Any]]:
     def runner(quick: bool) -> dict[str, Any]:
-        from benchmarks.harness import run_suites
+        from eddy.benchmarks.harness import run_suites
 
         return dict(run_suites([name], quick, log=lambda _: None)["suites"][name])
 
@@ -52,7 +52,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dataflows.cli import UsageError
+    from eddy.dataflows.cli import UsageError
 
     if args.suite is None or args.suite in HARNESS_SUITES:
         return _run_harness(args)
@@ -77,8 +77,8 @@ def _run_harness(args: argparse.Namespace) -> int:
     bench.md to --out; the markdown report on stdout, progress on stderr."""
     import sys
 
-    from benchmarks.harness import markdown, run_suites
-    from dataflows.cli import UsageError
+    from eddy.benchmarks.harness import markdown, run_suites
+    from eddy.dataflows.cli import UsageError
 
     names = [args.suite] if args.suite else list(HARNESS_SUITES)
     extra = {} if args.suite else {n: r for n, r in SUITES.items() if n not in HARNESS_SUITES}

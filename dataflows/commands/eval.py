@@ -43,9 +43,9 @@ def _add_nab(sub: Any) -> None:
 
 
 def _run_nab(args: argparse.Namespace) -> int:
-    from benchmarks.nab import run_detector
-    from dataflows.cli import UsageError
-    from operators.anomaly.registry import DETECTORS
+    from eddy.benchmarks.nab import run_detector
+    from eddy.dataflows.cli import UsageError
+    from eddy.operators.anomaly.registry import DETECTORS
 
     data: Path = args.data
     if not (data / "data").is_dir():
@@ -87,7 +87,7 @@ def _add_incidents(sub: Any) -> None:
 
 
 def _seeds(text: str) -> list[int]:
-    from dataflows.cli import UsageError
+    from eddy.dataflows.cli import UsageError
 
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -99,8 +99,8 @@ def _seeds(text: str) -> list[int]:
 
 
 def _run_incidents(args: argparse.Namespace) -> int:
-    from dataflows.cli import UsageError
-    from dataflows.config import ConfigError, load_settings
+    from eddy.dataflows.cli import UsageError
+    from eddy.dataflows.config import ConfigError, load_settings
 
     if args.events < 1:
         raise UsageError(f"--events {args.events}: expected an integer >= 1")
@@ -111,7 +111,7 @@ def _run_incidents(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     if settings.simulator.incident_every_s <= 0:
         raise UsageError("simulator.incident_every is 0: the simulator injects no incidents")
-    from benchmarks.incidents import evaluate_seeds
+    from eddy.benchmarks.incidents import evaluate_seeds
 
     report = evaluate_seeds(settings, args.events, seeds)
     print("\n".join(report.lines()))

@@ -48,7 +48,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _parse_params(items: list[str]) -> dict[str, Any]:
-    from dataflows.cli import UsageError
+    from eddy.dataflows.cli import UsageError
 
     out: dict[str, Any] = {}
     for item in items:
@@ -75,7 +75,7 @@ def load_log(path: str) -> tuple[dict[str, Any], dict[str, int]]:
     import duckdb
     import numpy as np
 
-    from dataflows.cli import UsageError
+    from eddy.dataflows.cli import UsageError
 
     if not os.path.exists(path):
         raise UsageError(f"--duckdb: no such file {path!r}")
@@ -144,9 +144,9 @@ def _run(args: argparse.Namespace) -> int:
     import numpy as np
     import orjson
 
-    from dataflows.cli import UsageError
-    from operators.bandits import POLICIES
-    from operators.bandits.ope import effective_sample_size, estimate, replay_probabilities
+    from eddy.dataflows.cli import UsageError
+    from eddy.operators.bandits import POLICIES
+    from eddy.operators.bandits.ope import effective_sample_size, estimate, replay_probabilities
 
     params = _parse_params(args.param)
     if params and args.policy in ("uniform", "logged"):

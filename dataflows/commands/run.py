@@ -97,9 +97,9 @@ def add_parser(sub: Any) -> None:
 
 
 def _options(args: argparse.Namespace) -> Any:
-    from dataflows.cli import UsageError
-    from dataflows.config import ConfigError, load_settings
-    from dataflows.pipeline import RunOptions
+    from eddy.dataflows.cli import UsageError
+    from eddy.dataflows.config import ConfigError, load_settings
+    from eddy.dataflows.pipeline import RunOptions
 
     try:
         settings = load_settings(args.config)
@@ -114,7 +114,7 @@ def _options(args: argparse.Namespace) -> Any:
         if spec and spec.startswith("jsonl:") and not os.path.isfile(spec[6:]):
             raise UsageError(f"{flag}: no such file {spec[6:]!r}")
         if spec and spec.startswith("kafka:"):
-            from sources.kafka import parse_kafka_spec
+            from eddy.sources.kafka import parse_kafka_spec
 
             try:
                 parse_kafka_spec(spec)
@@ -146,13 +146,13 @@ def _options(args: argparse.Namespace) -> Any:
         raise UsageError("--until-end applies to kafka sources only")
     kafka_out = args.kafka_out
     if kafka_out is None and src.startswith("kafka:") and not args.no_kafka_out:
-        from sources.kafka import parse_kafka_spec
+        from eddy.sources.kafka import parse_kafka_spec
 
         kafka_out = parse_kafka_spec(src)[0]
     if args.no_kafka_out:
         kafka_out = None
     if args.topic_prefix:
-        from sources.kafka import parse_kafka_spec
+        from eddy.sources.kafka import parse_kafka_spec
 
         try:
             parse_kafka_spec(f"kafka:127.0.0.1:1/{args.topic_prefix}x")
@@ -208,24 +208,24 @@ def _options(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dataflows.cli import UsageError
+    from eddy.dataflows.cli import UsageError
 
     opts = _options(args)
     if opts.processes > 1 and opts.addresses is None:
         return _run_local_cluster(args, opts)
     if opts.process_id > 0:  # a cluster member: no file, no endpoint, no status
-        from dataflows.pipeline import run_pipeline
+        from eddy.dataflows.pipeline import run_pipeline
 
         run_pipeline(opts)
         return 0
     import duckdb
 
-    from dataflows.pipeline import run_pipeline
-    from dataflows.status import StatusPrinter, format_summary
-    from operators.stats import RunStats
-    from sinks.duckdb import DuckDBWriter
-    from sinks.query_server import QueryServer
-    from sources.simulator import Simulator
+    from eddy.dataflows.pipeline import run_pipeline
+    from eddy.dataflows.status import StatusPrinter, format_summary
+    from eddy.operators.stats import RunStats
+    from eddy.sinks.duckdb import DuckDBWriter
+    from eddy.sinks.query_server import QueryServer
+    from eddy.sources.simulator import Simulator
 
     db = opts.settings.duckdb
     try:
@@ -243,7 +243,7 @@ def _run(args: argparse.Namespace) -> int:
 
     metrics = None
     if args.metrics_port is not None:
-        from sinks.prometheus import start_metrics_server
+        from eddy.sinks.prometheus import start_metrics_server
 
         try:
             metrics = start_metrics_server(stats, args.metrics_port, run_id=opts.run_id)
@@ -277,16 +277,14 @@ def _member(addresses: str, i: int) -> list[str]:
 
 def _run_local_cluster(args: argparse.Namespace, opts: Any) -> int:
     """``--processes N`` on one machine: start members 1..N-1, run member 0 here."""
-    from dataflows.pipeline import local_addresses, prepare_recovery
+    from eddy.dataflows.pipeline import local_addresses, prepare_recovery
 
     if opts.recovery is not None:  # once, before the members race to create it
         prepare_recovery(opts.recovery, opts.processes)
     addresses = ",".join(local_addresses(opts.processes))
     base = [a for a in args.argv if a != "--quiet"]
     children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "dataflows", *base, "--quiet", *_member(addresses, i)]
-        )
+        subprocess.Popen([sys.executable, "-m", "eddy", *base, "--quiet", *_member(addresses, i)])
         for i in range(1, opts.processes)
     ]
     args.addresses, args.process_id = addresses, 0

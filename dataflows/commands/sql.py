@@ -71,8 +71,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dataflows.cli import UsageError
-    from sinks.query_client import QueryError, format_result, run_query
+    from eddy.dataflows.cli import UsageError
+    from eddy.sinks.query_client import QueryError, format_result, run_query
 
     sql = sys.stdin.read() if args.query == "-" else args.query
     if args.max_rows < 0:

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from operators.anomaly.default import default_ensemble
-from operators.anomaly.ensemble import CALIBRATIONS
+from eddy.operators.anomaly.default import default_ensemble
+from eddy.operators.anomaly.ensemble import CALIBRATIONS
 
 __all__ = ["BankConfig", "BankOutput", "DetectorBank"]
 

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from operators.anomaly.base import SlotDetector
-from operators.anomaly.ensemble import Ensemble
-from operators.anomaly.knn import ContextKnn
-from operators.anomaly.median_mad import MedianMad
-from operators.anomaly.seasonal import SeasonalNaive
-from operators.anomaly.spatial import RangeNovelty
+from eddy.operators.anomaly.base import SlotDetector
+from eddy.operators.anomaly.ensemble import Ensemble
+from eddy.operators.anomaly.knn import ContextKnn
+from eddy.operators.anomaly.median_mad import MedianMad
+from eddy.operators.anomaly.seasonal import SeasonalNaive
+from eddy.operators.anomaly.spatial import RangeNovelty
 
 __all__ = [
     "DEFAULT_CALIBRATION",

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from operators.anomaly.base import SlotDetector, as_batch
-from operators.anomaly.likelihood import Likelihood
-from operators.anomaly.novelty import Novelty, q_to_score
-from operators.anomaly.refractory import Refractory
+from eddy.operators.anomaly.base import SlotDetector, as_batch
+from eddy.operators.anomaly.likelihood import Likelihood
+from eddy.operators.anomaly.novelty import Novelty, q_to_score
+from eddy.operators.anomaly.refractory import Refractory
 
 __all__ = ["CALIBRATIONS", "HYBRID_LIKELIHOOD", "Ensemble", "EnsembleOutput"]
 

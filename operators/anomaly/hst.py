@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from operators.anomaly.base import F64, I64, SlotDetector, SlotOutput, StateSpec
+from eddy.operators.anomaly.base import F64, I64, SlotDetector, SlotOutput, StateSpec
 
 __all__ = ["HalfSpaceTreesDetector"]
 

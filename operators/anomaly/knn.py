@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
-from operators.anomaly.base import F64, I64, SlotDetector, SlotOutput, StateSpec
+from eddy.operators.anomaly.base import F64, I64, SlotDetector, SlotOutput, StateSpec
 
 __all__ = ["ContextKnn"]
 

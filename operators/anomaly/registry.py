@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from operators.anomaly.default import (
+from eddy.operators.anomaly.default import (
     DEFAULT_CALIBRATION,
     DEFAULT_REFRACTORY,
     SeriesDetector,
@@ -13,8 +13,8 @@ from operators.anomaly.default import (
     default_detector,
     default_ensemble,
 )
-from operators.anomaly.ensemble import Ensemble
-from operators.anomaly.hst import HalfSpaceTreesDetector
+from eddy.operators.anomaly.ensemble import Ensemble
+from eddy.operators.anomaly.hst import HalfSpaceTreesDetector
 
 __all__ = ["DETECTORS"]
 

@@ -18,8 +18,8 @@ import math
 import numpy as np
 from numba import njit
 
-from operators.anomaly.base import F64, I64, SlotDetector, SlotOutput, StateSpec
-from operators.anomaly.median_mad import MedianMad
+from eddy.operators.anomaly.base import F64, I64, SlotDetector, SlotOutput, StateSpec
+from eddy.operators.anomaly.median_mad import MedianMad
 
 __all__ = ["SeasonalNaive"]
 

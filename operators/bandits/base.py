@@ -2,8 +2,8 @@
 
 Every policy is built as ``Policy(n_arms, n_features, seed=0, **params)`` and offers::
 
-    arms, propensities = policy.choose(X)   # X float (n, d) -> int (n,), float (n,)
-    P = policy.probabilities(X)            # (n, n_arms), rows sum to one
+    arms, propensities = policy.choose(X, eligible=None)  # X (n, d) -> int (n,), float (n,)
+    P = policy.probabilities(X, eligible=None)            # (n, n_arms), rows sum to one
     policy.learn(X, arms, rewards)          # batch update, rows applied in order
     snap = policy.snapshot(); policy2 = Policy.restore(snap)
 
@@ -14,6 +14,17 @@ later). ``propensities[i]`` is ``P[i, arms[i]]`` under the policy at decision ti
 Exploration floor: every policy mixes its own choice distribution with the uniform one,
 ``P = (1 - floor) * P_policy + floor / n_arms``, so every arm keeps a propensity of at least
 ``floor / n_arms`` (what off-policy evaluation needs to be well defined).
+
+Eligible arms. Not every arm may be allowed for every event (an ad outside its targeting, an
+item out of stock), so ``choose`` and ``probabilities`` take ``eligible``: ``None`` (every arm)
+or a bool array (n, n_arms). The policy then works on the eligible arms of each row only: its own
+distribution is restricted to them and the floor is spread over them,
+``P = (1 - floor) * P_policy_restricted + floor / n_eligible`` on eligible arms and exactly 0
+elsewhere, so an ineligible arm is never chosen and the logged propensity is the true one
+(the one OPE must divide by). A row with no eligible arm is read as "every arm eligible": the
+caller is expected to dead-letter such events beforehand, but a policy must not crash on them.
+An all-``True`` mask is the same as ``None``, and ``None`` gives bit-for-bit the results (and
+random stream) of the policies before eligibility existed.
 
 Numerical stability: the sufficient statistics ``A_a = l2 I + sum x x^T`` and ``b_a = sum r x``
 are accumulated exactly (sums only, no rank-one inverse updates), and before the next decision
@@ -30,7 +41,15 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.linalg import lapack
 
-__all__ = ["POLICIES", "LinearArms", "Policy", "argmax_probabilities", "check_batch"]
+__all__ = [
+    "POLICIES",
+    "LinearArms",
+    "LinearPolicy",
+    "Policy",
+    "argmax_probabilities",
+    "check_batch",
+    "check_eligible",
+]
 
 # name -> class, filled by Policy.__init_subclass__ (used by Policy.restore and the CLI)
 POLICIES: dict[str, type[Policy]] = {}
@@ -42,6 +61,31 @@ def check_batch(X: Any, n_features: int) -> np.ndarray:
     if X.ndim != 2 or X.shape[1] != n_features:
         raise ValueError(f"X: expected shape (n, {n_features}), got {X.shape}")
     return X
+
+
+def check_eligible(eligible: Any, n: int, n_arms: int) -> np.ndarray | None:
+    """Return the eligibility mask as a bool (n, n_arms) array, or ``None`` for "all arms".
+
+    Rows with no eligible arm become all-``True`` (the documented fallback: the caller
+    dead-letters such events, the policy only must not crash). A mask that allows every arm
+    everywhere is returned as ``None`` so that it takes the exact code path, and the exact
+    random stream, of ``eligible=None``. Raises ``ValueError`` on a wrong shape or dtype: a
+    0/1 float array is refused rather than guessed at.
+    """
+    if eligible is None:
+        return None
+    E = np.asarray(eligible)
+    if E.dtype != np.bool_ or E.shape != (n, n_arms):
+        raise ValueError(
+            f"eligible: expected a bool array of shape ({n}, {n_arms}), got {E.dtype} {E.shape}"
+        )
+    if E.all():
+        return None
+    none = ~E.any(axis=1)
+    if none.any():
+        E = E.copy()
+        E[none] = True
+    return np.ascontiguousarray(E)
 
 
 class LinearArms:
@@ -175,7 +219,9 @@ class Policy:
     """Base class: validation, the exploration floor, sampling, snapshots, versioning.
 
     Subclasses set ``name``, ``ALGO_VERSION`` and ``PARAMS`` (defaults of their keyword params),
-    and implement ``_policy_probabilities`` (the distribution before the floor) and ``_learn``.
+    and implement ``_policy_probabilities`` (the distribution before the floor, restricted to
+    the eligible arms) and ``_learn``. Only classes that define ``name`` themselves are
+    registered in ``POLICIES`` (so an intermediate base such as ``LinearPolicy`` is not).
     """
 
     name: ClassVar[str] = "policy"
@@ -184,7 +230,8 @@ class Policy:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        POLICIES[cls.name] = cls
+        if "name" in cls.__dict__:
+            POLICIES[cls.name] = cls
 
     def __init__(self, n_arms: int, n_features: int, seed: int = 0, **params: Any) -> None:
         if not isinstance(n_arms, (int, np.integer)) or n_arms < 1:
@@ -211,7 +258,9 @@ class Policy:
     def _validate_params(self) -> None:
         """Raise ``ValueError`` naming a bad param."""
 
-    def _policy_probabilities(self, X: np.ndarray) -> np.ndarray:
+    def _policy_probabilities(self, X: np.ndarray, eligible: np.ndarray | None) -> np.ndarray:
+        """(n, n_arms) distribution before the floor; with ``eligible`` (from
+        ``check_eligible``: no empty row) it must be 0 off the mask and sum to 1 on it."""
         raise NotImplementedError
 
     def _learn(self, X: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
@@ -240,16 +289,26 @@ class Policy:
         """Number of (context, arm, reward) rows learned so far."""
         return self._n_learned
 
-    def probabilities(self, X: Any) -> np.ndarray:
+    def probabilities(self, X: Any, eligible: Any = None) -> np.ndarray:
         """(n, n_arms) choice probabilities under the current model, floor included.
 
-        Non-finite context values are read as 0 (a decision is still made for that row)."""
+        ``eligible``: ``None`` (all arms) or bool (n, n_arms); ineligible arms get exactly 0 and
+        the floor is ``floor / n_eligible`` per row (see the module docstring; a row with no
+        eligible arm counts as all eligible). Non-finite context values are read as 0 (a
+        decision is still made for that row)."""
         X = self._clean(X)
-        P = self._policy_probabilities(X)
+        E = check_eligible(eligible, X.shape[0], self.n_arms)
+        return self._floored(self._policy_probabilities(X, E), E)
+
+    def _floored(self, P: np.ndarray, eligible: np.ndarray | None) -> np.ndarray:
+        """Mix the floor in: uniform over all arms, or over each row's eligible arms."""
         f = self.floor
-        if f > 0.0:
-            P = (1.0 - f) * P + f / self.n_arms
-        return P
+        if eligible is None:
+            if f > 0.0:
+                P = (1.0 - f) * P + f / self.n_arms
+            return P
+        n_eligible = eligible.sum(axis=1, keepdims=True)
+        return np.where(eligible, (1.0 - f) * P + f / n_eligible, 0.0)
 
     def _clean(self, X: Any) -> np.ndarray:
         X = check_batch(X, self.n_features)
@@ -257,9 +316,13 @@ class Policy:
             X = np.where(np.isfinite(X), X, 0.0)
         return X
 
-    def choose(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Sample one arm per row; return ``(arms int64 (n,), propensities float64 (n,))``."""
-        P = self.probabilities(X)
+    def choose(self, X: Any, eligible: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Sample one arm per row; return ``(arms int64 (n,), propensities float64 (n,))``.
+
+        Only eligible arms are chosen (``eligible`` as in :meth:`probabilities`), and
+        ``propensities[i] == probabilities(X, eligible)[i, arms[i]]``. One uniform per row is
+        drawn whatever the mask, so the random stream does not depend on it."""
+        P = self.probabilities(X, eligible)
         return self._sample(P)
 
     def _sample(self, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -335,8 +398,42 @@ class Policy:
         return f"{type(self).__name__}({self.n_arms}, {self.n_features}, seed={self.seed}, {args})"
 
 
-def argmax_probabilities(scores: np.ndarray) -> np.ndarray:
-    """Greedy distribution: all mass on the best arm, split evenly between exact ties."""
+def argmax_probabilities(scores: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarray:
+    """Greedy distribution: all mass on the best arm, split evenly between exact ties.
+
+    With ``eligible`` (bool (n, k), no empty row) the best and the ties are taken among the
+    eligible arms only; ineligible arms get 0 whatever their score."""
+    if eligible is not None:
+        scores = np.where(eligible, scores, -np.inf)
     best = scores.max(axis=1, keepdims=True)
     top = scores == best
+    if eligible is not None:
+        top &= eligible  # an eligible arm at -inf would otherwise tie with the masked ones
     return top / top.sum(axis=1, keepdims=True)
+
+
+class LinearPolicy(Policy):
+    """A policy over per-arm ridge regressions (``LinearArms``): LinUCB, LinTS, EpsilonGreedy.
+
+    Holds what those share so it is written once: the model built from the ``l2`` param, the
+    batch update, and the snapshot state ``{"arms": LinearArms.to_dict()}``. Not registered in
+    ``POLICIES`` (it defines no ``name``); subclasses must have an ``l2`` entry in ``PARAMS``.
+    """
+
+    def __init__(self, n_arms: int, n_features: int, seed: int = 0, **params: Any) -> None:
+        super().__init__(n_arms, n_features, seed, **params)
+        self._arms = LinearArms.create(self.n_arms, self.n_features, float(self.params["l2"]))
+
+    def _validate_params(self) -> None:
+        l2 = self.params["l2"]
+        if not float(l2) > 0.0:
+            raise ValueError(f"l2: expected a number > 0, got {l2!r}")
+
+    def _learn(self, X: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
+        self._arms.update(X, arms, rewards)
+
+    def _state(self) -> dict[str, Any]:
+        return {"arms": self._arms.to_dict()}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self._arms = LinearArms.from_dict(state["arms"])

@@ -24,6 +24,12 @@ never returns 0 for an arm that was just chosen. Its error is the quadrature err
 ``floor / n_arms + (1 - floor) * P_ts`` clipped to ``[floor / n_arms, 1]``; the bias this
 leaves in IPS/SNIPS is of the order of the relative propensity error (≪ 1 % in practice).
 ``probabilities(X)`` evaluates the integral for every arm and renormalises each row to sum to 1.
+
+Eligible arms (see ``operators.bandits.base``). With a mask, the Thompson draw is an argmax
+over the row's eligible arms only, the floor's uniform draw is over them too, and the integral
+runs over eligible competitors only (the kernel takes the mask and skips the others, which is
+exact; pushing ineligible means to -inf would only be approximately so), giving
+``P_ts(a | x, eligible)``; ineligible arms get exactly 0.
 Cost: about ``segments * n_quad * (n_arms - 1)`` erfc calls per decision — LinTS is the
 slowest policy here (see ``benchmarks/bandits.py``).
 """
@@ -36,7 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numba import njit
 
-from operators.bandits.base import LinearArms, Policy
+from eddy.operators.bandits.base import LinearPolicy, check_eligible
 
 __all__ = ["LinTS", "win_probability"]
 
@@ -46,12 +52,12 @@ _FIXED_BREAKS = np.array([-4.0, -2.0, 0.0, 2.0, 4.0])
 
 
 @njit(cache=True)
-def _h(M, S, i, a, u):
-    """prod_{b != a} Phi((M[i,a] + S[i,a] u - M[i,b]) / S[i,b]), increasing in u."""
+def _h(M, S, E, i, a, u):
+    """prod_{b != a, E[i,b]} Phi((M[i,a] + S[i,a] u - M[i,b]) / S[i,b]), increasing in u."""
     t = M[i, a] + S[i, a] * u
     prod = 1.0
     for b in range(M.shape[1]):
-        if b == a:
+        if b == a or not E[i, b]:
             continue
         z = (t - M[i, b]) / S[i, b]
         if z < -9.0:
@@ -62,8 +68,9 @@ def _h(M, S, i, a, u):
 
 
 @njit(cache=True)
-def _win_prob_rows(M, S, arms, gl_x, gl_w, fixed):
-    """P(arms[i] wins) = int phi(u) h(u) du.
+def _win_prob_rows(M, S, E, arms, gl_x, gl_w, fixed):
+    """P(arms[i] wins among the arms b with E[i, b]) = int phi(u) h(u) du; 0 if ``arms[i]``
+    itself is not eligible, 1 if it has no eligible competitor.
 
     h(u) < 1e-12 below ``lo = max_b (M_b - M_a - 7 S_b) / S_a`` (some factor is ~0) and
     h(u) > 1 - 1e-11 above ``hi = max_b (M_b - M_a + 7 S_b) / S_a`` (every factor is ~1), so
@@ -75,15 +82,20 @@ def _win_prob_rows(M, S, arms, gl_x, gl_w, fixed):
     bp = np.empty(k + 1 + fixed.shape[0])
     for i in range(n):
         a = arms[i]
+        if not E[i, a]:
+            out[i] = 0.0
+            continue
         ma = M[i, a]
         sa = S[i, a]
         lo = -_LIM
         hi = -_LIM
+        n_comp = 0
         for b in range(k):
-            if b != a:
+            if b != a and E[i, b]:
                 lo = max(lo, (M[i, b] - ma - 7.0 * S[i, b]) / sa)
                 hi = max(hi, (M[i, b] - ma + 7.0 * S[i, b]) / sa)
-        if k == 1:
+                n_comp += 1
+        if n_comp == 0:
             out[i] = 1.0
             continue
         hi = min(hi, _LIM)
@@ -101,7 +113,7 @@ def _win_prob_rows(M, S, arms, gl_x, gl_w, fixed):
                 bp[nb] = fixed[j]
                 nb += 1
         for b in range(k):
-            if b != a:
+            if b != a and E[i, b]:
                 c = (M[i, b] - ma) / sa
                 if lo < c < hi:
                     bp[nb] = c
@@ -110,14 +122,14 @@ def _win_prob_rows(M, S, arms, gl_x, gl_w, fixed):
         for s in range(nb - 1):
             x0 = br[s]
             x1 = br[s + 1]
-            if x1 <= x0 or _h(M, S, i, a, x1) == 0.0:
+            if x1 <= x0 or _h(M, S, E, i, a, x1) == 0.0:
                 continue  # h is increasing: zero on the whole segment
             half = 0.5 * (x1 - x0)
             mid = 0.5 * (x1 + x0)
             seg = 0.0
             for j in range(gl_x.shape[0]):
                 u = mid + half * gl_x[j]
-                seg += gl_w[j] * math.exp(-0.5 * u * u) * _h(M, S, i, a, u)
+                seg += gl_w[j] * math.exp(-0.5 * u * u) * _h(M, S, E, i, a, u)
             acc += seg * half * 0.3989422804014327
         out[i] = acc
     return out
@@ -126,18 +138,31 @@ def _win_prob_rows(M, S, arms, gl_x, gl_w, fixed):
 _GL_CACHE: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def win_probability(M: np.ndarray, S: np.ndarray, arms: np.ndarray, n_quad: int = 8) -> np.ndarray:
+def win_probability(
+    M: np.ndarray,
+    S: np.ndarray,
+    arms: np.ndarray,
+    n_quad: int = 8,
+    eligible: np.ndarray | None = None,
+) -> np.ndarray:
     """P(arm ``arms[i]`` has the largest of independent ``N(M[i], S[i]^2)`` scores), (n,).
 
-    ``n_quad`` Gauss-Legendre nodes per segment (see ``_win_prob_rows``)."""
+    ``eligible`` (bool, shape of ``M``): only the arms with ``eligible[i, b]`` compete in row
+    ``i`` (0 for an ineligible ``arms[i]``); ``None`` means all of them. ``n_quad``
+    Gauss-Legendre nodes per segment (see ``_win_prob_rows``)."""
     if n_quad not in _GL_CACHE:
         _GL_CACHE[n_quad] = np.polynomial.legendre.leggauss(n_quad)
     gl_x, gl_w = _GL_CACHE[n_quad]
     S = np.maximum(S, 1e-12)
+    # an all-True mask runs the very same arithmetic as no mask: one kernel, bit-identical
+    E = np.ones(S.shape, dtype=np.bool_) if eligible is None else eligible
+    if E.dtype != np.bool_ or E.shape != S.shape:
+        raise ValueError(f"eligible: expected bool {S.shape}, got {E.dtype} {E.shape}")
     return np.asarray(
         _win_prob_rows(
             np.ascontiguousarray(M, dtype=np.float64),
             np.ascontiguousarray(S, dtype=np.float64),
+            np.ascontiguousarray(E),
             np.ascontiguousarray(arms, dtype=np.int64),
             gl_x,
             gl_w,
@@ -146,58 +171,58 @@ def win_probability(M: np.ndarray, S: np.ndarray, arms: np.ndarray, n_quad: int 
     )
 
 
-class LinTS(Policy):
+class LinTS(LinearPolicy):
     """``LinTS(n_arms, n_features, seed=0, v=0.5, l2=1.0, floor=0.02, n_quad=8)``."""
 
     name: ClassVar[str] = "lints"
     ALGO_VERSION: ClassVar[int] = 1
     PARAMS: ClassVar[dict[str, Any]] = {"v": 0.5, "l2": 1.0, "floor": 0.02, "n_quad": 8}
 
-    def __init__(self, n_arms: int, n_features: int, seed: int = 0, **params: Any) -> None:
-        super().__init__(n_arms, n_features, seed, **params)
-        self._arms = LinearArms.create(self.n_arms, self.n_features, float(self.params["l2"]))
-
     def _validate_params(self) -> None:
-        v, l2, q = self.params["v"], self.params["l2"], self.params["n_quad"]
+        v, q = self.params["v"], self.params["n_quad"]
         if not float(v) > 0.0:
             raise ValueError(f"v: expected a number > 0, got {v!r}")
-        if not float(l2) > 0.0:
-            raise ValueError(f"l2: expected a number > 0, got {l2!r}")
         if not isinstance(q, int) or not 4 <= q <= 128:
             raise ValueError(f"n_quad: expected an int in [4, 128], got {q!r}")
+        super()._validate_params()
 
     def _moments(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         M, V = self._arms.moments(X)
         return M, float(self.params["v"]) * np.sqrt(V)
 
-    def _policy_probabilities(self, X: np.ndarray) -> np.ndarray:
+    def _policy_probabilities(self, X: np.ndarray, eligible: np.ndarray | None) -> np.ndarray:
         M, S = self._moments(X)
         n, k = M.shape
         P = np.empty((n, k))
         q = int(self.params["n_quad"])
-        for a in range(k):
-            P[:, a] = win_probability(M, S, np.full(n, a), q)
+        for a in range(k):  # the kernel gives 0 where arm a is not eligible
+            P[:, a] = win_probability(M, S, np.full(n, a), q, eligible)
         return P / P.sum(axis=1, keepdims=True)
 
-    def choose(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Floor-mixed Thompson draw. Random stream per call, in this order: ``u`` (n,)
-        uniforms (explore if ``u < floor``), uniform arms (n,), standard normals (n, k)."""
+    def choose(self, X: Any, eligible: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Floor-mixed Thompson draw among the eligible arms. Random stream per call, in this
+        order, whatever the mask: ``u`` (n,) uniforms (explore if ``u < floor``), uniform arms
+        (n,) (with a mask: the index of the arm among the row's eligible ones,
+        ``integers(0, n_eligible)``), standard normals (n, k) (drawn for every arm; ineligible
+        ones are then ignored). ``eligible`` as in ``Policy.probabilities``."""
         X = self._clean(X)
         n, k, f = X.shape[0], self.n_arms, self.floor
+        E = check_eligible(eligible, n, k)
         explore = self._rng.random(size=n) < f
-        uniform_arms = self._rng.integers(0, k, size=n)
+        if E is None:
+            uniform_arms = self._rng.integers(0, k, size=n)
+            floor_share: float | np.ndarray = f / k
+        else:
+            n_eligible = E.sum(axis=1)
+            j = self._rng.integers(0, n_eligible)  # j-th eligible arm of the row
+            uniform_arms = np.argmax(np.cumsum(E, axis=1) > j[:, None], axis=1)
+            floor_share = f / n_eligible
         z = self._rng.standard_normal(size=(n, k))
         M, S = self._moments(X)
-        arms = np.where(explore, uniform_arms, np.argmax(M + S * z, axis=1)).astype(np.int64)
-        p_ts = win_probability(M, S, arms, int(self.params["n_quad"]))
-        props = np.clip(f / k + (1.0 - f) * p_ts, f / k, 1.0)
+        T = M + S * z
+        if E is not None:
+            T = np.where(E, T, -np.inf)
+        arms = np.where(explore, uniform_arms, np.argmax(T, axis=1)).astype(np.int64)
+        p_ts = win_probability(M, S, arms, int(self.params["n_quad"]), E)
+        props = np.clip(floor_share + (1.0 - f) * p_ts, floor_share, 1.0)
         return arms, props
-
-    def _learn(self, X: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
-        self._arms.update(X, arms, rewards)
-
-    def _state(self) -> dict[str, Any]:
-        return {"arms": self._arms.to_dict()}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self._arms = LinearArms.from_dict(state["arms"])

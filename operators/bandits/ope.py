@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from operators.bandits.base import Policy
+from eddy.operators.bandits.base import Policy
 
 __all__ = [
     "Estimate",

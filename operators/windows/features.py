@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from schemas.tables import TABLES
+from eddy.schemas.tables import TABLES
 
 from .config import FeatureConfig
 from .hopping import close_fixed_windows

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.anomaly import BankConfig, DetectorBank, default_detector
-from operators.anomaly.registry import DETECTORS
+from eddy.operators.anomaly import BankConfig, DetectorBank, default_detector
+from eddy.operators.anomaly.registry import DETECTORS
 
 
 def _series(n: int = 1500, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataflows.cli import main
+from eddy.dataflows.cli import main
 
 
 def _write_corpus(root: Path) -> None:
@@ -83,7 +83,7 @@ def test_eval_nab_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_eval_help_names_every_registered_detector() -> None:
-    from dataflows.commands.eval import _NAB_DETECTORS
-    from operators.anomaly.registry import DETECTORS
+    from eddy.dataflows.commands.eval import _NAB_DETECTORS
+    from eddy.operators.anomaly.registry import DETECTORS
 
     assert sorted(_NAB_DETECTORS) == sorted(DETECTORS)

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from operators.anomaly.health import HEALTH_METRICS, HealthConfig, HealthOutput, HealthScorer
+from eddy.operators.anomaly.health import HEALTH_METRICS, HealthConfig, HealthOutput, HealthScorer
 
 ERR = HEALTH_METRICS.index("error_rate")
 FILL = HEALTH_METRICS.index("fill_rate")

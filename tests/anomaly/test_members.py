@@ -9,13 +9,13 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from operators.anomaly.base import SlotDetector
-from operators.anomaly.knn import ContextKnn
-from operators.anomaly.likelihood import Likelihood
-from operators.anomaly.median_mad import MedianMad
-from operators.anomaly.novelty import Novelty, q_to_score
-from operators.anomaly.seasonal import SeasonalNaive
-from operators.anomaly.spatial import RangeNovelty
+from eddy.operators.anomaly.base import SlotDetector
+from eddy.operators.anomaly.knn import ContextKnn
+from eddy.operators.anomaly.likelihood import Likelihood
+from eddy.operators.anomaly.median_mad import MedianMad
+from eddy.operators.anomaly.novelty import Novelty, q_to_score
+from eddy.operators.anomaly.seasonal import SeasonalNaive
+from eddy.operators.anomaly.spatial import RangeNovelty
 
 MEMBERS: dict[str, Callable[[], SlotDetector]] = {
     "median": lambda: MedianMad(window=64),
@@ -111,7 +111,7 @@ def test_likelihood_is_calibrated_on_noise() -> None:
 
 
 def test_refractory_alerts_once_per_burst() -> None:
-    from operators.anomaly.refractory import Refractory
+    from eddy.operators.anomaly.refractory import Refractory
 
     ref = Refractory(events=3, damp=0.5)
     s = np.array([0.1, 0.995, 0.993, 0.996, 0.2, 0.2, 0.2, 0.994])

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.nab import prepare_file, score_corpus, score_results_dir
+from eddy.benchmarks.nab import prepare_file, score_corpus, score_results_dir
 
 NAB = Path("/work/shared/benchdata/nab-dev")
 if not NAB.exists():  # the repo copy used by CI

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from benchmarks.bandits import run, table
+from eddy.benchmarks.bandits import run, table
 
 
 def test_benchmark_runs_end_to_end_on_a_tiny_stream() -> None:

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from operators.bandits import FeatureSpec, Featurizer
+from eddy.operators.bandits import FeatureSpec, Featurizer
 
 
 def _spec(**kw: object) -> FeatureSpec:

@@ -5,9 +5,9 @@ import pickle
 import numpy as np
 import pytest
 
-from operators.bandits.base import Policy
-from operators.bandits.epsilon_greedy import EpsilonGreedy
-from operators.bandits.lints import LinTS, win_probability
+from eddy.operators.bandits.base import Policy
+from eddy.operators.bandits.epsilon_greedy import EpsilonGreedy
+from eddy.operators.bandits.lints import LinTS, win_probability
 from tests.bandits.reference import RefEpsilonGreedy, RefLinTS
 
 

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from operators.bandits import LinUCB, Policy
+from eddy.operators.bandits import LinUCB, Policy
 from tests.bandits.reference import RefLinUCB
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from operators.bandits import LinUCB
-from operators.bandits.ope import effective_sample_size, estimate, replay_probabilities
+from eddy.operators.bandits import LinUCB
+from eddy.operators.bandits.ope import effective_sample_size, estimate, replay_probabilities
 
 K, D = 4, 5
 

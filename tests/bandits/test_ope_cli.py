@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from dataflows.cli import main
-from schemas.tables import TABLES, arrow_schema, ddl
+from eddy.dataflows.cli import main
+from eddy.schemas.tables import TABLES, arrow_schema, ddl
 from tests.bandits.test_ope import K, _log, _truth, _world
 
 

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from operators.bandits import RewardJoin
+from eddy.operators.bandits import RewardJoin
 
 D = 3
 

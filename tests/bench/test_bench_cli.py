@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dataflows.cli import main
-from dataflows.commands.bench import HARNESS_SUITES, SUITES
+from eddy.dataflows.cli import main
+from eddy.dataflows.commands.bench import HARNESS_SUITES, SUITES
 
 
 def test_every_harness_suite_is_registered() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.feature_drift import run_feature_drift
+from eddy.benchmarks.feature_drift import run_feature_drift
 
 
 def test_tiny_feature_drift_run_reports_every_setting() -> None:

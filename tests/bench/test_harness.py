@@ -8,10 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from benchmarks.baselines.common import make_stream
-from benchmarks.harness import SUITES, run_suites
-from benchmarks.throughput import VARIANTS
-from schemas.events import decode_outcomes, decode_requests
+from eddy.benchmarks.baselines.common import make_stream
+from eddy.benchmarks.harness import SUITES, run_suites
+from eddy.benchmarks.throughput import VARIANTS
+from eddy.schemas.events import decode_outcomes, decode_requests
 
 
 def test_every_suite_runs_tiny_and_writes_json_plots_and_markdown(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from operators.stats import RunStats, lag_gauge
-from sinks.prometheus import start_metrics_server
+from eddy.operators.stats import RunStats, lag_gauge
+from eddy.sinks.prometheus import start_metrics_server
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -77,8 +77,8 @@ def test_bad_port_is_a_value_error() -> None:
 
 
 def test_scrape_during_a_pipeline_run_sees_counters_moving(tmp_path: Path) -> None:
-    from dataflows.config import load_settings
-    from dataflows.pipeline import RunOptions, run_pipeline
+    from eddy.dataflows.config import load_settings
+    from eddy.dataflows.pipeline import RunOptions, run_pipeline
 
     base = load_settings(None)
     settings = dataclasses.replace(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.time_budget import run_time_budget
+from eddy.benchmarks.time_budget import run_time_budget
 
 
 def test_tiny_time_budget_reports_every_part() -> None:

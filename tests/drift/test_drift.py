@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from operators.drift import ALERT_COLUMNS, DriftConfig, DriftMonitor
-from schemas.tables import TABLES
-from sources.simulator import SimConfig, Simulator
+from eddy.operators.drift import ALERT_COLUMNS, DriftConfig, DriftMonitor
+from eddy.schemas.tables import TABLES
+from eddy.sources.simulator import SimConfig, Simulator
 
 
 def _alerts(mon: DriftMonitor, x: np.ndarray, key: str = "k", batch: int | None = None) -> dict:
@@ -155,7 +155,7 @@ def test_direction_limits_the_test_to_drops_or_rises() -> None:
 
 
 def test_reference_engine_under_drift_alerts_and_the_bandit_recovers() -> None:
-    from benchmarks.quality import run_quality
+    from eddy.benchmarks.quality import run_quality
 
     q = run_quality(n_requests=60_000, drift_at_s=15.0, seed=0)
     assert q["alerts_after_drift"] == 1

@@ -11,9 +11,9 @@ from bytewax.recovery import RecoveryConfig
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from confluent_kafka import Consumer, TopicPartition
 
-from sinks.kafka import KafkaRecords, KafkaSink
-from sources.base import RawBatch
-from sources.kafka import KafkaSource
+from eddy.sinks.kafka import KafkaRecords, KafkaSink
+from eddy.sources.base import RawBatch
+from eddy.sources.kafka import KafkaSource
 
 __all__ = ["consume_all", "error_chain", "run_sink", "run_source"]
 

@@ -13,8 +13,8 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from sources.base import RawBatch
-from sources.kafka import KafkaSource
+from eddy.sources.base import RawBatch
+from eddy.sources.kafka import KafkaSource
 
 __all__ = ["build"]
 

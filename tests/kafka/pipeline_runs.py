@@ -23,7 +23,7 @@ def eddy_run_cmd(bootstrap: str, requests: str, outcomes: str, db: Path, *extra:
     return [
         sys.executable,
         "-m",
-        "dataflows",
+        "eddy",
         "run",
         "--source",
         f"kafka:{bootstrap}/{requests}",

@@ -8,9 +8,9 @@ import numpy as np
 import orjson
 import pytest
 
-from schemas.results import Results
-from sinks.kafka import KafkaDeliveryError
-from sinks.kafka_fenced import FencedKafkaResultsSink
+from eddy.schemas.results import Results
+from eddy.sinks.kafka import KafkaDeliveryError
+from eddy.sinks.kafka_fenced import FencedKafkaResultsSink
 from tests.fixtures_kafka import KafkaBroker
 from tests.kafka.helpers import consume_all
 

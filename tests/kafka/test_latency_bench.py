@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.kafka_latency import run_rate
+from eddy.benchmarks.kafka_latency import run_rate
 from tests.fixtures_kafka import KafkaBroker
 
 pytestmark = pytest.mark.kafka

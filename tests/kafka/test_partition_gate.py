@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from operators.partition_gate import PartitionGate
-from operators.windows.watermark import Watermark
+from eddy.operators.partition_gate import PartitionGate
+from eddy.operators.windows.watermark import Watermark
 
 
 @dataclass

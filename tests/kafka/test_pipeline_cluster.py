@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.kafka_events import open_loop_events, produce_records
-from sinks.kafka import ensure_topics
+from eddy.benchmarks.kafka_events import open_loop_events, produce_records
+from eddy.sinks.kafka import ensure_topics
 from tests.fixtures_kafka import KafkaBroker
 from tests.kafka.pipeline_runs import TopicFollower, eddy_run_cmd, query, run_to_end
 

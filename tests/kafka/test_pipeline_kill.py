@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.kafka_events import open_loop_events, produce_records
-from sinks.kafka import ensure_topics
+from eddy.benchmarks.kafka_events import open_loop_events, produce_records
+from eddy.sinks.kafka import ensure_topics
 from tests.fixtures_kafka import ROOT, KafkaBroker
 from tests.kafka.pipeline_runs import TopicFollower, eddy_run_cmd, log_tail, query, run_to_end
 

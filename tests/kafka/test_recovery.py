@@ -15,8 +15,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig
 from bytewax.testing import TestingSink, run_main
 
-from sources.base import RawBatch
-from sources.kafka import KafkaSource
+from eddy.sources.base import RawBatch
+from eddy.sources.kafka import KafkaSource
 from tests.fixtures_kafka import KafkaBroker
 from tests.kafka.helpers import error_chain, run_source
 

@@ -15,8 +15,8 @@ from bytewax.testing import TestingSource, run_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.results import Results
-from sinks.kafka import (
+from eddy.schemas.results import Results
+from eddy.sinks.kafka import (
     KafkaDeliveryError,
     KafkaRecords,
     KafkaResultsSink,
@@ -26,7 +26,7 @@ from sinks.kafka import (
     records_from_columns,
     table_records,
 )
-from sources.kafka import list_partitions
+from eddy.sources.kafka import list_partitions
 from tests.fixtures_kafka import KafkaBroker
 from tests.kafka.helpers import consume_all, error_chain, run_sink
 

@@ -12,9 +12,9 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from schemas.events import decode_requests
-from sources.base import OUTCOMES, REQUESTS, RawBatch
-from sources.kafka import KafkaSource, list_partitions
+from eddy.schemas.events import decode_requests
+from eddy.sources.base import OUTCOMES, REQUESTS, RawBatch
+from eddy.sources.kafka import KafkaSource, list_partitions
 from tests.fixtures_kafka import KafkaBroker
 from tests.kafka.helpers import run_source
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sources.kafka import parse_kafka_spec
+from eddy.sources.kafka import parse_kafka_spec
 
 
 @pytest.mark.parametrize(

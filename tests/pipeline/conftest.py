@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from benchmarks.closed_loop import play
-from dataflows.config import Settings, load_settings
-from operators.adserving import AdServingEngine
-from schemas.results import Results
-from sources.simulator import Simulator
+from eddy.benchmarks.closed_loop import play
+from eddy.dataflows.config import Settings, load_settings
+from eddy.operators.adserving import AdServingEngine
+from eddy.schemas.results import Results
+from eddy.sources.simulator import Simulator
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dataflows.cli import main
-from dataflows.config import ConfigError, load_settings
+from eddy.dataflows.cli import main
+from eddy.dataflows.config import ConfigError, load_settings
 
 DEFAULT_TOML = Path(__file__).parents[2] / "dataflows" / "default.toml"
 
@@ -68,7 +68,7 @@ def test_bad_config_from_the_command_line(tmp_path: Path) -> None:
     p = tmp_path / "bad.toml"
     p.write_text("[anomaly]\nthreshold = 7\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "dataflows", "run", "--config", str(p)],
+        [sys.executable, "-m", "eddy", "run", "--config", str(p)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -79,7 +79,7 @@ def test_bad_config_from_the_command_line(tmp_path: Path) -> None:
 
 def _sql(db: Path, query: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "dataflows", "sql", "--duckdb", str(db), "--format", "json", query],
+        [sys.executable, "-m", "eddy", "sql", "--duckdb", str(db), "--format", "json", query],
         capture_output=True,
         text=True,
         timeout=60,
@@ -89,7 +89,7 @@ def _sql(db: Path, query: str) -> subprocess.CompletedProcess[str]:
 def test_live_sql_while_running_forever(tmp_path: Path) -> None:
     db = tmp_path / "live.duckdb"
     run = subprocess.Popen(
-        [sys.executable, "-m", "dataflows", "run", "--forever", "--duckdb", str(db), "--quiet"],
+        [sys.executable, "-m", "eddy", "run", "--forever", "--duckdb", str(db), "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -125,7 +125,7 @@ def test_live_sql_while_running_forever(tmp_path: Path) -> None:
 def test_the_example_queries_of_the_summary_work(tmp_path: Path) -> None:
     db = tmp_path / "examples.duckdb"
     proc = subprocess.run(
-        [sys.executable, "-m", "dataflows", "run", "--events", "20000", "--duckdb", str(db)],
+        [sys.executable, "-m", "eddy", "run", "--events", "20000", "--duckdb", str(db)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -136,7 +136,7 @@ def test_the_example_queries_of_the_summary_work(tmp_path: Path) -> None:
     for line in examples:
         argv = shlex.split(line)[1:]
         res = subprocess.run(
-            [sys.executable, "-m", "dataflows", *argv, "--format", "json"],
+            [sys.executable, "-m", "eddy", *argv, "--format", "json"],
             capture_output=True,
             text=True,
             timeout=60,

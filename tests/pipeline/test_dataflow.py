@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import orjson
 
-from dataflows.pipeline import RunOptions, run_pipeline
+from eddy.dataflows.pipeline import RunOptions, run_pipeline
 
 T0 = 1_767_225_600_000
 

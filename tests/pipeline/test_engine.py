@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from operators.adserving import HEALTH_METRICS, AdServingEngine
-from schemas.events import decode_outcomes, decode_requests
-from sources.simulator import Simulator
+from eddy.operators.adserving import HEALTH_METRICS, AdServingEngine
+from eddy.schemas.events import decode_outcomes, decode_requests
+from eddy.sources.simulator import Simulator
 from tests.pipeline.conftest import drive, merged
 
 
@@ -187,8 +187,8 @@ def test_outcomes_wait_for_the_slowest_request_partition(settings) -> None:
 def test_steps_of_several_partitions_batches_keep_windows_and_answer_every_decision(
     settings, tmp_path
 ) -> None:
-    from benchmarks.baselines.common import make_stream
-    from schemas.events import concat
+    from eddy.benchmarks.baselines.common import make_stream
+    from eddy.schemas.events import concat
 
     stream = make_stream(tmp_path, 4_000, seed=2)  # outcomes do not depend on the decisions
     req = Path(stream.requests).read_bytes().splitlines()
@@ -225,8 +225,8 @@ def test_steps_of_several_partitions_batches_keep_windows_and_answer_every_decis
 
 
 def test_a_step_takes_batches_until_its_requests_would_pass_step_rows() -> None:
-    from operators.adserving import _steps
-    from schemas.events import OutcomeBatch, RequestBatch
+    from eddy.operators.adserving import _steps
+    from eddy.schemas.events import OutcomeBatch, RequestBatch
 
     def req(n: int) -> RequestBatch:
         return RequestBatch(ts=np.zeros(n, np.int64))

@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from benchmarks.incidents import evaluate, evaluate_seeds, score
-from dataflows.cli import main
-from dataflows.config import load_settings
-from sources.simulator import Incident
+from eddy.benchmarks.incidents import evaluate, evaluate_seeds, score
+from eddy.dataflows.cli import main
+from eddy.dataflows.config import load_settings
+from eddy.sources.simulator import Incident
 
 
 def _frequent(rate: float = 1_000.0, every_s: float = 8.0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from schemas.events import concat, decode_outcomes, decode_requests, parse_time, take
+from eddy.schemas.events import concat, decode_outcomes, decode_requests, parse_time, take
 
 GOOD = {
     "id": "r-1",

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import schemas.events as ev
-from schemas.events import decode_outcomes, decode_requests
-from schemas.fast_decode import fast_columns
+import eddy.schemas.events as ev
+from eddy.schemas.events import decode_outcomes, decode_requests
+from eddy.schemas.fast_decode import fast_columns
 
 _GOOD_REQUEST = {
     "id": "r-1",

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from schemas.tables import TABLES
+from eddy.schemas.tables import TABLES
 
 T0 = 1_700_000_000_000  # epoch ms
 

@@ -10,9 +10,9 @@ import duckdb
 import numpy as np
 import pytest
 
-from schemas.tables import TABLES
-from sinks.duckdb import BatchError, DuckDBWriter
-from sinks.readonly_sql import ReadOnlyViolation
+from eddy.schemas.tables import TABLES
+from eddy.sinks.duckdb import BatchError, DuckDBWriter
+from eddy.sinks.readonly_sql import ReadOnlyViolation
 from tests.sinks.conftest import T0, make_batch
 
 

@@ -10,9 +10,9 @@ import threading
 import orjson
 import pytest
 
-from sinks.duckdb import DuckDBWriter
-from sinks.query_client import Endpoint, QueryError, discover, endpoint_path, query_endpoint
-from sinks.query_server import QueryServer
+from eddy.sinks.duckdb import DuckDBWriter
+from eddy.sinks.query_client import Endpoint, QueryError, discover, endpoint_path, query_endpoint
+from eddy.sinks.query_server import QueryServer
 from tests.sinks.conftest import make_batch
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from sinks.readonly_sql import ReadOnlyViolation, SqlSyntaxError, check_read_only, fetch_rows
+from eddy.sinks.readonly_sql import ReadOnlyViolation, SqlSyntaxError, check_read_only, fetch_rows
 
 ALLOWED = [
     "SELECT 1",

@@ -10,10 +10,10 @@ import sys
 import orjson
 import pytest
 
-from dataflows.cli import main
-from sinks.duckdb import DuckDBWriter
-from sinks.query_client import endpoint_path
-from sinks.query_server import QueryServer
+from eddy.dataflows.cli import main
+from eddy.sinks.duckdb import DuckDBWriter
+from eddy.sinks.query_client import endpoint_path
+from eddy.sinks.query_server import QueryServer
 from tests.sinks.conftest import make_batch
 
 
@@ -147,5 +147,5 @@ def test_eddy_sql_does_not_import_the_streaming_stack(db):
     heavy = res.stdout.splitlines()[-1]
     assert heavy == "[]", (
         f"`eddy sql` imported {heavy}: some dataflows/commands/*.py add_parser() imports heavy "
-        "modules at parser-build time (find it with python -X importtime -m dataflows sql ...)"
+        "modules at parser-build time (find it with python -X importtime -m eddy sql ...)"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sources.jsonl import JsonlReader
+from eddy.sources.jsonl import JsonlReader
 
 
 def test_positions_are_line_numbers_and_blank_lines_are_skipped(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sources.simulator import SimConfig, Simulator
+from eddy.sources.simulator import SimConfig, Simulator
 
 
 def _play(sim: Simulator, batch: int, choose) -> list[tuple]:

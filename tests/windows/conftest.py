@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from operators.windows import WINDOW_COLUMNS, EventTimeFeatures, FeatureConfig
+from eddy.operators.windows import WINDOW_COLUMNS, EventTimeFeatures, FeatureConfig
 
 WKEY = ("key", "metric", "window", "window_start")
 

@@ -9,7 +9,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from operators.windows import NO_WATERMARK, FeatureConfig
+from eddy.operators.windows import NO_WATERMARK, FeatureConfig
 
 __all__ = ["oracle"]
 

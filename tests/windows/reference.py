@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from operators.windows import NO_WATERMARK, FeatureConfig
+from eddy.operators.windows import NO_WATERMARK, FeatureConfig
 
 __all__ = ["reference"]
 

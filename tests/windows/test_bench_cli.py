@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dataflows.cli import main
-from dataflows.commands.bench import SUITES
+from eddy.dataflows.cli import main
+from eddy.dataflows.commands.bench import SUITES
 
 
 def test_features_suite_is_registered() -> None:

@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from operators.windows import WINDOW_COLUMNS, EventTimeFeatures, FeatureConfig
-from schemas.tables import TABLES
+from eddy.operators.windows import WINDOW_COLUMNS, EventTimeFeatures, FeatureConfig
+from eddy.schemas.tables import TABLES
 
 
 @pytest.mark.parametrize(

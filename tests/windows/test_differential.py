@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from operators.windows import EventTimeFeatures, FeatureConfig
+from eddy.operators.windows import EventTimeFeatures, FeatureConfig
 
 from .conftest import WKEY, Stream, assert_close, make_stream, run, sort_windows
 from .oracle import oracle

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.windows import WINDOW_COLUMNS, EventTimeFeatures, FeatureConfig
+from eddy.operators.windows import WINDOW_COLUMNS, EventTimeFeatures, FeatureConfig
 
 from .conftest import Stream, assert_close, make_stream, run, sort_windows
 

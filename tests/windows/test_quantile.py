@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from operators.windows.quantile import P95, quantile_top, select_two
+from eddy.operators.windows.quantile import P95, quantile_top, select_two
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 19, 20, 21, 100, 1_000, 5_000])
@@ -25,7 +25,7 @@ def test_empty_is_nan() -> None:
 
 def test_trailing_p95_on_a_long_window_matches_numpy() -> None:
     """> 1,300 values in the window: the kernel's long-window path (full selection)."""
-    from operators.windows import EventTimeFeatures, FeatureConfig
+    from eddy.operators.windows import EventTimeFeatures, FeatureConfig
 
     cfg = FeatureConfig(metrics=("x",), trailing_ms=(1_000, 100_000), aggregations=("p95",))
     rng = np.random.default_rng(3)
