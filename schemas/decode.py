@@ -1,0 +1,354 @@
+"""Decode JSON lines of any declared stream into an :class:`EventBatch` and dead letters.
+
+Two paths, both driven only by the stream's declaration (``schemas.spec.StreamSpec``):
+
+* **fast**: msgspec parses and type-checks the whole batch in C against a struct built from
+  the declared fields; value checks (ranges, lengths, time bounds) run on whole columns. It
+  only vouches for batches where every line is good, and returns None otherwise.
+* **careful**: orjson parses the batch (line by line when some line is not a JSON object),
+  every column is checked at once, and the rows the column checks reject are checked one by
+  one, so each bad line becomes a :class:`DeadLetter` naming its first bad field and why.
+
+Both paths give the same values for good lines (``tests/schemas/test_decode.py``). Nothing
+raises on bad input. Undeclared fields are ignored. An absent or null optional field takes
+its default, or stays absent (NaN / None) without one; an int id is kept as its decimal
+string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+import numpy as np
+import orjson
+
+from eddy.schemas.batch import EventBatch
+from eddy.schemas.events import MAX_TS_MS, MIN_TS_MS, DeadLetter, _decode_line, _Invalid, parse_time
+from eddy.schemas.spec import StreamSpec
+
+__all__ = ["MAX_STRING_CHARS", "decode_lines", "stream_dtypes"]
+
+#: longest string value (or list item) accepted, in characters
+MAX_STRING_CHARS = 4_096
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class _Col:
+    """One column to decode: the id, the time, or a declared field."""
+
+    name: str
+    kind: str  # id, time, string, float, int, bool, list[string]
+    lo: float | None = None
+    hi: float | None = None
+    optional: bool = False
+    default: Any = None
+
+    @property
+    def nullable(self) -> bool:
+        return self.optional and self.default is None
+
+
+@cache
+def _columns(stream: StreamSpec) -> tuple[_Col, ...]:
+    cols = [_Col(stream.time, "time")]
+    if stream.id is not None:
+        cols.append(_Col(stream.id, "id"))
+    for f in stream.fields:
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        cols.append(_Col(f.name, f.type, f.min, f.max, f.optional, default))
+    return tuple(cols)
+
+
+def stream_dtypes(stream: StreamSpec) -> dict[str, np.dtype]:
+    """The numpy dtype of each declared field's column in an :class:`EventBatch`."""
+    out: dict[str, np.dtype] = {}
+    for c in _columns(stream)[1 + (stream.id is not None) :]:
+        if c.kind in ("float", "int") or (c.kind == "bool" and c.nullable):
+            out[c.name] = np.dtype(np.float64)
+        elif c.kind == "bool":
+            out[c.name] = np.dtype(np.bool_)
+        else:
+            out[c.name] = np.dtype(object)
+    return out
+
+
+def decode_lines(
+    stream: StreamSpec,
+    lines: Sequence[bytes],
+    positions: Sequence[int],
+    source: str,
+    ingest_ns: int = 0,
+    max_bytes: int = 65_536,
+) -> tuple[EventBatch, list[DeadLetter]]:
+    """Decode raw JSON lines of ``stream`` read from ``source`` at ``positions``."""
+    cols = _columns(stream)
+    values = _fast(cols, lines, max_bytes)
+    dead: list[DeadLetter] = []
+    good_pos: list[int] = list(positions)
+    if values is None:
+        values, good_pos, dead = _careful(cols, lines, positions, source, stream.name, max_bytes)
+    n = len(good_pos)
+    if n == 0:
+        return EventBatch.empty(stream.name, stream_dtypes(stream)), dead
+    ts = values[0].astype(np.int64)
+    if stream.id is not None:
+        ids = values[1]
+        fields = values[2:]
+    else:
+        ids = np.array([f"{source}#{p}" for p in good_pos], dtype=object)
+        fields = values[1:]
+    columns = {c.name: v for c, v in zip(cols[len(cols) - len(fields) :], fields, strict=True)}
+    batch = EventBatch(stream.name, ts, ids, columns, np.full(n, ingest_ns, dtype=np.int64))
+    return batch, dead
+
+
+# -- the fast path -----------------------------------------------------------------------
+_MSGSPEC_TYPES: dict[str, Any] = {
+    "id": str,
+    "time": int | float,
+    "string": str,
+    "float": int | float,
+    "int": int,
+    "bool": bool,
+    "list[string]": list[str],
+}
+
+
+@cache
+def _decoder(cols: tuple[_Col, ...]) -> msgspec.json.Decoder[Any]:
+    required = [(c.name, _MSGSPEC_TYPES[c.kind]) for c in cols if not c.optional]
+    optional = [(c.name, _MSGSPEC_TYPES[c.kind] | None, None) for c in cols if c.optional]
+    # gc=False: the records hold no cycles (less GC work per batch)
+    return msgspec.json.Decoder(msgspec.defstruct("Event", [*required, *optional], gc=False))
+
+
+def _fast(
+    cols: tuple[_Col, ...], lines: Sequence[bytes], max_bytes: int
+) -> list[np.ndarray] | None:
+    if not lines or max(map(len, lines)) > max_bytes:
+        return None
+    try:
+        decode = _decoder(cols).decode
+        recs = list(map(decode, lines))
+    except (
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        UnicodeDecodeError,
+        TypeError,
+        ValueError,
+    ):
+        return None
+    out: list[np.ndarray] = []
+    for c in cols:
+        arr, suspect = _column(c, list(map(attrgetter(c.name), recs)))
+        if arr is None or suspect.any():
+            return None
+        out.append(arr)
+    return out
+
+
+# -- column checks shared by both paths --------------------------------------------------
+def _column(c: _Col, col: list[Any]) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(values, suspect)``: the column in its batch dtype, and the rows the vectorised checks
+    could not vouch for (re-checked one by one). Absent values are ``_MISSING`` or None."""
+    n = len(col)
+    if c.optional:
+        absent = np.fromiter((v is None or v is _MISSING for v in col), bool, n)
+        if absent.any():
+            fill = c.default
+            col = [fill if a else v for v, a in zip(col, absent.tolist(), strict=True)]
+    else:
+        absent = np.zeros(n, bool)
+    types = set(map(type, col))
+    kind = c.kind
+    if kind in ("id", "string"):
+        values = np.empty(n, dtype=object)
+        values[:] = col
+        ok = np.fromiter((type(v) is str and len(v) <= MAX_STRING_CHARS for v in col), bool, n)
+        if kind == "id":
+            ok &= np.fromiter((v != "" for v in col), bool, n)
+        if c.nullable:
+            ok |= absent
+        return values, ~ok if not (types == {str} and ok.all()) else np.zeros(n, bool)
+    if kind == "list[string]":
+        values = np.empty(n, dtype=object)
+        values[:] = [tuple(v) if type(v) is list else v for v in col]
+        ok = np.fromiter((_good_list(v, c) for v in col), bool, n)
+        if c.nullable:
+            ok |= absent
+        return values, ~ok
+    if kind == "bool":
+        if c.nullable:
+            vals = np.array([np.nan if v is None else float(v is True) for v in col])
+            ok = np.fromiter((type(v) is bool or v is None for v in col), bool, n)
+            return vals, ~ok
+        vals = np.fromiter((v is True for v in col), bool, n)
+        return vals, np.zeros(n, bool) if types == {bool} else ~np.fromiter(
+            (type(v) is bool for v in col), bool, n
+        )
+    # numbers: time, float, int
+    typed = (
+        np.fromiter((type(v) in (int, float) for v in col), bool, n)
+        if not types <= {int, float}
+        else np.ones(n, bool)
+    )
+    num = col if typed.all() else [v if t else 0 for v, t in zip(col, typed.tolist(), strict=True)]
+    try:
+        arr = np.array(num, dtype=np.float64)
+    except OverflowError:  # an int beyond float range: every row goes the slow way
+        return None, np.ones(n, bool)
+    if kind == "time":
+        ok = typed & (arr >= MIN_TS_MS) & (arr < MAX_TS_MS)
+        return arr, ~ok
+    ok = typed & np.isfinite(arr)
+    if kind == "int":
+        with np.errstate(invalid="ignore"):
+            ok &= (arr == np.floor(arr)) & (np.abs(arr) <= 2**53)
+    if c.lo is not None:
+        ok &= arr >= c.lo
+    if c.hi is not None:
+        ok &= arr <= c.hi
+    if c.nullable:
+        arr[absent] = np.nan
+        ok |= absent
+    return arr, ~ok
+
+
+def _good_list(v: Any, c: _Col) -> bool:
+    if type(v) is not list or not all(type(x) is str and len(x) <= MAX_STRING_CHARS for x in v):
+        return False
+    return (c.lo is None or len(v) >= c.lo) and (c.hi is None or len(v) <= c.hi)
+
+
+def _check(c: _Col, obj: dict[str, Any]) -> Any:
+    """One value of one row, or raise :class:`_Invalid` with a readable reason."""
+    v = obj.get(c.name, _MISSING)
+    if v is _MISSING or v is None:
+        if c.optional:
+            return c.default if c.default is not None else (np.nan if c.kind != "string" else None)
+        if v is None:
+            raise _Invalid(f"field {c.name!r}: null, but the field is required")
+        raise _Invalid(f"missing required field {c.name!r}")
+    kind, name = c.kind, c.name
+    if kind == "time":
+        return parse_time(v, name)
+    if kind == "id":
+        if isinstance(v, int) and not isinstance(v, bool):
+            return str(v)
+        if not isinstance(v, str) or not v:
+            raise _Invalid(f"field {name!r}: expected a non-empty string id, got {_kind(v)}")
+    if kind in ("id", "string"):
+        if not isinstance(v, str):
+            raise _Invalid(f"field {name!r}: expected a string, got {_kind(v)}")
+        if len(v) > MAX_STRING_CHARS:
+            raise _Invalid(f"field {name!r}: string of {len(v)} chars, limit {MAX_STRING_CHARS}")
+        return v
+    if kind == "bool":
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, int) and v in (0, 1):
+            return bool(v)
+        raise _Invalid(f"field {name!r}: expected true/false, got {v!r:.40}")
+    if kind == "list[string]":
+        if not isinstance(v, list):
+            raise _Invalid(f"field {name!r}: expected a list of strings, got {_kind(v)}")
+        for x in v:
+            if not isinstance(x, str) or len(x) > MAX_STRING_CHARS:
+                raise _Invalid(f"field {name!r}: expected a list of strings, got an item {x!r:.40}")
+        if (c.lo is not None and len(v) < c.lo) or (c.hi is not None and len(v) > c.hi):
+            raise _Invalid(f"field {name!r}: list of {len(v)} items, expected {_range(c)}")
+        return tuple(v)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _Invalid(f"field {name!r}: expected a number, got {_kind(v)}")
+    f = float(v)
+    if not np.isfinite(f):
+        raise _Invalid(f"field {name!r}: number is not finite")
+    if kind == "int" and (f != int(f) or abs(f) > 2**53):
+        raise _Invalid(f"field {name!r}: expected an integer, got {v!r:.40}")
+    if (c.lo is not None and f < c.lo) or (c.hi is not None and f > c.hi):
+        raise _Invalid(f"field {name!r}: {f:g} is outside {_range(c)}")
+    return f
+
+
+def _range(c: _Col) -> str:
+    lo = "-inf" if c.lo is None else f"{c.lo:g}"
+    hi = "inf" if c.hi is None else f"{c.hi:g}"
+    return f"[{lo}, {hi}]"
+
+
+def _kind(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(v), type(v).__name__
+    )
+
+
+# -- the careful path --------------------------------------------------------------------
+def _careful(
+    cols: tuple[_Col, ...],
+    lines: Sequence[bytes],
+    positions: Sequence[int],
+    source: str,
+    stream: str,
+    max_bytes: int,
+) -> tuple[list[np.ndarray], list[int], list[DeadLetter]]:
+    dead: list[DeadLetter] = []
+    objs = _parse_all(lines, max_bytes)
+    if objs is not None:
+        pos_ok, raw_ok = list(positions), list(lines)
+    else:
+        objs, pos_ok, raw_ok = [], [], []
+        for raw, pos in zip(lines, positions, strict=True):
+            try:
+                objs.append(_decode_line(raw, max_bytes))
+                pos_ok.append(pos)
+                raw_ok.append(raw)
+            except _Invalid as e:
+                dead.append(DeadLetter(source, pos, stream, bytes(raw), str(e)))
+    n = len(objs)
+    reason: dict[int, str] = {}
+    out: list[np.ndarray] = []
+    for c in cols:
+        col = [o.get(c.name, _MISSING) for o in objs]
+        values, suspect = _column(c, col)
+        if values is None:
+            values = (
+                np.zeros(n)
+                if c.kind not in ("id", "string", "list[string]")
+                else np.empty(n, object)
+            )
+        for r in np.flatnonzero(suspect).tolist():
+            if r in reason:
+                continue
+            try:
+                values[r] = _check(c, objs[r])
+            except _Invalid as e:
+                reason[r] = str(e)
+        out.append(values)
+    if reason:
+        for r in sorted(reason):
+            dead.append(DeadLetter(source, pos_ok[r], stream, bytes(raw_ok[r]), reason[r]))
+        keep = np.ones(n, bool)
+        keep[list(reason)] = False
+        out = [v[keep] for v in out]
+        pos_ok = [p for p, k in zip(pos_ok, keep.tolist(), strict=True) if k]
+    dead.sort(key=lambda d: d.position)
+    return out, pos_ok, dead
+
+
+def _parse_all(lines: Sequence[bytes], max_bytes: int) -> list[dict[str, Any]] | None:
+    """Every line as a JSON object in one pass, or None when any line needs its own reason."""
+    if not lines or max(map(len, lines)) > max_bytes:
+        return None
+    try:
+        objs = list(map(orjson.loads, lines))
+    except orjson.JSONDecodeError:
+        return None
+    if set(map(type, objs)) != {dict}:
+        return None
+    return objs
