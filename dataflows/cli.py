@@ -12,7 +12,7 @@ from typing import NoReturn
 
 __all__ = ["COMMANDS", "UsageError", "main"]
 
-COMMANDS = ("run", "sql", "eval", "bench", "ope")
+COMMANDS = ("run", "check", "sql", "eval", "bench", "ope")
 
 
 class UsageError(Exception):

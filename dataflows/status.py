@@ -9,24 +9,27 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from eddy.operators.stats import RunStats
+from eddy.schemas.spec import PipelineSpec
 
-__all__ = ["StatusPrinter", "format_summary", "reward_line"]
+__all__ = ["StatusPrinter", "example_queries", "format_summary", "reward_line"]
 
 
-def reward_line(scoreboard: Any) -> str:
-    if scoreboard is None or not scoreboard.decisions:
-        return "reward n/a"
-    n = scoreboard.decisions
-    pct = 100.0 * scoreboard.chosen / scoreboard.oracle if scoreboard.oracle else float("nan")
+def reward_line(scoreboard: dict[str, float] | None) -> str:
+    """The simulator's scoreboard: expected reward per decision against the oracle's."""
+    if not scoreboard or not scoreboard.get("decisions"):
+        return ""
+    n = scoreboard["decisions"]
+    chosen, oracle, rand = scoreboard["chosen"], scoreboard["oracle"], scoreboard["random"]
+    pct = 100.0 * chosen / oracle if oracle else float("nan")
     return (
-        f"reward/decision {scoreboard.chosen / n:.3f} vs oracle {scoreboard.oracle / n:.3f}"
-        f" ({pct:.0f}%) vs random {scoreboard.random / n:.3f}"
+        f"reward/decision {chosen / n:.3f} vs oracle {oracle / n:.3f}"
+        f" ({pct:.0f}%) vs random {rand / n:.3f}"
     )
 
 
 def _line(stats: RunStats, elapsed: float, last: tuple[float, float], scoreboard: Any) -> str:
     c, hist = stats.view()
-    events = c.get("requests", 0) + c.get("outcomes", 0)
+    events = c.get("events", 0)
     rate = (events - last[1]) / max(elapsed - last[0], 1e-9)
     lag = sum(v for k, v in c.items() if k.startswith("source.") and k.endswith("records_lag"))
     return (
@@ -66,7 +69,7 @@ class StatusPrinter:
             elapsed = time.monotonic() - self._t0
             line = _line(self._stats, elapsed, last, self._scoreboard())
             c, _ = self._stats.view()
-            last = (elapsed, c.get("requests", 0) + c.get("outcomes", 0))
+            last = (elapsed, c.get("events", 0))
             if self._tty:
                 self._out.write("\r\x1b[2K" + line)
             else:
@@ -81,35 +84,60 @@ class StatusPrinter:
             self._out.flush()
 
 
-def format_summary(result: Any, db_path: str) -> str:
+def format_summary(result: Any, db_path: str, spec: PipelineSpec) -> str:
     c = result.counters
-    events = c.get("requests", 0) + c.get("outcomes", 0)
+    events = c.get("events", 0)
     lat = result.latency_ms
+    per_stream = ", ".join(f"{c.get(f'events.{s.name}', 0):,.0f} {s.name}" for s in spec.streams)
     lines = [
-        f"eddy run {result.run_id} finished in {result.wall_s:.1f} s",
-        f"  events      {events:,.0f} ({events / max(result.wall_s, 1e-9):,.0f}/s): "
-        f"{c.get('requests', 0):,.0f} requests, {c.get('outcomes', 0):,.0f} outcomes",
-        f"  decisions   {c.get('decisions', 0):,.0f}; rewards learned {c.get('rewards', 0):,.0f}"
-        f" (+{c.get('timed_out', 0):,.0f} timed out, {c.get('unmatched_outcomes', 0):,.0f}"
-        " unmatched outcomes)",
-        f"  anomalies   {c.get('anomalies', 0):,.0f}; dead letters {c.get('dead_letters', 0):,.0f};"
+        f"eddy run {result.run_id} ({spec.name}) finished in {result.wall_s:.1f} s",
+        f"  events      {events:,.0f} ({events / max(result.wall_s, 1e-9):,.0f}/s): {per_stream}",
+    ]
+    if spec.decide:
+        lines.append(
+            f"  decisions   {c.get('decisions', 0):,.0f}; rewards {c.get('rewards', 0):,.0f}"
+            f" ({c.get('timed_out', 0):,.0f} timed out); unmatched outcomes"
+            f" {c.get('unmatched_outcomes', 0):,.0f}"
+        )
+    lines += [
+        f"  anomalies   {c.get('anomalies', 0):,.0f}; windows {c.get('window_aggregates', 0):,.0f};"
+        f" dead letters {c.get('dead_letters', 0):,.0f};"
         f" late events {c.get('late_events', 0):,.0f}",
         f"  latency     end to end p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms,"
         f" p99 {lat['p99']:.1f} ms",
-        f"  {reward_line(result.scoreboard)}",
-        "  tables      " + ", ".join(f"{t} {n:,}" for t, n in sorted(result.tables.items())),
-        "",
-        "Try:",
-        f'  eddy sql --duckdb {db_path} "SELECT partner, count(*) AS decisions,'
-        " round(avg(propensity), 3) AS avg_propensity FROM decisions GROUP BY partner"
-        ' ORDER BY decisions DESC"',
-        f'  eddy sql --duckdb {db_path} "SELECT key AS partner, metric, event_time,'
-        " round(value, 3) AS value, round(score, 6) AS score FROM anomalies"
-        ' ORDER BY event_time LIMIT 10"',
-        f'  eddy sql --duckdb {db_path} "SELECT d.partner, count(*) AS n,'
-        " round(avg(r.reward), 4) AS avg_reward,"
-        " round(avg(r.timed_out::INT), 4) AS timeout_rate"
-        " FROM decisions d JOIN rewards r USING (decision_id)"
-        ' GROUP BY d.partner ORDER BY avg_reward DESC"',
     ]
+    if reward_line(result.scoreboard):
+        lines.append(f"  {reward_line(result.scoreboard)}")
+    lines.append(
+        "  tables      " + ", ".join(f"{t} {n:,}" for t, n in sorted(result.tables.items()))
+    )
+    lines += ["", "Try:"]
+    lines += [f'  eddy sql --duckdb {db_path} "{q}"' for q in example_queries(spec)]
     return "\n".join(lines)
+
+
+def example_queries(spec: PipelineSpec) -> list[str]:
+    """Three queries that show what this pipeline computed."""
+    out: list[str] = []
+    if spec.decide:
+        out.append(
+            "SELECT decide, arm, count(*) AS decisions, round(avg(propensity), 3) AS avg_propensity"
+            " FROM decisions GROUP BY ALL ORDER BY decisions DESC"
+        )
+        out.append(
+            "SELECT d.arm, count(*) AS n, round(avg(r.reward), 4) AS avg_reward,"
+            " round(avg(r.timed_out::INT), 4) AS timeout_rate"
+            " FROM decisions d JOIN rewards r USING (decision_id)"
+            " GROUP BY ALL ORDER BY avg_reward DESC"
+        )
+    if spec.detect:
+        out.append(
+            "SELECT detect, key, metric, event_time, round(value, 3) AS value,"
+            " round(score, 4) AS score FROM anomalies ORDER BY event_time LIMIT 10"
+        )
+    if spec.features:
+        out.append(
+            'SELECT features, "window", key, metric, window_start, count, round(mean, 3) AS mean'
+            " FROM window_aggregates ORDER BY window_start DESC LIMIT 10"
+        )
+    return out[:3]

@@ -88,8 +88,8 @@ class PartitionGate:
         for p in sorted(queues, key=lambda k: (_first_ts(queues[k][0][1]), k)):
             part, b = queues[p][0]
             if len(b.ts) > 1:
-                out.append((part, take(b, np.arange(1))))
-                queues[p][0] = (part, take(b, np.arange(1, len(b.ts))))
+                out.append((part, _take(b, np.arange(1))))
+                queues[p][0] = (part, _take(b, np.arange(1, len(b.ts))))
             else:
                 out.append(queues[p].pop(0))
                 if not queues[p]:
@@ -102,6 +102,11 @@ class PartitionGate:
             if not queues[p]:
                 del queues[p]
         return out
+
+
+def _take(batch: Any, index: np.ndarray) -> Any:
+    own = getattr(batch, "take", None)
+    return own(index) if own is not None else take(batch, index)
 
 
 def _first_ts(batch: Any) -> int:

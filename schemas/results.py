@@ -21,6 +21,9 @@ class Results:
     gauges: dict[str, float] = field(default_factory=dict)  # the latest value wins
 
     def add(self, table: str, columns: dict[str, Any]) -> None:
+        """Rows for ``table`` (column name -> values); an empty dict adds nothing."""
+        if not columns:
+            return
         n = len(next(iter(columns.values())))
         if n == 0:
             return

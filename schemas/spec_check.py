@@ -6,6 +6,7 @@ from __future__ import annotations
 from eddy.schemas.spec import (
     NUMERIC_TYPES,
     DecideSpec,
+    DetectSpec,
     FeaturesSpec,
     FieldSpec,
     PipelineSpec,
@@ -36,7 +37,11 @@ _KEY_TYPES = ("string", "int", "bool")
 
 def check_references(spec: PipelineSpec) -> None:
     seen: dict[str, str] = {}
-    kinds = (("features", spec.features), ("detect", spec.detect), ("decide", spec.decide))
+    kinds: tuple[tuple[str, tuple[FeaturesSpec | DetectSpec | DecideSpec, ...]], ...] = (
+        ("features", spec.features),
+        ("detect", spec.detect),
+        ("decide", spec.decide),
+    )
     for kind, stages in kinds:
         for i, st in enumerate(stages):
             where = f"{kind}[{i}]"

@@ -100,7 +100,8 @@ class _Table:
     def has(self, name: str) -> bool:
         return name in self.raw
 
-    def get(self, name: str, conv: Callable[[Any, str], T], default: T) -> T:
+    def get(self, name: str, conv: Callable[[Any, str], T], default: Any) -> T:
+        """The converted value, or ``default`` (returned as is) when the key is absent."""
         self._used.add(name)
         if name not in self.raw:
             return default
@@ -215,7 +216,7 @@ def _params(v: Any, key: str) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
 
 
-class _FrozenTable(tuple):  # type: ignore[type-arg]
+class _FrozenTable(tuple):
     """A TOML table inside params, frozen as sorted (key, value) pairs."""
 
 
@@ -290,7 +291,7 @@ def _pipeline(root: _Table, path: str | None) -> PipelineSpec:
 
 
 def _array_of_tables(root: _Table, name: str) -> list[_Table]:
-    raw = root.get(name, lambda v, _k: v, [])
+    raw: Any = root.get(name, lambda v, _k: v, [])
     if isinstance(raw, dict):
         raw = [raw]
     if not isinstance(raw, list):
@@ -463,7 +464,7 @@ def _decide(t: _Table) -> DecideSpec:
 
 
 def _context(t: _Table) -> ContextSpec:
-    cat_raw = t.get("categorical", lambda v, _k: v, [])
+    cat_raw: Any = t.get("categorical", lambda v, _k: v, [])
     if isinstance(cat_raw, dict):
         cat = tuple(
             (_name(k, t.key(f"categorical.{k}")), _int_in(2, 4096)(v, t.key(f"categorical.{k}")))

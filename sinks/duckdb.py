@@ -36,7 +36,13 @@ import pyarrow as pa
 from eddy.schemas.tables import TABLES, Table, arrow_schema, ddl
 from eddy.sinks.readonly_sql import check_read_only, fetch_rows
 
-__all__ = ["DEFAULT_CHECKPOINT_THRESHOLD", "BatchError", "DuckDBWriter", "to_arrow"]
+__all__ = [
+    "DEFAULT_CHECKPOINT_THRESHOLD",
+    "BatchError",
+    "DuckDBWriter",
+    "SchemaMismatch",
+    "to_arrow",
+]
 
 _BATCH_VIEW = "__eddy_batch"
 _SAFE_BATCHES = 16
@@ -47,6 +53,10 @@ DEFAULT_CHECKPOINT_THRESHOLD = "1GB"
 
 class BatchError(ValueError):
     """A batch does not match its table (missing/unknown column, length, type)."""
+
+
+class SchemaMismatch(ValueError):
+    """The file holds a table of the same name with other columns."""
 
 
 def _timestamps(name: str, values: Any, n: int) -> pa.Array:
@@ -152,6 +162,7 @@ class DuckDBWriter:
         *,
         max_query_cursors: int = 4,
         checkpoint_threshold: str | None = DEFAULT_CHECKPOINT_THRESHOLD,
+        tables: Mapping[str, Table] | None = None,
     ) -> None:
         if not isinstance(path, str) or not path:
             raise ValueError(f"DuckDBWriter path: expected a non-empty str, got {path!r}")
@@ -165,6 +176,7 @@ class DuckDBWriter:
                 f"got {checkpoint_threshold!r}"
             )
         self.path = path
+        self.tables: dict[str, Table] = dict(TABLES if tables is None else tables)
         self.max_query_cursors = max_query_cursors
         self.checkpoint_threshold = checkpoint_threshold
         self._lock = threading.Lock()
@@ -176,9 +188,28 @@ class DuckDBWriter:
         self._cursor_slots = threading.BoundedSemaphore(max_query_cursors)
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         with self._lock:
-            for t in TABLES.values():
+            for t in self.tables.values():
+                self._check_existing(t)
                 self._con.execute(ddl(t))
-        self._safe_left: dict[str, int] = dict.fromkeys(TABLES, 0)
+        self._safe_left: dict[str, int] = dict.fromkeys(self.tables, 0)
+
+    def _check_existing(self, table: Table) -> None:
+        """A table left by another pipeline must have this one's columns, or inserts would
+        fail mid-run: refuse the file at once, naming the table."""
+        assert self._con is not None
+        rows = self._con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND schema_name = "
+            "'main' ORDER BY column_index",
+            [table.name],
+        ).fetchall()
+        have = [r[0] for r in rows]
+        if have and have != table.column_names:
+            self._con.close()
+            self._con = None
+            raise SchemaMismatch(
+                f"{self.path}: table {table.name!r} has other columns than this pipeline "
+                f"writes (it was made by another pipeline); use another DuckDB file"
+            )
 
     # ------------------------------------------------------------------ writes
     def _connection(self) -> duckdb.DuckDBPyConnection:
@@ -239,7 +270,7 @@ class DuckDBWriter:
     def write(self, table: str, columns: Mapping[str, Any]) -> int:
         """Insert one batch in one statement; return the number of rows actually inserted
         (rows whose primary key already exists, or repeats inside the batch, are skipped)."""
-        batch = to_arrow(table, columns)
+        batch = to_arrow(self._table(table), columns)
         if batch.num_rows == 0:
             return 0
         with self._lock:
@@ -250,13 +281,19 @@ class DuckDBWriter:
 
         Returns rows inserted per table. Every batch is validated before anything is written.
         """
-        arrow = {t: to_arrow(t, cols) for t, cols in batches.items()}
+        arrow = {t: to_arrow(self._table(t), cols) for t, cols in batches.items()}
         with self._lock:
             return self._commit(arrow)
 
+    def _table(self, name: str) -> Table:
+        table = self.tables.get(name)
+        if table is None:
+            raise BatchError(f"unknown table {name!r}; tables are {sorted(self.tables)}")
+        return table
+
     def counts(self) -> dict[str, int]:
         """Rows per table."""
-        sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM \"{t}\"" for t in TABLES)
+        sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM \"{t}\"" for t in self.tables)
         with self._lock:
             rows = self._connection().execute(sql).fetchall()
         return {str(t): int(c) for t, c in rows}

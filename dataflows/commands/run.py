@@ -1,21 +1,23 @@
-"""`eddy run`: run the reference pipeline (simulator or JSONL) into DuckDB, with live status."""
+"""`eddy run`: run a pipeline spec (default: the reference ad-serving spec) into DuckDB."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "load_pipeline", "reference_spec_path"]
 
 _EPILOG = """examples:
-  eddy run                                   # ~1 minute of simulated traffic into eddy.duckdb
-  eddy run --events 500000 --seed 7
+  eddy run                                   # the reference pipeline: simulated ad traffic
+  eddy run --pipeline examples/sensors.toml  # any spec
+  eddy run --pipeline my.toml --source readings=csv:today.csv --duckdb today.duckdb
   eddy run --forever                         # until Ctrl-C; query it live with `eddy sql`
   eddy run --source jsonl:requests.jsonl --rewards jsonl:outcomes.jsonl
 """
@@ -24,30 +26,30 @@ _EPILOG = """examples:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "run",
-        help="run the streaming pipeline (simulator or JSONL) into DuckDB",
-        description="Run the reference ad-serving pipeline: features, anomaly detection, "
-        "a contextual bandit per request, results into DuckDB.",
+        help="run a pipeline spec into DuckDB (default: the reference ad-serving pipeline)",
+        description="Run a pipeline spec: its features, detectors and decisions, results into "
+        "DuckDB (and Kafka).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", metavar="FILE", help="pipeline TOML (see dataflows/default.toml)")
+    p.add_argument("--pipeline", metavar="FILE", help="pipeline spec (TOML); default: reference")
     p.add_argument(
         "--source",
-        default="simulator",
-        metavar="SPEC",
-        help="simulator (default) or jsonl:PATH (request events, one JSON object per line)",
+        action="append",
+        default=[],
+        metavar="[STREAM=]SPEC",
+        help="read STREAM from SPEC (jsonl:PATH, csv:PATH, parquet:PATH, kafka:HOST:PORT/TOPIC, "
+        "simulator:NAME); without STREAM=: the pipeline's decision stream or only stream",
     )
-    p.add_argument("--rewards", metavar="SPEC", help="jsonl:PATH of outcome events")
-    p.add_argument("--duckdb", metavar="PATH", help="results database (default eddy.duckdb)")
+    p.add_argument("--rewards", metavar="SPEC", help="source of the first decide stage's outcomes")
+    p.add_argument("--duckdb", metavar="PATH", help="results database (default: the spec's)")
     p.add_argument("--seed", type=int, metavar="N", help="simulator and policy seed")
-    p.add_argument("--events", type=int, metavar="N", help="simulated requests to generate")
+    p.add_argument("--events", type=int, metavar="N", help="simulated events to generate")
     p.add_argument("--seconds", type=float, metavar="S", help="stop after S seconds wall clock")
     p.add_argument("--forever", action="store_true", help="run until Ctrl-C")
-    p.add_argument(
-        "--speed", type=float, metavar="X", help="pace the simulator at X times real time"
-    )
-    p.add_argument("--follow", action="store_true", help="tail the JSONL files as they grow")
-    p.add_argument("--batch-size", type=int, metavar="N", help="events per micro-batch")
+    p.add_argument("--speed", type=float, metavar="X", help="pace a simulator at X times real time")
+    p.add_argument("--follow", action="store_true", help="tail JSONL files as they grow")
+    p.add_argument("--batch-size", type=int, metavar="N", help="most events per micro-batch")
     p.add_argument("--quiet", action="store_true", help="no live status line")
     p.add_argument(
         "--metrics-port",
@@ -56,155 +58,190 @@ def add_parser(sub: Any) -> None:
         help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port)",
     )
     k = p.add_argument_group("kafka, recovery and scale-out")
-    k.add_argument(
-        "--until-end",
-        action="store_true",
-        help="kafka sources: stop at the end of what the topics hold at start",
-    )
+    k.add_argument("--until-end", action="store_true", help="kafka: stop at the topics' end")
     k.add_argument(
         "--kafka-out",
         metavar="HOST:PORT",
-        help="publish decisions, anomalies, metrics, dead letters to Kafka "
-        "(default: the source's cluster when reading from Kafka)",
+        help="publish decisions, anomalies, metrics, dead letters, drift alerts to Kafka "
+        "(default: the cluster of a Kafka source)",
     )
     k.add_argument("--no-kafka-out", action="store_true", help="do not publish to Kafka")
+    k.add_argument("--topic-prefix", default="", metavar="P", help="prefix of output topics")
+    k.add_argument("--recovery", metavar="DIR", help="Bytewax recovery directory")
     k.add_argument(
-        "--topic-prefix",
-        default="",
-        metavar="P",
-        help="prefix for the output topic names (e.g. 'staging.' -> staging.eddy.decisions)",
-    )
-    k.add_argument(
-        "--recovery", metavar="DIR", help="Bytewax recovery directory (resume on restart)"
-    )
-    k.add_argument(
-        "--snapshot-interval",
-        type=float,
-        default=1.0,
-        metavar="S",
-        help="seconds between recovery snapshots (epoch length; default 1)",
+        "--snapshot-interval", type=float, default=1.0, metavar="S", help="epoch length (s)"
     )
     k.add_argument("--processes", type=int, default=1, metavar="N", help="cluster processes")
-    k.add_argument(
-        "--addresses",
-        metavar="A,B,...",
-        help="HOST:PORT of every cluster process (several machines); with --process-id",
-    )
-    k.add_argument(
-        "--process-id", type=int, metavar="I", help="this process's index in --addresses"
-    )
+    k.add_argument("--addresses", metavar="A,B,...", help="HOST:PORT of every cluster process")
+    k.add_argument("--process-id", type=int, metavar="I", help="this process's index")
     p.set_defaults(func=_run)
+
+
+def reference_spec_path() -> Path:
+    """The reference pipeline shipped with the package (``examples/adserving.toml``)."""
+    from importlib.resources import files
+
+    return Path(str(files("eddy.examples") / "adserving.toml"))
+
+
+def load_pipeline(path: str | None) -> Any:
+    """Parse and check a spec file (or the reference); a bad one is a ``UsageError``."""
+    from eddy.dataflows.cli import UsageError
+    from eddy.dataflows.plan import check_engine
+    from eddy.schemas.spec import SpecError
+    from eddy.schemas.spec_load import load_spec
+
+    try:
+        spec = load_spec(path or reference_spec_path())
+        check_engine(spec)
+    except SpecError as e:
+        raise UsageError(str(e)) from None
+    return spec
+
+
+# -- argument rules: (applies, message) ------------------------------------------------------
+_Rule = tuple[Callable[[argparse.Namespace, Any], bool], str]
+_RULES: tuple[_Rule, ...] = (
+    (lambda a, s: a.processes < 1, "--processes: expected a number >= 1"),
+    (lambda a, s: a.snapshot_interval <= 0, "--snapshot-interval: expected seconds > 0"),
+    (
+        lambda a, s: a.forever and (a.events is not None or a.seconds is not None),
+        "--forever cannot be combined with --events or --seconds",
+    ),
+    (lambda a, s: a.events is not None and a.events < 0, "--events: expected a number >= 0"),
+    (
+        lambda a, s: a.batch_size is not None and a.batch_size < 1,
+        "--batch-size: expected a number >= 1",
+    ),
+    (lambda a, s: a.seconds is not None and not a.seconds > 0, "--seconds: expected a number > 0"),
+    (lambda a, s: a.speed is not None and not a.speed > 0, "--speed: expected a number > 0"),
+    (lambda a, s: a.seed is not None and a.seed < 0, "--seed: expected a number >= 0"),
+    (
+        lambda a, s: (
+            a.addresses is not None
+            and (a.process_id is None or not 0 <= a.process_id < len(a.addresses.split(",")))
+        ),
+        "--addresses needs --process-id between 0 and the number of addresses - 1",
+    ),
+    (
+        lambda a, s: (
+            a.addresses is not None and a.processes not in (1, len(a.addresses.split(",")))
+        ),
+        "--processes must match the number of --addresses",
+    ),
+    (
+        lambda a, s: a.kafka_out is not None and a.no_kafka_out,
+        "--kafka-out and --no-kafka-out exclude each other",
+    ),
+)
+
+
+def _sources(args: argparse.Namespace, spec: Any) -> dict[str, str]:
+    """``--source``/``--rewards`` as stream -> source (checked: streams exist, kinds known)."""
+    from eddy.dataflows.cli import UsageError
+    from eddy.schemas.spec import SpecError
+    from eddy.schemas.spec_load import check_source
+
+    names = [s.name for s in spec.streams]
+    out: dict[str, str] = {}
+    default = spec.decide[0].stream if spec.decide else (names[0] if len(names) == 1 else None)
+    for value in args.source:
+        stream, sep, src = value.partition("=")
+        if not sep or stream not in names:
+            if value == "simulator":  # the spec's own simulator (the default)
+                continue
+            stream, src = default or "", value
+            if not stream:
+                raise UsageError(
+                    f"--source {value!r}: the pipeline has streams {', '.join(names)}; "
+                    "name one as --source STREAM=SPEC"
+                )
+        out[stream] = src
+    if args.rewards is not None:
+        if not spec.decide:
+            raise UsageError("--rewards: the pipeline has no decide stage")
+        out[spec.decide[0].reward.stream] = args.rewards
+    for stream, src in out.items():
+        try:
+            check_source(src, f"--source {stream}")
+        except SpecError as e:
+            message = str(e).replace("key '--source", "--source").replace("':", ":", 1)
+            raise UsageError(message) from None
+    return out
 
 
 def _options(args: argparse.Namespace) -> Any:
     from eddy.dataflows.cli import UsageError
-    from eddy.dataflows.config import ConfigError, load_settings
-    from eddy.dataflows.pipeline import RunOptions
+    from eddy.dataflows.run_options import RunOptions
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as e:
-        raise UsageError(str(e)) from None
-    src = args.source
-    if src != "simulator" and not src.startswith(("jsonl:", "kafka:")):
-        raise UsageError(
-            f"--source: expected 'simulator', 'jsonl:PATH' or 'kafka:HOST:PORT/TOPIC', got {src!r}"
-        )
-    for flag, spec in (("--source", src), ("--rewards", args.rewards)):
-        if spec and spec.startswith("jsonl:") and not os.path.isfile(spec[6:]):
-            raise UsageError(f"{flag}: no such file {spec[6:]!r}")
-        if spec and spec.startswith("kafka:"):
-            from eddy.sources.kafka import parse_kafka_spec
-
-            try:
-                parse_kafka_spec(spec)
-            except ValueError as e:
-                raise UsageError(f"{flag}: {e}") from None
-    if args.rewards is not None:
-        if not args.rewards.startswith(("jsonl:", "kafka:")):
-            raise UsageError(
-                f"--rewards: expected 'jsonl:PATH' or 'kafka:HOST:PORT/TOPIC', got {args.rewards!r}"
-            )
-        if src == "simulator":
-            raise UsageError("--rewards: the simulator makes its own outcomes")
-    if args.processes < 1:
-        raise UsageError(f"--processes: expected a number >= 1, got {args.processes}")
-    if args.snapshot_interval <= 0:
-        raise UsageError(f"--snapshot-interval: expected seconds > 0, got {args.snapshot_interval}")
-    addresses = args.addresses.split(",") if args.addresses else None
-    if addresses is not None:
-        if args.process_id is None or not 0 <= args.process_id < len(addresses):
-            raise UsageError("--addresses needs --process-id between 0 and len(addresses) - 1")
-        if args.processes not in (1, len(addresses)):
-            raise UsageError("--processes must match the number of --addresses")
-    processes = len(addresses) if addresses else args.processes
-    if src == "simulator" and processes > 1:
-        raise UsageError(
-            "--processes: the simulator runs in one process; feed a cluster from Kafka"
-        )
-    if args.until_end and not src.startswith("kafka:"):
-        raise UsageError("--until-end applies to kafka sources only")
-    kafka_out = args.kafka_out
-    if kafka_out is None and src.startswith("kafka:") and not args.no_kafka_out:
-        from eddy.sources.kafka import parse_kafka_spec
-
-        kafka_out = parse_kafka_spec(src)[0]
-    if args.no_kafka_out:
-        kafka_out = None
-    if args.topic_prefix:
-        from eddy.sources.kafka import parse_kafka_spec
-
-        try:
-            parse_kafka_spec(f"kafka:127.0.0.1:1/{args.topic_prefix}x")
-        except ValueError:
-            raise UsageError(
-                f"--topic-prefix: expected characters from A-Z a-z 0-9 . _ -, "
-                f"got {args.topic_prefix!r}"
-            ) from None
-    if args.forever and (args.events is not None or args.seconds is not None):
-        raise UsageError("--forever cannot be combined with --events or --seconds")
-    if src != "simulator" and (args.events is not None or args.speed is not None):
-        raise UsageError("--events and --speed apply to the simulator only")
-    if args.follow and not src.startswith("jsonl:"):
-        raise UsageError("--follow applies to jsonl sources only")
-    for name in ("events", "batch_size"):
-        v = getattr(args, name)
-        if v is not None and v < (0 if name == "events" else 1):
-            raise UsageError(f"--{name.replace('_', '-')}: expected a positive number, got {v}")
-    for name in ("seconds", "speed"):
-        v = getattr(args, name)
-        if v is not None and not v > 0:
-            raise UsageError(f"--{name}: expected a number > 0, got {v}")
-    sim = settings.simulator
+    spec = load_pipeline(args.pipeline)
+    for applies, message in _RULES:
+        if applies(args, spec):
+            raise UsageError(message)
     if args.seed is not None:
-        sim = replace(sim, seed=args.seed)
-        settings = replace(settings, engine=replace(settings.engine, seed=args.seed))
-    if args.events is not None:
-        sim = replace(sim, n_events=args.events)
-    if args.forever:
-        sim = replace(sim, n_events=None)
-    settings = replace(
-        settings,
-        simulator=sim,
-        duckdb=args.duckdb or settings.duckdb,
-        batch_size=args.batch_size or settings.batch_size,
-    )
-    return RunOptions(
-        settings=settings,
-        source=src,
-        rewards=args.rewards,
+        spec = replace(spec, seed=args.seed, simulator=_with(spec.simulator, "seed", args.seed))
+    sources = _sources(args, spec)
+    opts = RunOptions(
+        spec=spec,
+        sources=sources,
+        duckdb=args.duckdb,
+        batch_size=args.batch_size,
+        events=args.events,
+        forever=args.forever,
         seconds=args.seconds,
         follow=args.follow,
         speed=args.speed,
         until_end=args.until_end,
-        kafka_out=kafka_out,
         recovery=args.recovery,
         snapshot_interval_s=args.snapshot_interval,
-        processes=processes,
-        process_id=args.process_id or 0,
-        addresses=addresses,
         topic_prefix=args.topic_prefix,
     )
+    kinds = {opts.source_of(s.name).split(":", 1)[0] for s in spec.streams}
+    _check_run(args, opts, kinds)
+    addresses = args.addresses.split(",") if args.addresses else None
+    opts.addresses = addresses
+    opts.processes = len(addresses) if addresses else args.processes
+    opts.process_id = args.process_id or 0
+    kafka = [src for s in spec.streams if (src := opts.source_of(s.name)).startswith("kafka:")]
+    if args.kafka_out is not None:
+        opts.kafka_out = args.kafka_out
+    elif kafka and not args.no_kafka_out:
+        from eddy.sources.kafka import parse_kafka_spec
+
+        opts.kafka_out = parse_kafka_spec(kafka[0])[0]
+    if opts.processes > 1 and "simulator" in kinds:
+        raise UsageError("--processes: a simulator runs in one process; feed a cluster from Kafka")
+    return opts
+
+
+def _with(params: tuple[tuple[str, Any], ...], key: str, value: Any) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted({**dict(params), key: value}.items()))
+
+
+def _check_run(args: argparse.Namespace, opts: Any, kinds: set[str]) -> None:
+    """Flags that only make sense for some sources, and files that must exist."""
+    from eddy.dataflows.cli import UsageError
+
+    if args.until_end and "kafka" not in kinds:
+        raise UsageError("--until-end applies to kafka sources only")
+    if args.follow and "jsonl" not in kinds:
+        raise UsageError("--follow applies to jsonl sources only")
+    if (args.events is not None or args.speed is not None or args.forever) and (
+        "simulator" not in kinds
+    ):
+        raise UsageError("--events, --speed and --forever apply to simulator sources only")
+    if args.topic_prefix and not all(c.isalnum() or c in "._-" for c in args.topic_prefix):
+        raise UsageError(
+            f"--topic-prefix: expected characters from A-Z a-z 0-9 . _ -, got {args.topic_prefix!r}"
+        )
+    import glob
+
+    for s in opts.spec.streams:
+        src = opts.source_of(s.name)
+        kind, _, path = src.partition(":")
+        if kind in ("jsonl", "csv", "parquet") and not glob.glob(path):
+            flag = f"--source {s.name}" if s.name in opts.sources else f"streams.{s.name}.source"
+            raise UsageError(f"{flag}: no such file {path!r}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -213,27 +250,30 @@ def _run(args: argparse.Namespace) -> int:
     opts = _options(args)
     if opts.processes > 1 and opts.addresses is None:
         return _run_local_cluster(args, opts)
-    if opts.process_id > 0:  # a cluster member: no file, no endpoint, no status
-        from eddy.dataflows.pipeline import run_pipeline
+    from eddy.dataflows.runner import make_run_simulator, open_writer, run_pipeline
 
+    if opts.process_id > 0:  # a cluster member: no file, no endpoint, no status
         run_pipeline(opts)
         return 0
     import duckdb
 
-    from eddy.dataflows.pipeline import run_pipeline
     from eddy.dataflows.status import StatusPrinter, format_summary
     from eddy.operators.stats import RunStats
-    from eddy.sinks.duckdb import DuckDBWriter
+    from eddy.sinks.duckdb import SchemaMismatch
     from eddy.sinks.query_server import QueryServer
-    from eddy.sources.simulator import Simulator
 
-    db = opts.settings.duckdb
     try:
-        writer = DuckDBWriter(db)
+        writer = open_writer(opts)
+    except SchemaMismatch as e:
+        raise UsageError(f"--duckdb: {e}") from None
     except duckdb.IOException as e:
-        raise UsageError(f"--duckdb: cannot open {db!r} for writing ({e})") from None
+        raise UsageError(f"--duckdb: cannot open {opts.db!r} for writing ({e})") from None
     stats = RunStats()
-    sim = Simulator(opts.settings.simulator) if opts.source == "simulator" else None
+    try:
+        sim = make_run_simulator(opts)
+    except ValueError as e:
+        writer.close()
+        raise UsageError(str(e)) from None
     stop = threading.Event()
 
     def on_sigint(signum: int, frame: Any) -> None:
@@ -255,7 +295,7 @@ def _run(args: argparse.Namespace) -> int:
     server = QueryServer(writer).start()
     status = None
     if not args.quiet:
-        status = StatusPrinter(stats, lambda: None if sim is None else sim.scoreboard).start()
+        status = StatusPrinter(stats, lambda: None if sim is None else sim.scoreboard()).start()
     try:
         result = run_pipeline(opts, stop=stop, writer=writer, stats=stats, sim=sim)
     finally:
@@ -266,7 +306,7 @@ def _run(args: argparse.Namespace) -> int:
             metrics.stop()
         writer.close()
         signal.signal(signal.SIGINT, previous)
-    print(format_summary(result, db))
+    print(format_summary(result, opts.db, opts.spec))
     sys.stdout.flush()
     return 0
 
@@ -277,7 +317,7 @@ def _member(addresses: str, i: int) -> list[str]:
 
 def _run_local_cluster(args: argparse.Namespace, opts: Any) -> int:
     """``--processes N`` on one machine: start members 1..N-1, run member 0 here."""
-    from eddy.dataflows.pipeline import local_addresses, prepare_recovery
+    from eddy.dataflows.runner import local_addresses, prepare_recovery
 
     if opts.recovery is not None:  # once, before the members race to create it
         prepare_recovery(opts.recovery, opts.processes)

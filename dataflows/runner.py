@@ -1,0 +1,165 @@
+"""Run a pipeline: open the DuckDB file, build the simulator if a stream asks for one, run
+the Bytewax dataflow (one process, or one member of a cluster), and report what it did."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import cluster_main, run_main
+
+from eddy.dataflows.flow import build_flow
+from eddy.dataflows.run_options import RunOptions
+from eddy.operators.stats import RunStats
+from eddy.schemas.spec_load import as_mapping
+from eddy.schemas.tables import pipeline_tables
+from eddy.sinks.duckdb import DuckDBWriter
+from eddy.sources.simulators import make_simulator
+from eddy.sources.simulators.base import ClosedLoopSimulator
+
+__all__ = [
+    "RunResult",
+    "local_addresses",
+    "make_run_simulator",
+    "open_writer",
+    "prepare_recovery",
+    "run_pipeline",
+]
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    wall_s: float
+    counters: dict[str, float]
+    latency_ms: dict[str, float]
+    scoreboard: dict[str, float] | None = None
+    tables: dict[str, int] = field(default_factory=dict)
+
+
+def open_writer(opts: RunOptions) -> DuckDBWriter:
+    """The DuckDB file with every table of the pipeline (``SchemaMismatch`` if it holds
+    another pipeline's tables)."""
+    return DuckDBWriter(opts.db, tables=pipeline_tables(opts.spec))
+
+
+def make_run_simulator(opts: RunOptions) -> ClosedLoopSimulator | None:
+    """The simulator the spec's streams name (at most one), with the run's overrides."""
+    names = {
+        opts.source_of(s.name).split(":", 1)[1].partition("/")[0]
+        for s in opts.spec.streams
+        if opts.source_of(s.name).startswith("simulator:")
+    }
+    if not names:
+        return None
+    if len(names) > 1:
+        raise ValueError(f"streams name several simulators ({', '.join(sorted(names))}); use one")
+    options = dict(as_mapping(opts.spec.simulator))
+    if opts.events is not None:
+        options["events"] = opts.events
+    if opts.forever:
+        options["events"] = 0
+    seed = int(options.pop("seed", opts.spec.seed))
+    base = Path(opts.spec.path).parent if opts.spec.path else None
+    return make_simulator(names.pop(), options, seed, base_dir=base)
+
+
+# Young-generation collections every 50k allocations instead of 700: a batch allocates
+# thousands of objects, and at the default the collector ran several times per batch.
+_GC_THRESHOLD = (50_000, 20, 100)
+
+
+@contextlib.contextmanager
+def _streaming_gc() -> Iterator[None]:
+    before = gc.get_threshold()
+    gc.set_threshold(*_GC_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+def run_pipeline(
+    opts: RunOptions,
+    *,
+    stop: threading.Event | None = None,
+    writer: DuckDBWriter | None = None,
+    stats: RunStats | None = None,
+    sim: ClosedLoopSimulator | None = None,
+) -> RunResult:
+    """Run until the input ends (or ``stop`` is set). With ``processes > 1`` this process is
+    member ``process_id`` of a cluster over ``addresses``; process 0 owns the DuckDB file."""
+    stop = stop or threading.Event()
+    stats = stats or RunStats()
+    owner = opts.process_id == 0
+    own_writer = writer is None and owner
+    if own_writer:
+        writer = open_writer(opts)
+    if sim is None:
+        sim = make_run_simulator(opts)
+    recovery = None
+    if opts.recovery is not None:
+        recovery = RecoveryConfig(str(prepare_recovery(opts.recovery, opts.processes)))
+    epoch = timedelta(seconds=opts.snapshot_interval_s)
+    t0 = time.perf_counter()
+    try:
+        with _streaming_gc():
+            flow = build_flow(opts, writer, stats, stop, sim)
+            if opts.processes > 1:
+                addresses = opts.addresses or local_addresses(opts.processes)
+                cluster_main(
+                    flow, addresses, opts.process_id, epoch_interval=epoch, recovery_config=recovery
+                )
+            else:
+                run_main(flow, epoch_interval=epoch, recovery_config=recovery)
+    finally:
+        wall = time.perf_counter() - t0
+        tables = writer.counts() if writer is not None else {}
+        if own_writer and writer is not None:
+            writer.close()
+    counters, hist = stats.view()
+    return RunResult(
+        run_id=opts.run_id,
+        wall_s=wall,
+        counters=counters,
+        latency_ms={f"p{round(q * 100)}": hist.quantile(q) for q in (0.5, 0.95, 0.99)},
+        scoreboard=None if sim is None else _scoreboard(sim),
+        tables=tables,
+    )
+
+
+def _scoreboard(sim: ClosedLoopSimulator) -> dict[str, float] | None:
+    board: Any = sim.scoreboard()
+    return dict(board) if board and board.get("decisions") else None
+
+
+def prepare_recovery(directory: str, processes: int) -> Path:
+    """Create Bytewax's recovery partitions in ``directory`` unless they exist (one per
+    process; a restart reuses them and resumes from the last complete snapshot)."""
+    path = Path(directory)
+    if not any(path.glob("part-*.sqlite3")):
+        path.mkdir(parents=True, exist_ok=True)
+        init_db_dir(path, processes)
+    return path
+
+
+def local_addresses(n: int) -> list[str]:
+    """``n`` loopback addresses for a one-machine cluster (free ports from the OS)."""
+    socks = []
+    for _ in range(n):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+    ports = [s.getsockname()[1] for s in socks]
+    for sock in socks:
+        sock.close()
+    return [f"127.0.0.1:{p}" for p in ports]
