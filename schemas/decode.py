@@ -28,7 +28,15 @@ import numpy as np
 import orjson
 
 from eddy.schemas.batch import EventBatch
-from eddy.schemas.events import MAX_TS_MS, MIN_TS_MS, DeadLetter, _decode_line, _Invalid, parse_time
+from eddy.schemas.events import (
+    MAX_TS_MS,
+    MIN_TS_MS,
+    DeadLetter,
+    _decode_line,
+    _Invalid,
+    dead_letter_raw,
+    parse_time,
+)
 from eddy.schemas.spec import StreamSpec
 
 __all__ = ["MAX_STRING_CHARS", "decode_lines", "stream_dtypes"]
@@ -309,7 +317,7 @@ def _careful(
                 pos_ok.append(pos)
                 raw_ok.append(raw)
             except _Invalid as e:
-                dead.append(DeadLetter(source, pos, stream, bytes(raw), str(e)))
+                dead.append(DeadLetter(source, pos, stream, dead_letter_raw(raw), str(e)))
     n = len(objs)
     reason: dict[int, str] = {}
     out: list[np.ndarray] = []

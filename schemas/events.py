@@ -22,6 +22,7 @@ import orjson
 from eddy.schemas.fast_decode import fast_columns
 
 __all__ = [
+    "DEAD_LETTER_MARK",
     "MAX_TS_MS",
     "MIN_TS_MS",
     "OUTCOME_FIELDS",
@@ -31,6 +32,7 @@ __all__ = [
     "OutcomeBatch",
     "RequestBatch",
     "concat",
+    "dead_letter_raw",
     "decode_outcomes",
     "decode_requests",
     "parse_time",
@@ -192,7 +194,24 @@ def _check(spec: FieldSpec, obj: dict[str, Any]) -> Any:
     raise AssertionError(kind)
 
 
+#: A line that starts with these bytes is a record its source already rejected (a CSV row with
+#: the wrong number of cells, say): the text up to the first newline after the mark is the
+#: dead letter's reason, the rest is the record as read. Sources build such lines with
+#: ``sources.base.dead_line``. No JSON text starts with a NUL byte, so no event is mistaken.
+DEAD_LETTER_MARK = b"\x00eddy-dead-letter\x00"
+_MARK_LEN = len(DEAD_LETTER_MARK)
+
+
+def dead_letter_raw(raw: bytes) -> bytes:
+    """What a dead letter keeps of ``raw``: the line itself, or the record a marked line holds."""
+    out = bytes(raw)
+    return out.partition(b"\n")[2] if out.startswith(DEAD_LETTER_MARK) else out
+
+
 def _decode_line(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    if bytes(raw[:_MARK_LEN]) == DEAD_LETTER_MARK:
+        reason = bytes(raw[_MARK_LEN:]).partition(b"\n")[0]
+        raise _Invalid(reason.decode("utf-8", "replace"))
     if len(raw) > max_bytes:
         raise _Invalid(f"record of {len(raw)} bytes exceeds the limit of {max_bytes} bytes")
     try:
@@ -296,7 +315,7 @@ def _decode(
                 pos_ok.append(pos)
                 raw_ok.append(raw)
             except _Invalid as e:
-                dead.append(DeadLetter(source, pos, stream, bytes(raw), str(e)))
+                dead.append(DeadLetter(source, pos, stream, dead_letter_raw(raw), str(e)))
     n = len(objs)
     reason: dict[int, str] = {}
     columns: list[np.ndarray] = []
