@@ -160,7 +160,7 @@ def build_flow(
     for i, s in enumerate(spec.streams):
         source = opts.source_of(s.name)
         kind, _, target = source.partition(":")
-        if kind == "simulator":
+        if kind == "simulator":  # one source for all of them, below (if it can run)
             sim_stream = target.partition("/")[2] or s.name
             sim_streams[sim_stream] = s.name
             continue
@@ -168,8 +168,7 @@ def build_flow(
         inputs.append(
             op.input(f"in_{s.name}", flow, _source(opts, source, s.name, stop_flag, base))
         )
-    if sim_streams:
-        assert sim is not None, "a simulator source needs the simulator"
+    if sim_streams and sim is not None:
         sim_source = ClosedLoopSource(
             sim,
             {k: v for k, v in sim_streams.items()},

@@ -23,16 +23,18 @@ from eddy.operators.stats import RunStats
 from eddy.schemas.spec_load import as_mapping
 from eddy.schemas.tables import pipeline_tables
 from eddy.sinks.duckdb import DuckDBWriter
-from eddy.sources.simulators import make_simulator
+from eddy.sources.simulators import SIMULATORS, make_simulator
 from eddy.sources.simulators.base import ClosedLoopSimulator
 
 __all__ = [
     "RunResult",
+    "idle_streams",
     "local_addresses",
     "make_run_simulator",
     "open_writer",
     "prepare_recovery",
     "run_pipeline",
+    "simulator_streams",
 ]
 
 
@@ -52,14 +54,34 @@ def open_writer(opts: RunOptions) -> DuckDBWriter:
     return DuckDBWriter(opts.db, tables=pipeline_tables(opts.spec))
 
 
+def simulator_streams(opts: RunOptions) -> dict[str, str]:
+    """Spec stream -> the simulator stream it reads (``simulator:NAME[/STREAM]`` sources)."""
+    out = {}
+    for s in opts.spec.streams:
+        kind, _, target = opts.source_of(s.name).partition(":")
+        if kind == "simulator":
+            out[s.name] = target.partition("/")[2] or s.name
+    return out
+
+
+def idle_streams(opts: RunOptions) -> list[str]:
+    """Simulator streams that get no input in this run: a closed-loop simulator answers
+    decisions, so when its decision stream is read from elsewhere it cannot run."""
+    read = simulator_streams(opts)
+    if not read:
+        return []
+    name = opts.source_of(next(iter(read))).split(":", 1)[1].partition("/")[0]
+    decides = SIMULATORS[name].decision_stream if name in SIMULATORS else None
+    if decides is None or decides in read.values():
+        return []
+    return list(read)
+
+
 def make_run_simulator(opts: RunOptions) -> ClosedLoopSimulator | None:
-    """The simulator the spec's streams name (at most one), with the run's overrides."""
-    names = {
-        opts.source_of(s.name).split(":", 1)[1].partition("/")[0]
-        for s in opts.spec.streams
-        if opts.source_of(s.name).startswith("simulator:")
-    }
-    if not names:
+    """The simulator the spec's streams name (at most one), with the run's overrides; None
+    when no stream reads from it, or it cannot run (see :func:`idle_streams`)."""
+    names = {opts.source_of(s).split(":", 1)[1].partition("/")[0] for s in simulator_streams(opts)}
+    if not names or idle_streams(opts):
         return None
     if len(names) > 1:
         raise ValueError(f"streams name several simulators ({', '.join(sorted(names))}); use one")

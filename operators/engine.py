@@ -77,6 +77,7 @@ class PipelineEngine:
         self._decided_until: dict[int, int] = {}  # decision partition -> largest event time
         self._held: list[tuple[int, EventBatch, int]] = []  # (partition, batch, min ts)
         self._held_low = _NO_TS
+        self._released_until = _MIN_TS if self._held_streams else _NO_TS
         self._ttl = max((d.reward.ttl_ms for d in spec.decide), default=0)
 
     def _selection(
@@ -125,7 +126,10 @@ class PipelineEngine:
                     self._decided_until[partition] = max(top, int(batch.ts.max()))
                 self._run_grouped(decisions, out, now_ns)
                 self._release(self._reached(), out, now_ns)
-            self._expire(self._max_ts - self.spec.allowed_lateness_ms, out, now_ns)
+            # a decision times out by the event time its outcomes have been learned to, not by
+            # outcomes still held (a held batch can reach far past the decisions)
+            learned = min(self._max_ts, self._released_until)
+            self._expire(learned - self.spec.allowed_lateness_ms, out, now_ns)
         if items:
             out.count("events", sum(len(b) for _, b in items))
             watermark = self._max_ts - self.spec.allowed_lateness_ms
@@ -160,6 +164,7 @@ class PipelineEngine:
             "max_ts": self._max_ts,
             "decided_until": self._decided_until,
             "held": self._held,
+            "released_until": self._released_until,
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -179,6 +184,7 @@ class PipelineEngine:
         eng._max_ts = state["max_ts"]
         eng._decided_until = state["decided_until"]
         eng._held = state["held"]
+        eng._released_until = state["released_until"]
         eng._held_low = min((low for _, _, low in eng._held), default=_NO_TS)
         return eng
 
@@ -211,6 +217,7 @@ class PipelineEngine:
 
     def _release(self, until_ms: int, out: Results, now_ns: int) -> None:
         """Process the held outcome batches whose event time the decisions have reached."""
+        self._released_until = max(self._released_until, until_ms)
         if not self._held or self._held_low > until_ms:
             return
         keep: list[tuple[int, EventBatch, int]] = []
@@ -248,6 +255,8 @@ class PipelineEngine:
         spec = self.spec
         now_ms = now_ns // 1_000_000
         out.count(f"events.{stream}", len(batch))
+        read, n_read = np.unique(batch.ingest_ns // 1_000_000, return_counts=True)
+        out.ingest.extend(zip(read.tolist(), n_read.tolist(), strict=True))
         before = _advance(self._clock[stream], batch.ts, parts)
         late = batch.ts < before
         if late.any():

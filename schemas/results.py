@@ -19,6 +19,8 @@ class Results:
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
     counters: dict[str, float] = field(default_factory=dict)  # added up across batches
     gauges: dict[str, float] = field(default_factory=dict)  # the latest value wins
+    # (wall-clock ms an input batch was read, events of it processed): end-to-end latency
+    ingest: list[tuple[int, int]] = field(default_factory=list)
 
     def add(self, table: str, columns: dict[str, Any]) -> None:
         """Rows for ``table`` (column name -> values); an empty dict adds nothing."""
@@ -56,6 +58,7 @@ class Results:
             for k, v in r.counters.items():
                 out.count(k, v)
             out.gauges.update(r.gauges)
+            out.ingest.extend(r.ingest)
         for t, cols in chunks.items():
             out.tables[t] = {k: _concat_all(v) for k, v in cols.items()}
         return out
@@ -66,6 +69,7 @@ class Results:
         for k, v in other.counters.items():
             self.count(k, v)
         self.gauges.update(other.gauges)
+        self.ingest.extend(other.ingest)
 
 
 def _concat(a: Any, b: Any) -> Any:

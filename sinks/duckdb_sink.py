@@ -132,15 +132,14 @@ class _Partition(StatefulSinkPartition[Results, None]):
         if merged.tables:
             written = self._writer.write_many(merged.tables)
             merged.count(f"{PART}.rows_written", sum(written.values()))
-        now_ns = time.time_ns()
-        dec = merged.tables.get("decisions")
+        now_ms = time.time_ns() / 1e6
         with self._stats.lock:
             for k, v in merged.counters.items():
                 self._stats.add(k, v)
             self._stats.counters.update(merged.gauges)
-            if dec is not None:  # end to end: ingest -> readable in DuckDB
-                ingest_ms = np.asarray(dec["decided_at"]) - np.asarray(dec["latency_ms"])
-                self._stats.latency.add(now_ns / 1e6 - ingest_ms)
+            if merged.ingest:  # end to end: read -> its results readable in DuckDB
+                read_ms, events = np.array(merged.ingest, dtype=np.float64).T
+                self._stats.latency.add(np.repeat(now_ms - read_ms, events.astype(np.int64)))
         if self._on_write is not None:
             self._on_write(merged)
         if time.monotonic() - self._last_metrics >= 1.0:

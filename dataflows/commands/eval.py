@@ -5,10 +5,11 @@
 NAB-format results (``<out>/<detector>/<category>/<detector>_<file>.csv``) and prints the NAB
 profile scores of the series that ``DIR/labels/combined_windows.json`` labels.
 
-``eddy eval incidents [--config FILE] [--events N] [--seeds 0,1,2] [--json FILE]`` plays the
-closed-loop simulator against the reference engine (in-process, deterministic per seed) and
-prints the detection precision, recall and median delay on the simulator's labelled incidents
-(``benchmarks/incidents.py`` documents the matching rule).
+``eddy eval incidents [--pipeline FILE] [--events N] [--seeds 0,1,2] [--grace D] [--warmup D]
+[--json FILE]`` plays a spec (default: the reference) against its simulator (in-process,
+deterministic per seed) and prints the detection precision, recall and median delay of its
+detect stages on the simulator's labelled incidents (``benchmarks/incidents.py`` documents the
+matching rule).
 
 Evaluations register themselves in ``_SUBCOMMANDS``. Building the parser imports nothing heavy
 (no numba, no bytewax): ``eddy sql`` shares it.
@@ -70,17 +71,32 @@ def _run_nab(args: argparse.Namespace) -> int:
 def _add_incidents(sub: Any) -> None:
     p = sub.add_parser(
         "incidents",
-        help="detection precision, recall and delay on the simulator's labelled incidents",
+        help="detection precision, recall and delay on a simulator's labelled incidents",
+        description="Play a pipeline spec against its simulator, once per seed, and score the "
+        "anomalies of its detect stages against the incidents the simulator labelled.",
     )
-    p.add_argument("--config", type=Path, help="pipeline TOML (default: built-in defaults)")
+    p.add_argument("--pipeline", metavar="FILE", help="pipeline spec (TOML); default: reference")
     p.add_argument(
         "--events",
         type=int,
-        default=1_200_000,
-        help="requests per seed (default 1200000: 10 simulated minutes at 2,000/s)",
+        metavar="N",
+        help="the simulator's events per seed (default: the spec's [simulator] events)",
     )
     p.add_argument(
         "--seeds", default="0,1,2", help="comma-separated simulator seeds (default 0,1,2)"
+    )
+    p.add_argument(
+        "--grace",
+        default="10s",
+        metavar="DURATION",
+        help="an anomaly up to this long after an incident's end still detects it "
+        '(default "10s"; hours for hourly detectors: "6h")',
+    )
+    p.add_argument(
+        "--warmup",
+        default="20s",
+        metavar="DURATION",
+        help='incidents starting this soon after the start are not scored (default "20s")',
     )
     p.add_argument("--json", type=Path, help="also write the full report (per seed) as JSON here")
     p.set_defaults(func=_run_incidents)
@@ -98,23 +114,40 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _duration(flag: str, text: str) -> int:
+    from eddy.dataflows.cli import UsageError
+    from eddy.schemas.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise UsageError(f"{flag}: {e}") from None
+
+
 def _run_incidents(args: argparse.Namespace) -> int:
     from eddy.dataflows.cli import UsageError
-    from eddy.dataflows.config import ConfigError, load_settings
+    from eddy.dataflows.commands.run import load_pipeline
 
-    if args.events < 1:
+    if args.events is not None and args.events < 1:
         raise UsageError(f"--events {args.events}: expected an integer >= 1")
     seeds = _seeds(args.seeds)
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as e:
-        raise UsageError(str(e)) from None
-    if settings.simulator.incident_every_s <= 0:
-        raise UsageError("simulator.incident_every is 0: the simulator injects no incidents")
+    grace, warmup = _duration("--grace", args.grace), _duration("--warmup", args.warmup)
+    spec = load_pipeline(args.pipeline)
+    if not spec.detect:
+        raise UsageError(f"pipeline {spec.name!r} has no [[detect]] stage: nothing to score")
+    if not any(s.source_kind == "simulator" for s in spec.streams):
+        raise UsageError(
+            f"pipeline {spec.name!r}: no stream reads from a simulator, so no incident is labelled"
+        )
     from eddy.benchmarks.incidents import evaluate_seeds
 
-    report = evaluate_seeds(settings, args.events, seeds)
+    try:
+        report = evaluate_seeds(spec, args.events, seeds, grace_ms=grace, warmup_ms=warmup)
+    except ValueError as e:  # the simulator refused its options
+        raise UsageError(str(e)) from None
     print("\n".join(report.lines()))
+    if not any(r.incidents for r in report.reports):
+        print("no incident was scored: more --events, a shorter --warmup, or a simulator option")
     if args.json is not None:
         try:
             args.json.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")

@@ -250,7 +250,14 @@ def _run(args: argparse.Namespace) -> int:
     opts = _options(args)
     if opts.processes > 1 and opts.addresses is None:
         return _run_local_cluster(args, opts)
-    from eddy.dataflows.runner import make_run_simulator, open_writer, run_pipeline
+    from eddy.dataflows.runner import idle_streams, make_run_simulator, open_writer, run_pipeline
+
+    for stream in idle_streams(opts) if opts.process_id == 0 else ():
+        print(
+            f"eddy run: stream {stream!r} gets no input: its simulator answers the decisions "
+            "of a stream now read from elsewhere (give it a --source too)",
+            file=sys.stderr,
+        )
 
     if opts.process_id > 0:  # a cluster member: no file, no endpoint, no status
         run_pipeline(opts)

@@ -14,45 +14,63 @@ from pathlib import Path
 import pytest
 
 from eddy.dataflows.cli import main
-from eddy.dataflows.config import ConfigError, load_settings
 
-DEFAULT_TOML = Path(__file__).parents[2] / "dataflows" / "default.toml"
-
-
-def test_default_toml_documents_the_defaults() -> None:
-    assert load_settings(DEFAULT_TOML) == load_settings(None)
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
-@pytest.mark.parametrize(
-    ("toml", "message"),
-    [
-        ("[bandit]\npolicyy = 'linucb'\n", "unknown key 'bandit.policyy'"),
-        ("[bandits]\n", "unknown section [bandits]"),
-        ("[bandit]\nreward_ttl = 'soon'\n", "key 'bandit.reward_ttl': expected a duration"),
-        ("[run]\nbatch_size = 'big'\n", "key 'run.batch_size': expected an integer"),
-        ("[bandit]\npolicy = 'magic'\n", "policy: expected one of"),
-        ("[bandit]\nparams = { alpah = 1 }\n", "bandit.params"),
-        ("[run\n", "not valid TOML"),
-    ],
-)
-def test_bad_config_names_the_key(tmp_path: Path, toml: str, message: str) -> None:
-    p = tmp_path / "bad.toml"
-    p.write_text(toml)
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
-        load_settings(p)
+@pytest.mark.parametrize("name", ["adserving", "sensors", "logistics"])
+def test_check_prints_what_a_shipped_spec_computes(name: str, capsys) -> None:
+    assert main(["check", str(EXAMPLES / f"{name}.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "streams:" in out and "stages:" in out and "tables:" in out and "ok" in out
+    assert "decisions (decision_id, decide, event_time, arm," in out
+
+
+# what the engine cannot use, though the file parses: one line naming the key, exit 2
+ENGINE_ERRORS = [
+    ('policy = "linucb"', 'policy = "magic"', "decide[0].policy"),
+    ("params = { alpha = 0.5, floor = 0.02 }", "params = { alpah = 1 }", "decide[0].params"),
+    ('value = "revenue - latency_ms / 1000"', 'value = "revenue -"', "decide[0].reward.value"),
+    ('value = "revenue - latency_ms / 1000"', 'value = "partner * 2"', "decide[0].reward.value"),
+    ('bucket = "1s"', "bucket = 5", "detect[0].params.bucket"),
+    ('detector = "rates"', 'detector = "river:anomaly.NoSuchThing"', "detect[0].detector"),
+    ('source = "simulator:adserving"', 'source = "simulator:nowhere"', "streams.requests.source"),
+    ("rate_per_s = 2000.0", "rate_per_s = -1.0", "simulator.rate_per_s"),
+    (
+        'placement = "string"',
+        'placement = "string"\nmood = "string"',
+        "streams.requests.fields.mood",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "key"), ENGINE_ERRORS)
+def test_check_refuses_what_the_engine_cannot_run(
+    tmp_path: Path, old: str, new: str, key: str, capsys
+) -> None:
+    text = (EXAMPLES / "adserving.toml").read_text()
+    assert old in text, old
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace(old, new, 1))
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert key in err, err
 
 
 @pytest.mark.parametrize(
     "argv",
     [
-        ["run", "--config", "/nonexistent.toml"],
+        ["run", "--pipeline", "/nonexistent.toml"],
         ["run", "--source", "carrier-pigeon"],
         ["run", "--source", "jsonl:/nonexistent.jsonl"],
+        ["run", "--source", "nostream=jsonl:/tmp/x"],
         ["run", "--events", "-5"],
         ["run", "--forever", "--events", "10"],
-        ["run", "--rewards", "jsonl:/tmp/x"],
         ["run", "--seconds", "abc"],
         ["run", "--frobnicate"],
+        ["run", "--pipeline", str(EXAMPLES / "sensors.toml"), "--rewards", "jsonl:/tmp/x"],
+        ["check"],
     ],
 )
 def test_bad_arguments_exit_2_with_one_message(argv: list[str], capsys) -> None:
@@ -64,17 +82,19 @@ def test_bad_arguments_exit_2_with_one_message(argv: list[str], capsys) -> None:
     assert len(err.strip().splitlines()) == 1
 
 
-def test_bad_config_from_the_command_line(tmp_path: Path) -> None:
+def test_bad_spec_from_the_command_line(tmp_path: Path) -> None:
     p = tmp_path / "bad.toml"
-    p.write_text("[anomaly]\nthreshold = 7\n")
+    p.write_text(
+        (EXAMPLES / "adserving.toml").read_text().replace("threshold = 0.99", "threshold = 7")
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "eddy", "run", "--config", str(p)],
+        [sys.executable, "-m", "eddy", "run", "--pipeline", str(p)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 2
-    assert "anomaly.threshold" in proc.stderr and "Traceback" not in proc.stderr
+    assert "detect[0].threshold" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _sql(db: Path, query: str) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import duckdb
 import orjson
 
-from eddy.dataflows.pipeline import RunOptions, run_pipeline
+from eddy.dataflows.run_options import RunOptions
+from eddy.dataflows.runner import run_pipeline
 
 T0 = 1_767_225_600_000
 
@@ -19,28 +20,28 @@ def _count(db: Path, sql: str) -> int:
         return int(con.execute(sql).fetchone()[0])  # type: ignore[index]
 
 
-def test_simulator_run_fills_every_result_table(tmp_path: Path, settings) -> None:
+def test_simulator_run_fills_every_result_table(tmp_path: Path, reference) -> None:
     db = tmp_path / "sim.duckdb"
-    s = settings(events=40_000, rate_per_s=250.0, incident_every_s=8.0)
-    s = replace(s, duckdb=str(db), batch_size=500)
-    result = run_pipeline(RunOptions(settings=s))
+    spec = reference(events=40_000, rate_per_s=250.0, incident_every="8s")
+    result = run_pipeline(RunOptions(spec, duckdb=str(db), batch_size=500))
     assert result.counters["decisions"] == 40_000
     for table in ("decisions", "rewards", "anomalies", "window_aggregates", "metrics"):
         assert _count(db, f"select count(*) from {table}") > 0, table
     assert _count(db, "select count(*) from decisions") == 40_000
     assert _count(db, "select count(distinct decision_id) from rewards") == 40_000
-    assert result.scoreboard.chosen > 1.3 * result.scoreboard.random
+    assert result.scoreboard is not None
+    assert result.scoreboard["chosen"] > 1.3 * result.scoreboard["random"]
     lat = result.latency_ms
     assert 0 < lat["p50"] <= lat["p99"]
 
 
-def test_rerun_of_the_same_input_writes_nothing_twice(tmp_path: Path, settings) -> None:
+def test_rerun_of_the_same_input_writes_nothing_twice(tmp_path: Path, reference) -> None:
     db = tmp_path / "twice.duckdb"
-    s = replace(settings(events=3_000), duckdb=str(db))
-    run_pipeline(RunOptions(settings=s))
+    spec = reference(events=3_000)
+    run_pipeline(RunOptions(spec, duckdb=str(db)))
     first = _count(db, "select count(*) from decisions")
     windows = _count(db, "select count(*) from window_aggregates")
-    run_pipeline(RunOptions(settings=s))
+    run_pipeline(RunOptions(spec, duckdb=str(db)))
     assert _count(db, "select count(*) from decisions") == first == 3_000
     assert _count(db, "select count(*) from window_aggregates") == windows
 
@@ -70,7 +71,7 @@ BAD_KINDS = [
 ]
 
 
-def test_jsonl_with_bad_lines_dead_letters_exactly_the_bad_ones(tmp_path: Path, settings) -> None:
+def test_jsonl_with_bad_lines_dead_letters_exactly_the_bad_ones(tmp_path: Path, reference) -> None:
     rng = random.Random(7)
     n_good, n_bad = 99_000, 1_000
     bad_at = set(rng.sample(range(n_good + n_bad), n_bad))
@@ -86,8 +87,7 @@ def test_jsonl_with_bad_lines_dead_letters_exactly_the_bad_ones(tmp_path: Path, 
     path = tmp_path / "requests.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     db = tmp_path / "jsonl.duckdb"
-    s = replace(settings(), duckdb=str(db))
-    run_pipeline(RunOptions(settings=s, source=f"jsonl:{path}"))
+    run_pipeline(RunOptions(reference(), {"requests": f"jsonl:{path}"}, duckdb=str(db)))
     assert _count(db, "select count(*) from dead_letters") == n_bad
     assert _count(db, "select count(*) from decisions") == n_good
     with duckdb.connect(str(db), read_only=True) as con:
@@ -98,7 +98,7 @@ def test_jsonl_with_bad_lines_dead_letters_exactly_the_bad_ones(tmp_path: Path, 
     assert len(reasons) >= 6, reasons
 
 
-def test_jsonl_requests_with_outcomes_file_join_rewards(tmp_path: Path, settings) -> None:
+def test_jsonl_requests_with_outcomes_file_join_rewards(tmp_path: Path, reference) -> None:
     n = 2_000
     req = tmp_path / "req.jsonl"
     out = tmp_path / "out.jsonl"
@@ -118,8 +118,11 @@ def test_jsonl_requests_with_outcomes_file_join_rewards(tmp_path: Path, settings
     outcomes.append({**outcomes[0], "decision_id": "never-decided"})
     out.write_bytes(b"\n".join(orjson.dumps(o) for o in outcomes) + b"\n")
     db = tmp_path / "joined.duckdb"
-    s = replace(settings(), duckdb=str(db))
-    run_pipeline(RunOptions(settings=s, source=f"jsonl:{req}", rewards=f"jsonl:{out}"))
+    sources = {"requests": f"jsonl:{req}", "outcomes": f"jsonl:{out}"}
+    spec = reference()
+    # these outcomes all name one partner: join them by id alone (no arm check)
+    decide = replace(spec.decide[0], reward=replace(spec.decide[0].reward, arm=None))
+    run_pipeline(RunOptions(replace(spec, decide=(decide,)), sources, duckdb=str(db)))
     assert _count(db, "select count(*) from decisions") == n
     assert _count(db, "select count(*) from rewards where not timed_out") == n // 2
     assert _count(db, "select count(*) from rewards where timed_out") == n // 2

@@ -1,22 +1,24 @@
-"""Detection of the simulator's labelled incidents by the reference engine, and `eddy eval
-incidents` (the benchmark itself, 10 simulated minutes per seed, is in the README)."""
+"""Detection of the simulator's labelled incidents by the reference spec, and `eddy eval
+incidents` (the benchmark itself, 10 simulated minutes per seed, is in docs/benchmarks.md)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from eddy.benchmarks.closed_loop import with_simulator
 from eddy.benchmarks.incidents import evaluate, evaluate_seeds, score
 from eddy.dataflows.cli import main
-from eddy.dataflows.config import load_settings
-from eddy.sources.simulator import Incident
+from eddy.dataflows.commands.run import reference_spec_path
+from eddy.schemas.spec import PipelineSpec
+from eddy.schemas.spec_load import load_spec
+from eddy.sources.simulators.base import Incident
 
 
-def _frequent(rate: float = 1_000.0, every_s: float = 8.0):
-    s = load_settings()
-    return replace(s, simulator=replace(s.simulator, rate_per_s=rate, incident_every_s=every_s))
+def _frequent(rate: float = 1_000.0, every: str = "8s") -> PipelineSpec:
+    return with_simulator(load_spec(reference_spec_path()), rate_per_s=rate, incident_every=every)
 
 
 def test_detects_frequent_incidents_with_high_precision_and_recall() -> None:
@@ -33,14 +35,14 @@ def test_detects_frequent_incidents_with_high_precision_and_recall() -> None:
 
 
 def test_no_incidents_no_anomaly_records() -> None:
-    rep = evaluate(_frequent(every_s=0.0), events=120_000, seed=2)
+    rep = evaluate(_frequent(every="0s"), events=120_000, seed=2)
     assert rep.anomalies == 0
 
 
 def test_same_seed_same_report() -> None:
     a = evaluate(_frequent(), events=60_000, seed=4)
     b = evaluate(_frequent(), events=60_000, seed=4)
-    assert a == b
+    assert a == b and a.anomalies > 0
 
 
 def test_matching_rule() -> None:
@@ -50,33 +52,47 @@ def test_matching_rule() -> None:
         Incident("alpha", "error_burst", 1_000, 4_000),  # during warm-up: not scored
     ]
     found = [
-        ("alpha", "error_rate", 12_000),  # TP (first detection: delay 2 s)
-        ("alpha", "fill_rate", 24_000),  # TP within the grace after the end
-        ("alpha", "fill_rate", 25_000),  # FP: grace over
-        ("bravo", "ecpm", 29_000),  # FP: before the start
-        ("alpha", "error_rate", 3_000),  # TP of the unscored incident: not a false alarm
+        ("alpha", "error", 12_000),  # TP (first detection: delay 2 s)
+        ("alpha", "filled", 24_000),  # TP within the grace after the end
+        ("alpha", "filled", 25_000),  # FP: grace over
+        ("bravo", "revenue", 29_000),  # FP: before the start
+        ("alpha", "error", 3_000),  # TP of the unscored incident: not a false alarm
     ]
     r = score(found, inc, grace_ms=10_000, scored=[True, True, False])
     assert (r.anomalies, r.true_positives) == (5, 3)
     assert r.precision == pytest.approx(3 / 5)
     assert (r.incidents, r.detected, r.recall) == (2, 1, 0.5)
     assert r.delays_s == (2.0,) and r.median_delay_s == 2.0
-    assert [m.partner for m in r.missed] == ["bravo"]
+    assert [m.key for m in r.missed] == ["bravo"]
     assert {f[2] for f in r.false_alarms} == {25_000, 29_000}
     assert r.by_kind == {"outage": (1, 1), "price_drop": (0, 1)}
 
 
-def test_eval_incidents_cli_prints_and_writes_json(tmp_path, capsys) -> None:
-    cfg = tmp_path / "sim.toml"
-    cfg.write_text('[simulator]\nrate_per_s = 1000.0\nincident_every = "8s"\n')
+def _spec_file(tmp_path: Path, old: str, new: str) -> Path:
+    text = reference_spec_path().read_text()
+    assert old in text
+    path = tmp_path / "spec.toml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_eval_incidents_cli_prints_and_writes_json(tmp_path: Path, capsys) -> None:
+    spec = _spec_file(tmp_path, 'incident_every = "20s"', 'incident_every = "8s"')
     out = tmp_path / "report.json"
-    args = ["eval", "incidents", "--config", str(cfg), "--events", "60000", "--seeds", "0,1"]
+    args = ["eval", "incidents", "--pipeline", str(spec), "--events", "60000", "--seeds", "0,1"]
     assert main([*args, "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "seed 0:" in text and "seed 1:" in text and "precision mean" in text
     data = json.loads(out.read_text())
     assert data["seeds"] == [0, 1] and len(data["runs"]) == 2
+    assert sum(r["incidents"] for r in data["runs"]) >= 1
     assert {"precision_mean", "recall_min", "median_delay_s"} <= set(data)
+
+
+def test_eval_incidents_warmup_leaves_early_incidents_unscored(capsys) -> None:
+    base = ["eval", "incidents", "--events", "60000", "--seeds", "0"]
+    assert main([*base, "--warmup", "1h"]) == 0
+    assert "no incident was scored" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -85,10 +101,19 @@ def test_eval_incidents_cli_prints_and_writes_json(tmp_path, capsys) -> None:
         (["--seeds", "a,b"], "--seeds"),
         (["--seeds", "-1"], "--seeds"),
         (["--events", "0"], "--events"),
-        (["--config", "/nonexistent/eddy.toml"], "file not found"),
+        (["--grace", "soon"], "--grace"),
+        (["--pipeline", "/nonexistent/eddy.toml"], "file not found"),
     ],
 )
 def test_eval_incidents_cli_rejects_bad_arguments(extra, needle, capsys) -> None:
     assert main(["eval", "incidents", *extra]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+
+
+def test_eval_incidents_needs_a_detect_stage(tmp_path: Path, capsys) -> None:
+    text = reference_spec_path().read_text()
+    no_detect = text[: text.index("[[detect]]")] + text[text.index("[[decide]]") :]
+    (tmp_path / "spec.toml").write_text(no_detect)
+    assert main(["eval", "incidents", "--pipeline", str(tmp_path / "spec.toml")]) == 2
+    assert "no [[detect]] stage" in capsys.readouterr().err
