@@ -16,9 +16,20 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 
 def _run(tmp_path: Path, name: str, *extra: str) -> duckdb.DuckDBPyConnection:
     db = tmp_path / f"{name}.duckdb"
+    spec = str(EXAMPLES / f"{name}.toml")
     proc = subprocess.run(
-        [sys.executable, "-m", "eddy", "run", "--pipeline", str(EXAMPLES / f"{name}.toml")]
-        + ["--duckdb", str(db), "--quiet", *extra],
+        [
+            sys.executable,
+            "-m",
+            "eddy",
+            "run",
+            "--pipeline",
+            spec,
+            "--duckdb",
+            str(db),
+            "--quiet",
+            *extra,
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -139,9 +150,9 @@ def test_a_river_detector_runs_in_a_pipeline(tmp_path: Path) -> None:
     )
     assert check.returncode == 0, check.stderr
     db = tmp_path / "river.duckdb"
+    argv = ["run", "--pipeline", str(path), "--duckdb", str(db), "--quiet"]
     proc = subprocess.run(
-        [sys.executable, "-m", "eddy", "run", "--pipeline", str(path), "--duckdb", str(db)]
-        + ["--quiet"],
+        [sys.executable, "-m", "eddy", *argv],
         capture_output=True,
         text=True,
         timeout=600,
