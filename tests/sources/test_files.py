@@ -17,14 +17,14 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-import eddy.sources.files as files
 from eddy.schemas.batch import EventBatch
 from eddy.schemas.decode import decode_lines
 from eddy.schemas.events import DeadLetter
 from eddy.schemas.spec import StreamSpec
 from eddy.schemas.spec_load import loads_spec
 from eddy.sources.base import RawBatch, dead_line
-from eddy.sources.files import FrameSource, frame_rows
+from eddy.sources.files import FrameSource, csv_rows, frame_rows
+from eddy.sources.files import source as frame_source
 from eddy.sources.jsonl import JsonlReader
 
 
@@ -357,8 +357,8 @@ def test_batch_cuts_give_the_same_lines(
     )
     want = list(frame_rows(str(path), kind, STREAM))
     assert len(want) == len(rows)
-    monkeypatch.setattr(files, "_BLOCK_BYTES", 97)  # CSV blocks cut rows and quoted cells
-    monkeypatch.setattr(files, "_PARQUET_ROWS", 5)
+    monkeypatch.setattr(csv_rows, "_BLOCK_BYTES", 97)  # CSV blocks cut rows and quoted cells
+    monkeypatch.setattr(frame_source, "PARQUET_ROWS", 5)
     for n in (1, 7, 1000):
         batches = _batches(_one_part(path, kind, batch_rows=n))
         assert all(len(b) == n for b in batches[:-1])
@@ -378,7 +378,7 @@ def test_resume_from_a_snapshot_continues_without_loss_or_repeat(
         if kind == "csv"
         else _write_parquet(tmp_path / "e.parquet", rows, row_group_size=10)
     )
-    monkeypatch.setattr(files, "_BLOCK_BYTES", 211)
+    monkeypatch.setattr(csv_rows, "_BLOCK_BYTES", 211)
     want = list(frame_rows(str(path), kind, STREAM))
     src = _one_part(path, kind, batch_rows=9)
     (key,) = src.list_parts()
@@ -442,8 +442,8 @@ def test_a_stop_event_ends_the_partition(tmp_path: Path) -> None:
 def test_a_line_longer_than_the_limit_is_one_dead_letter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(files, "_BLOCK_BYTES", 16)
-    monkeypatch.setattr(files, "_MAX_ROW_BYTES", 64)
+    monkeypatch.setattr(csv_rows, "_BLOCK_BYTES", 16)
+    monkeypatch.setattr(csv_rows, "_MAX_ROW_BYTES", 64)
     p = tmp_path / "long.csv"
     row = "1700000000000,u1,2.5,3,true,a,,2"
     p.write_text(",".join(HEADER) + f"\ng1,{row}\nlong,{'x' * 300}\ng3,{row}\n")
@@ -457,5 +457,5 @@ def test_the_python_csv_fallback_reads_like_polars(
 ) -> None:
     path = _write_csv(tmp_path / "e.csv", EVENTS)
     want = list(frame_rows(str(path), "csv", STREAM))
-    monkeypatch.setattr(files._CsvRows, "_parse", lambda self, chunk, n, utf8: None)
+    monkeypatch.setattr(csv_rows.CsvRows, "_parse", lambda self, chunk, n, utf8: None)
     assert list(frame_rows(str(path), "csv", STREAM)) == want
