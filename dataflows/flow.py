@@ -144,8 +144,11 @@ def build_flow(
     stats: RunStats,
     stop: threading.Event,
     sim: ClosedLoopSimulator | None = None,
+    open_writer: Callable[[], DuckDBWriter] | None = None,
 ) -> Dataflow:
-    """The dataflow of ``opts.spec``; ``writer`` is None on cluster members without the file."""
+    """The dataflow of ``opts.spec``. The DuckDB file is written by ``writer`` (open, owned by
+    the caller) or by one ``open_writer()`` opens when the dataflow starts and closes when it
+    ends; cluster members other than process 0 pass neither."""
     spec = opts.spec
     flow = Dataflow(f"eddy-{spec.name}")
     deadline = None if opts.seconds is None else time.monotonic() + opts.seconds
@@ -197,7 +200,12 @@ def build_flow(
         "duckdb",
         op.key_on("to_duckdb", everything, lambda _: "duckdb"),
         DuckDBSink(
-            writer, stats, opts.run_id, local=writer is not None, drain_on_snapshot=keep_state
+            writer,
+            stats,
+            opts.run_id,
+            local=writer is not None or open_writer is not None,
+            drain_on_snapshot=keep_state,
+            open_writer=open_writer,
         ),
     )
     if opts.kafka_out:

@@ -67,8 +67,10 @@ class _Partition(StatefulSinkPartition[Results, None]):
         max_rows: int,
         max_delay_s: float,
         drain_on_snapshot: bool,
+        close_writer: bool = False,
     ) -> None:
         self._writer = writer
+        self._close_writer = close_writer
         self._drain_on_snapshot = drain_on_snapshot
         self._stats = stats
         self._run_id = run_id
@@ -174,6 +176,8 @@ class _Partition(StatefulSinkPartition[Results, None]):
             self._buf.append(Results())
             self._cv.notify_all()
         self._thread.join()
+        if self._close_writer:
+            self._writer.close()
         self._raise_failure()
 
 
@@ -181,7 +185,8 @@ class DuckDBSink(FixedPartitionedSink[Results, None]):
     """Routes every item to the one partition that owns ``writer``.
 
     In a cluster every process builds the same flow; only the process that owns the file
-    passes ``local=True`` (and a writer), so the partition, and the file, has one writer.
+    passes ``local=True`` (and a writer, or ``open_writer`` to open one when the partition is
+    built and close it when the dataflow ends), so the partition, and the file, has one writer.
     ``drain_on_snapshot=False`` (runs without recovery) lets an epoch end without waiting
     for the writer; ``close`` still waits for everything.
     """
@@ -197,8 +202,10 @@ class DuckDBSink(FixedPartitionedSink[Results, None]):
         max_rows: int = 50_000,
         max_delay_s: float = 0.1,
         drain_on_snapshot: bool = True,
+        open_writer: Callable[[], DuckDBWriter] | None = None,
     ) -> None:
         self._local = local
+        self._open_writer = open_writer
         self._drain_on_snapshot = drain_on_snapshot
         self._writer = writer
         self._stats = stats
@@ -214,13 +221,17 @@ class DuckDBSink(FixedPartitionedSink[Results, None]):
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _Partition:
-        assert self._writer is not None, "the DuckDB partition lives where the writer is"
+        writer = self._writer
+        if writer is None:
+            assert self._open_writer is not None, "the DuckDB partition needs a writer"
+            writer = self._open_writer()
         return _Partition(
-            self._writer,
+            writer,
             self._stats,
             self._run_id,
             self._on_write,
             self._max_rows,
             self._max_delay,
             self._drain_on_snapshot,
+            close_writer=self._writer is None,
         )

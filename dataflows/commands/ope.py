@@ -32,6 +32,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--duckdb", default="eddy.duckdb", help="DuckDB file (opened read-only)")
     p.add_argument("--policy", default="linucb", choices=_TARGETS, help="target policy")
     p.add_argument(
+        "--decide", metavar="NAME", help="the decide stage (needed when the file holds several)"
+    )
+    p.add_argument(
         "--param",
         action="append",
         default=[],
@@ -67,7 +70,7 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_log(path: str) -> tuple[dict[str, Any], dict[str, int]]:
+def load_log(path: str, decide: str | None = None) -> tuple[dict[str, Any], dict[str, int]]:
     """Logged rows as numpy arrays (``X``, ``arms``, ``propensities``, ``rewards``, in event-time
     order) and counts of the rows that could not be used (never silently dropped)."""
     import os
@@ -93,13 +96,23 @@ def load_log(path: str) -> tuple[dict[str, Any], dict[str, int]]:
         missing = {"decisions", "rewards"} - tables
         if missing:
             raise UsageError(f"--duckdb: {path!r} has no table(s) {sorted(missing)}")
-        n_decisions = con.execute("SELECT count(*) FROM decisions").fetchall()[0]
+        stages = [r[0] for r in con.execute("SELECT DISTINCT decide FROM decisions").fetchall()]
+        if decide is None and len(stages) > 1:
+            raise UsageError(f"--decide: the file holds decide stages {sorted(stages)}; name one")
+        if decide is not None and decide not in stages:
+            raise UsageError(f"--decide: no decisions of {decide!r}; stages: {sorted(stages)}")
+        stage = decide if decide is not None else (stages[0] if stages else "")
+        n_decisions = con.execute(
+            "SELECT count(*) FROM decisions WHERE decide = ?", [stage]
+        ).fetchall()[0]
         t = con.sql(
             """
-            SELECT d.context, d.arm, d.propensity, r.reward
+            SELECT d.context, d.arm_index AS arm, d.propensity, r.reward
             FROM decisions d JOIN rewards r USING (decision_id)
+            WHERE d.decide = $stage
             ORDER BY d.event_time, d.decision_id
-            """
+            """,
+            params={"stage": stage},
         ).to_arrow_table()
     finally:
         con.close()
@@ -157,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--folds: expected an int >= 2, got {args.folds}")
     if not 0 < args.alpha < 1:
         raise UsageError(f"--alpha: expected a number in (0, 1), got {args.alpha}")
-    log, counts = load_log(args.duckdb)
+    log, counts = load_log(args.duckdb, args.decide)
     X, arms, mu, r = log["X"], log["arms"], log["propensities"], log["rewards"]
     n = len(r)
     if n < 2 * args.folds:

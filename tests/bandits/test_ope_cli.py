@@ -10,8 +10,13 @@ import pyarrow as pa
 import pytest
 
 from eddy.dataflows.cli import main
-from eddy.schemas.tables import TABLES, arrow_schema, ddl
+from eddy.dataflows.commands.run import reference_spec_path
+from eddy.schemas.spec_load import load_spec
+from eddy.schemas.tables import arrow_schema, ddl, pipeline_tables
 from tests.bandits.test_ope import K, _log, _truth, _world
+
+
+TABLES = pipeline_tables(load_spec(reference_spec_path()))
 
 
 def _write_log(path: Path, n: int = 3000, seed: int = 0, bad_rows: bool = True) -> float:
@@ -25,8 +30,10 @@ def _write_log(path: Path, n: int = 3000, seed: int = 0, bad_rows: bool = True) 
     cols: dict[str, Any] = {c.name: [None] * n for c in TABLES["decisions"].columns}
     cols.update(
         decision_id=ids,
+        decide=["pick"] * n,
         event_time=ts,
-        arm=arms.astype(np.int32).tolist(),
+        arm=[f"arm{a}" for a in arms.tolist()],
+        arm_index=arms.astype(np.int32).tolist(),
         propensity=mu.tolist(),
         context=contexts,
         policy=["logger"] * n,
@@ -40,8 +47,9 @@ def _write_log(path: Path, n: int = 3000, seed: int = 0, bad_rows: bool = True) 
     rcols: dict[str, Any] = {c.name: [None] * (n - 10) for c in TABLES["rewards"].columns}
     rcols.update(
         decision_id=ids[:-10],
+        decide=["pick"] * (n - 10),
         event_time=ts[:-10] + 5,
-        arm=arms[:-10].astype(np.int32),
+        arm=[f"arm{a}" for a in arms[:-10].tolist()],
         reward=r[:-10],
         timed_out=[False] * (n - 10),
     )
