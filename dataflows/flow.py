@@ -27,7 +27,7 @@ from eddy.dataflows.run_options import RunOptions
 from eddy.operators.engine import PipelineEngine
 from eddy.operators.partition_gate import PartitionGate
 from eddy.operators.stats import RunStats, lag_gauge
-from eddy.schemas.decode import decode_lines
+from eddy.schemas.decode import decode_lines, eligibility_checks
 from eddy.schemas.results import Results, dead_letter_results
 from eddy.schemas.spec import PipelineSpec
 from eddy.sinks.duckdb import DuckDBWriter
@@ -114,6 +114,7 @@ class _EngineLogic(StatefulBatchLogic[Any, Results, bytes]):
 def _decoder(opts: RunOptions) -> Callable[[RawBatch], list[Any]]:
     spec = opts.spec
     streams = {s.name: s for s in spec.streams}
+    checks = eligibility_checks(spec)
 
     def decode(item: RawBatch) -> list[Any]:
         batch, dead = decode_lines(
@@ -123,6 +124,7 @@ def _decoder(opts: RunOptions) -> Callable[[RawBatch], list[Any]]:
             item.source,
             item.ingest_ns,
             spec.max_event_bytes,
+            checks.get(item.stream, ()),
         )
         report = dead_letter_results(dead, time.time_ns() // 1_000_000)
         report.count("decode.events_in", len(item))

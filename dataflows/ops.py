@@ -38,7 +38,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from eddy.operators.engine import PipelineEngine
 from eddy.schemas.batch import EventBatch
-from eddy.schemas.decode import decode_lines
+from eddy.schemas.decode import decode_lines, eligibility_checks
 from eddy.schemas.results import Results, dead_letter_results
 from eddy.schemas.spec import DecideSpec, DetectSpec, FeaturesSpec, PipelineSpec, StreamSpec
 from eddy.sources.base import RawBatch
@@ -60,6 +60,7 @@ class DecodeStreams:
 def decode(step_id: str, up: Stream[RawBatch], spec: PipelineSpec) -> DecodeStreams:
     """Decode raw JSON-line batches of ``spec``'s streams (``schemas.decode``)."""
     streams = {s.name: s for s in spec.streams}
+    checks = eligibility_checks(spec)
 
     def one(item: RawBatch) -> list[Any]:
         batch, dead = decode_lines(
@@ -69,6 +70,7 @@ def decode(step_id: str, up: Stream[RawBatch], spec: PipelineSpec) -> DecodeStre
             item.source,
             item.ingest_ns,
             spec.max_event_bytes,
+            checks.get(item.stream, ()),
         )
         out: list[Any] = [dead_letter_results(dead, time.time_ns() // 1_000_000)] if dead else []
         return out + ([(item.partition, batch)] if len(batch) else [])

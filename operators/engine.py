@@ -42,6 +42,7 @@ __all__ = ["PipelineEngine"]
 
 _NO_TS = 2**63 - 1
 _MIN_TS = -(2**63)
+_FAR_PAST = -(2**62)  # nothing to time out yet (and far from int64's edge)
 
 
 class PipelineEngine:
@@ -77,7 +78,8 @@ class PipelineEngine:
         self._decided_until: dict[int, int] = {}  # decision partition -> largest event time
         self._held: list[tuple[int, EventBatch, int]] = []  # (partition, batch, min ts)
         self._held_low = _NO_TS
-        self._released_until = _MIN_TS if self._held_streams else _NO_TS
+        # largest event time seen per outcome stream: decisions time out by it (below)
+        self._outcome_time = dict.fromkeys(spec.reward_streams, _MIN_TS)
         self._ttl = max((d.reward.ttl_ms for d in spec.decide), default=0)
 
     def _selection(
@@ -109,7 +111,10 @@ class PipelineEngine:
             decisions: list[tuple[int, EventBatch]] = []
             others: list[tuple[int, EventBatch]] = []
             for partition, batch in step:
-                self._max_ts = max(self._max_ts, int(batch.ts.max()))
+                top = int(batch.ts.max())
+                self._max_ts = max(self._max_ts, top)
+                if batch.stream in self._outcome_time:
+                    self._outcome_time[batch.stream] = max(self._outcome_time[batch.stream], top)
                 if batch.stream in self._held_streams:
                     low = int(batch.ts.min())
                     self._held.append((partition, batch, low))
@@ -126,10 +131,7 @@ class PipelineEngine:
                     self._decided_until[partition] = max(top, int(batch.ts.max()))
                 self._run_grouped(decisions, out, now_ns)
                 self._release(self._reached(), out, now_ns)
-            # a decision times out by the event time its outcomes have been learned to, not by
-            # outcomes still held (a held batch can reach far past the decisions)
-            learned = min(self._max_ts, self._released_until)
-            self._expire(learned - self.spec.allowed_lateness_ms, out, now_ns)
+            self._expire(None, out, now_ns)
         if items:
             out.count("events", sum(len(b) for _, b in items))
             watermark = self._max_ts - self.spec.allowed_lateness_ms
@@ -164,7 +166,7 @@ class PipelineEngine:
             "max_ts": self._max_ts,
             "decided_until": self._decided_until,
             "held": self._held,
-            "released_until": self._released_until,
+            "outcome_time": self._outcome_time,
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -184,7 +186,7 @@ class PipelineEngine:
         eng._max_ts = state["max_ts"]
         eng._decided_until = state["decided_until"]
         eng._held = state["held"]
-        eng._released_until = state["released_until"]
+        eng._outcome_time = state["outcome_time"]
         eng._held_low = min((low for _, _, low in eng._held), default=_NO_TS)
         return eng
 
@@ -217,7 +219,6 @@ class PipelineEngine:
 
     def _release(self, until_ms: int, out: Results, now_ns: int) -> None:
         """Process the held outcome batches whose event time the decisions have reached."""
-        self._released_until = max(self._released_until, until_ms)
         if not self._held or self._held_low > until_ms:
             return
         keep: list[tuple[int, EventBatch, int]] = []
@@ -360,9 +361,18 @@ class PipelineEngine:
             },
         )
 
-    def _expire(self, now_event_ms: int, out: Results, now_ns: int) -> None:
-        for stage in self._decide.values():
-            self._decide_out(stage.expire(now_event_ms), out, now_ns // 1_000_000)
+    def _expire(self, until_ms: int | None, out: Results, now_ns: int) -> None:
+        """Time out the decisions whose TTL has passed in event time: both on the decision
+        streams and on the stage's outcome stream (``until_ms`` None: as far as both have
+        reached, minus the allowed lateness). Read at different speeds, a fast decision
+        stream must not time out decisions whose outcomes the slow outcome stream has not
+        reached yet; an outcome stream with no events yet times nothing out."""
+        for d in self.spec.decide:
+            at = until_ms
+            if at is None:
+                reached = min(self._reached(), self._outcome_time[d.reward.stream])
+                at = max(reached, _FAR_PAST) - self.spec.allowed_lateness_ms
+            self._decide_out(self._decide[d.name].expire(at), out, now_ns // 1_000_000)
 
     def _close(self, out: Results) -> None:
         """Counters named after the tables (``decisions``, ``anomalies``, ...) and gauges."""

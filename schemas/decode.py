@@ -37,9 +37,15 @@ from eddy.schemas.events import (
     dead_letter_raw,
     parse_time,
 )
-from eddy.schemas.spec import StreamSpec
+from eddy.schemas.spec import PipelineSpec, StreamSpec
 
-__all__ = ["MAX_STRING_CHARS", "decode_lines", "stream_dtypes"]
+__all__ = [
+    "MAX_STRING_CHARS",
+    "EligibleArms",
+    "decode_lines",
+    "eligibility_checks",
+    "stream_dtypes",
+]
 
 #: longest string value (or list item) accepted, in characters
 MAX_STRING_CHARS = 4_096
@@ -86,6 +92,42 @@ def stream_dtypes(stream: StreamSpec) -> dict[str, np.dtype]:
     return out
 
 
+@dataclass(frozen=True)
+class EligibleArms:
+    """An event of a decide stage's stream must list at least one of the stage's arms in its
+    ``eligible`` field: otherwise nothing can be decided for it, and it is a dead letter here,
+    where its raw line and position are still known."""
+
+    field: str
+    arms: tuple[str, ...]
+    stage: str
+
+    def failures(self, column: np.ndarray) -> list[tuple[int, str]]:
+        allowed = frozenset(self.arms)
+        out = []
+        for i, listed in enumerate(column.tolist()):
+            if listed and not allowed.isdisjoint(listed):
+                continue
+            shown = repr(list(listed or ()))[:200]
+            out.append(
+                (
+                    i,
+                    f"field {self.field!r}: none of {shown} is an arm of decide {self.stage!r} "
+                    f"({', '.join(self.arms)})",
+                )
+            )
+        return out
+
+
+def eligibility_checks(spec: PipelineSpec) -> dict[str, tuple[EligibleArms, ...]]:
+    """Stream -> the eligibility checks of the decide stages on it."""
+    out: dict[str, list[EligibleArms]] = {}
+    for d in spec.decide:
+        if d.eligible is not None:
+            out.setdefault(d.stream, []).append(EligibleArms(d.eligible, d.arms, d.name))
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def decode_lines(
     stream: StreamSpec,
     lines: Sequence[bytes],
@@ -93,8 +135,10 @@ def decode_lines(
     source: str,
     ingest_ns: int = 0,
     max_bytes: int = 65_536,
+    checks: Sequence[EligibleArms] = (),
 ) -> tuple[EventBatch, list[DeadLetter]]:
-    """Decode raw JSON lines of ``stream`` read from ``source`` at ``positions``."""
+    """Decode raw JSON lines of ``stream`` read from ``source`` at ``positions`` (``checks``:
+    what a decide stage needs of its events, see :class:`EligibleArms`)."""
     cols = _columns(stream)
     values = _fast(cols, lines, max_bytes)
     dead: list[DeadLetter] = []
@@ -113,6 +157,17 @@ def decode_lines(
         fields = values[1:]
     columns = {c.name: v for c, v in zip(cols[len(cols) - len(fields) :], fields, strict=True)}
     batch = EventBatch(stream.name, ts, ids, columns, np.full(n, ingest_ns, dtype=np.int64))
+    failed = {i: why for check in checks for i, why in check.failures(columns[check.field])}
+    if failed:  # rare: the raw lines of the failed rows, by position
+        raw_at = dict(zip(positions, lines, strict=True))
+        for i in sorted(failed):
+            dead.append(
+                DeadLetter(source, good_pos[i], stream.name, bytes(raw_at[good_pos[i]]), failed[i])
+            )
+        keep = np.ones(n, bool)
+        keep[list(failed)] = False
+        batch = batch.take(keep)
+        dead.sort(key=lambda d: d.position)
     return batch, dead
 
 
