@@ -3,7 +3,7 @@
 Algorithm: a two-sided Page-Hinkley / CUSUM test per ``(stream, key)`` on *block means*,
 vectorised as one numba loop per micro-batch (no Python call per event). Every ``block``
 values of a key are averaged (block means are close to Gaussian even for zero-inflated,
-heavy-tailed streams such as revenue), then::
+heavy-tailed streams such as sales), then::
 
     z_j   = clip((b_j - m) / s, -clip, +clip)                   # standard score of block mean j
     g+_j  = max(0, g+_{j-1} + z_j - slack)                      # evidence the mean went up

@@ -16,7 +16,7 @@ __all__ = ["DEFAULT_DUCKDB", "add_parser"]
 DEFAULT_DUCKDB = "eddy.duckdb"
 
 _EPILOG = """examples:
-  eddy sql "SELECT partner, count(*) AS n, avg(propensity) FROM decisions GROUP BY ALL"
+  eddy sql "SELECT arm, count(*) AS n, avg(propensity) FROM decisions GROUP BY ALL"
   eddy sql --format csv "SELECT * FROM anomalies ORDER BY event_time DESC LIMIT 20"
   echo "SHOW TABLES" | eddy sql -
 """

@@ -10,7 +10,7 @@ closed bucket against the key's own baseline with the noise model of the metric:
 - a **numeric** metric with a relative band (``"drop 50%"``) is tested on the mean log of the
   bucket's *positive* values against the baseline's log mean and log variance (prices and
   latencies are multiplicative, roughly log-normal; non-positive values are not counted, e.g. a
-  revenue of 0 for an unfilled request); with an absolute band (``"rise 5"``) on the plain mean
+  sale of 0 when nothing was sold); with an absolute band (``"rise 5"``) on the plain mean
   against the baseline mean and variance.
 
 The null is not the baseline but the **edge of the metric's alert band** (``rates_params.py``):

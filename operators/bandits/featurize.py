@@ -11,8 +11,8 @@ Layout of a feature row (``fz.n_features`` columns, in this order):
    ``hashed=False``: slot = index in the field's vocabulary; a vocabulary given in
    ``spec.vocab`` is fixed, otherwise values take slots ``0..n-2`` in order of first appearance
    and everything after that (and ``None``) goes to the last slot, ``n - 1`` ("other");
-4. ``extra_dims`` columns copied from ``extra`` (the event's trailing features and the
-   partner-health features, prepared by the caller); non-finite values become ``0``.
+4. ``extra_dims`` columns copied from ``extra`` (the event's trailing features and
+   every arm's current features, prepared by the caller); non-finite values become ``0``.
 
 Scaling: ``scaling="running"`` uses the running mean/std of the values seen *before* this batch
 (updated after ``transform``, so a transform never depends on its own batch);
