@@ -10,11 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eddy.operators.adserving import AdServingEngine, EngineConfig
-from eddy.operators.anomaly.health import HEALTH_METRICS, HealthScorer
 from eddy.operators.anomaly.keyed import DetectorConfig, DetectOutput, KeyedDetector
 from eddy.operators.anomaly.rates_params import parse_band, parse_rates_params
-from eddy.schemas.results import Results
+from tests.anomaly.health_reference import HEALTH_METRICS, HealthScorer, detect_rows
 
 METRICS = ("filled", "revenue", "latency_ms", "error")
 BOOLS = (True, False, False, True)
@@ -144,7 +142,7 @@ def _borderline(seed: int, n: int = 30) -> tuple[tuple[Any, ...], ...]:
 @pytest.mark.parametrize("cooldown_ms", [0, 30_000])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_flags_exactly_what_health_scorer_and_detect_flag(seed: int, cooldown_ms: int) -> None:
-    """The generic detector with today's bands equals HealthScorer + AdServingEngine._detect
+    """The generic detector with the old bands equals the old HealthScorer and episode rule
     (episodes and cooldown) on the same outcome stream, alert for alert: clear incidents and
     borderline ones (a few events per second, severities near the band's edge)."""
     per_s = (6, 20, 45)[seed]
@@ -153,20 +151,16 @@ def test_flags_exactly_what_health_scorer_and_detect_flag(seed: int, cooldown_ms
     cuts = sorted(np.random.default_rng(seed).choice(len(k), 40, replace=False).tolist())
     generic = _alerts(_run(KeyedDetector(_config(cooldown_ms)), k, ts, v, cuts))
 
-    engine = AdServingEngine(
-        EngineConfig(arms=tuple(f"p{i}" for i in range(5)), anomaly_cooldown_ms=cooldown_ms)
-    )
-    scorer, res = HealthScorer(), Results()
+    scorer, names = HealthScorer(), {i: f"p{i}" for i in range(5)}
+    last_hit: dict[tuple[int, int], int] = {}
+    last_alert: dict[tuple[int, int], int] = {}
+    rows: list[tuple[str, int, str]] = []
     bounds = [0, *cuts, len(k)]
     for a, b in pairwise(bounds):
         cols = (k[a:b], ts[a:b], v[a:b, 0] > 0, v[a:b, 1], v[a:b, 2], v[a:b, 3] > 0)
-        engine._detect(scorer.update(*cols), res)
-    engine._detect(scorer.flush(), res)
-    rows = res.tables["anomalies"]
-    today = [
-        (key, t, HEALTH_NAME[m])
-        for key, t, m in zip(rows["key"], rows["event_time"], rows["metric"], strict=True)
-    ]
+        rows += detect_rows(scorer.update(*cols), names, cooldown_ms, last_hit, last_alert)
+    rows += detect_rows(scorer.flush(), names, cooldown_ms, last_hit, last_alert)
+    today = [(key, t, HEALTH_NAME[m]) for key, t, m in rows]
     assert len(today) >= len(INCIDENTS)
     assert sorted(generic) == sorted(today)
 

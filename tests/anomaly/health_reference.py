@@ -1,4 +1,11 @@
-"""`HealthScorer`: count-aware monitoring of per-key service health (fill, eCPM, latency, errors).
+"""A test oracle: the hard-wired partner-health scorer the generic ``rates`` detector replaced.
+
+``HealthScorer`` (fill rate, eCPM, latency, error rate per partner on one-second buckets) and
+``detect_rows`` (its episode and cooldown rule) are kept here unchanged, so that
+``test_rates.py`` can show the generic detector, configured with the same bands, flags exactly
+what they flagged.
+
+`HealthScorer`: count-aware monitoring of per-key service health (fill, eCPM, latency, errors).
 
 Generic detectors on trailing means see a smoothed ramp and cannot tell 3 events from 3,000.
 This scorer instead aggregates outcomes into **tumbling event-time buckets** (default 1 s) per
@@ -38,7 +45,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["HEALTH_DETECTORS", "HEALTH_METRICS", "HealthConfig", "HealthOutput", "HealthScorer"]
+__all__ = [
+    "HEALTH_DETECTORS",
+    "HEALTH_METRICS",
+    "HealthConfig",
+    "HealthOutput",
+    "HealthScorer",
+    "detect_rows",
+]
 
 #: the metrics scored per key, in column order of :class:`HealthOutput`
 HEALTH_METRICS = ("fill_rate", "ecpm", "mean_latency_ms", "error_rate")
@@ -348,3 +362,31 @@ class HealthScorer:
 
 
 _FIELDS = ("keys", "ts_ms", "values", "scores", "lower", "upper", "is_anomaly")
+
+
+_EPISODE_GAP_MS = 1_000  # consecutive alerting buckets form one episode (one record)
+
+
+def detect_rows(
+    health: HealthOutput,
+    names: dict[int, str],
+    cooldown_ms: int,
+    last_hit: dict[tuple[int, int], int],
+    last_alert: dict[tuple[int, int], int],
+) -> list[tuple[str, int, str]]:
+    """``(key, event time, metric)`` of the closed buckets that alerted, thinned as the old
+    engine did: alerting buckets of a (key, metric) form an episode while no more than
+    ``_EPISODE_GAP_MS`` apart; an episode is recorded at its start and, while it lasts, at
+    most once per cooldown. ``last_hit``/``last_alert`` carry the state across calls."""
+    out = []
+    for r, mi in np.argwhere(health.is_anomaly).tolist():
+        k, t = int(health.keys[r]), int(health.ts_ms[r])
+        previous = last_hit.get((k, mi))
+        last_hit[(k, mi)] = t
+        ongoing = previous is not None and t - previous <= _EPISODE_GAP_MS
+        last = last_alert.get((k, mi))
+        if ongoing and last is not None and t - last < cooldown_ms:
+            continue
+        last_alert[(k, mi)] = t
+        out.append((names[k], t, HEALTH_METRICS[mi]))
+    return out
