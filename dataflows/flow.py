@@ -125,6 +125,7 @@ def _decoder(opts: RunOptions) -> Callable[[RawBatch], list[Any]]:
             item.ingest_ns,
             spec.max_event_bytes,
             checks.get(item.stream, ()),
+            raw=item.raw,
         )
         report = dead_letter_results(dead, time.time_ns() // 1_000_000)
         report.count("decode.events_in", len(item))

@@ -71,6 +71,7 @@ def decode(step_id: str, up: Stream[RawBatch], spec: PipelineSpec) -> DecodeStre
             item.ingest_ns,
             spec.max_event_bytes,
             checks.get(item.stream, ()),
+            raw=item.raw,
         )
         out: list[Any] = [dead_letter_results(dead, time.time_ns() // 1_000_000)] if dead else []
         return out + ([(item.partition, batch)] if len(batch) else [])

@@ -9,6 +9,10 @@ Two paths, both driven only by the stream's declaration (``schemas.spec.StreamSp
   every column is checked at once, and the rows the column checks reject are checked one by
   one, so each bad line becomes a :class:`DeadLetter` naming its first bad field and why.
 
+A dead letter keeps the line it was decoded from, or, when the caller passes ``raw`` (the
+original record of each line, for lines that are conversions such as a CSV row as a JSON line),
+that record: what was read, not what it was converted to.
+
 Both paths give the same values for good lines (``tests/schemas/test_decode.py``). Nothing
 raises on bad input. Undeclared fields are ignored. An absent or null optional field takes
 its default, or stays absent (NaN / None) without one; an int id is kept as its decimal
@@ -136,15 +140,22 @@ def decode_lines(
     ingest_ns: int = 0,
     max_bytes: int = 65_536,
     checks: Sequence[EligibleArms] = (),
+    raw: Sequence[bytes] | None = None,
 ) -> tuple[EventBatch, list[DeadLetter]]:
     """Decode raw JSON lines of ``stream`` read from ``source`` at ``positions`` (``checks``:
-    what a decide stage needs of its events, see :class:`EligibleArms`)."""
+    what a decide stage needs of its events, see :class:`EligibleArms`). ``raw``, when given,
+    holds the original record of each line (``sources.base.RawBatch.raw``): a dead letter keeps
+    ``raw[i]`` instead of line ``i``."""
+    if raw is not None and len(raw) != len(lines):
+        raise ValueError(f"decode_lines: {len(raw)} raw records for {len(lines)} lines")
     cols = _columns(stream)
     values = _fast(cols, lines, max_bytes)
     dead: list[DeadLetter] = []
     good_pos: list[int] = list(positions)
     if values is None:
-        values, good_pos, dead = _careful(cols, lines, positions, source, stream.name, max_bytes)
+        values, good_pos, dead = _careful(
+            cols, lines, positions, source, stream.name, max_bytes, raw
+        )
     n = len(good_pos)
     if n == 0:
         return EventBatch.empty(stream.name, stream_dtypes(stream)), dead
@@ -158,12 +169,12 @@ def decode_lines(
     columns = {c.name: v for c, v in zip(cols[len(cols) - len(fields) :], fields, strict=True)}
     batch = EventBatch(stream.name, ts, ids, columns, np.full(n, ingest_ns, dtype=np.int64))
     failed = {i: why for check in checks for i, why in check.failures(columns[check.field])}
-    if failed:  # rare: the raw lines of the failed rows, by position
-        raw_at = dict(zip(positions, lines, strict=True))
+    if failed:  # rare: the raw records of the failed rows, by position
+        records = lines if raw is None else raw
+        index_at = {p: i for i, p in enumerate(positions)}
         for i in sorted(failed):
-            dead.append(
-                DeadLetter(source, good_pos[i], stream.name, bytes(raw_at[good_pos[i]]), failed[i])
-            )
+            record = bytes(records[index_at[good_pos[i]]])
+            dead.append(DeadLetter(source, good_pos[i], stream.name, record, failed[i]))
         keep = np.ones(n, bool)
         keep[list(failed)] = False
         batch = batch.take(keep)
@@ -359,20 +370,25 @@ def _careful(
     source: str,
     stream: str,
     max_bytes: int,
+    raw: Sequence[bytes] | None = None,
 ) -> tuple[list[np.ndarray], list[int], list[DeadLetter]]:
+    """The careful path. A dead letter keeps ``raw[i]`` if given, else line ``i`` (or the
+    record a ``DEAD_LETTER_MARK`` line holds)."""
     dead: list[DeadLetter] = []
+    records = lines if raw is None else raw
     objs = _parse_all(lines, max_bytes)
     if objs is not None:
-        pos_ok, raw_ok = list(positions), list(lines)
+        pos_ok, at_ok = list(positions), list(range(len(lines)))  # at_ok: index of each object
     else:
-        objs, pos_ok, raw_ok = [], [], []
-        for raw, pos in zip(lines, positions, strict=True):
+        objs, pos_ok, at_ok = [], [], []
+        for i, (line, pos) in enumerate(zip(lines, positions, strict=True)):
             try:
-                objs.append(_decode_line(raw, max_bytes))
+                objs.append(_decode_line(line, max_bytes))
                 pos_ok.append(pos)
-                raw_ok.append(raw)
+                at_ok.append(i)
             except _Invalid as e:
-                dead.append(DeadLetter(source, pos, stream, dead_letter_raw(raw), str(e)))
+                kept = dead_letter_raw(line) if raw is None else bytes(raw[i])
+                dead.append(DeadLetter(source, pos, stream, kept, str(e)))
     n = len(objs)
     reason: dict[int, str] = {}
     out: list[np.ndarray] = []
@@ -395,7 +411,8 @@ def _careful(
         out.append(values)
     if reason:
         for r in sorted(reason):
-            dead.append(DeadLetter(source, pos_ok[r], stream, bytes(raw_ok[r]), reason[r]))
+            record = bytes(records[at_ok[r]])
+            dead.append(DeadLetter(source, pos_ok[r], stream, record, reason[r]))
         keep = np.ones(n, bool)
         keep[list(reason)] = False
         out = [v[keep] for v in out]

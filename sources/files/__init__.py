@@ -5,7 +5,9 @@ files, one partition each). Every row becomes one JSON line holding the stream's
 declared fields, handed on as a :class:`~eddy.sources.base.RawBatch` exactly like a JSONL line,
 so ``schemas.decode.decode_lines`` applies the SAME checks and writes the SAME dead-letter
 reasons whatever the file format. A bad cell never drops a row silently and never crashes the
-reader: it is one dead letter naming the field and what was wrong.
+reader: it is one dead letter naming the field and what was wrong, keeping the row's own bytes
+(a CSV row's text, handed on beside the lines as ``RawBatch.raw``; a Parquet row has no text,
+so its dead letter keeps the JSON line).
 
 Reading is batched; no file is ever loaded whole. A module a job:
 

@@ -20,6 +20,12 @@ header names columns (surrounding whitespace ignored, the first of equal names w
 declared field without a column is absent in every row. Quotes follow RFC 4180: a cell holding
 ``,``, ``"`` or a newline is quoted and its ``"`` doubled. Rows the split rejects carry their
 reason with ``sources.base.dead_line``.
+
+Each line comes with its row's original bytes (``sources.base.RawBatch.raw``: the record
+without its line end, LF or CRLF), so a row the decoder rejects later (a bad number,
+say) is dead-lettered with what the file holds, not with its JSON line. The block is already
+split into records, so these are the block and the records' offsets
+(``sources.base.RecordBytes``), cut into ``bytes`` only for the rows that need them.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import BinaryIO
 import numpy as np
 import polars as pl
 
-from eddy.sources.base import dead_line
+from eddy.sources.base import RecordBytes, dead_line
 from eddy.sources.files.csv_blocks import Records, is_utf8, split_records
 from eddy.sources.files.csv_cells import csv_lines
 from eddy.sources.files.json_lines import Out
@@ -41,6 +47,8 @@ __all__ = ["CsvRows"]
 
 _BLOCK_BYTES = 4 << 20  # CSV bytes read at a time
 _MAX_ROW_BYTES = 16 << 20  # a CSV record longer than this is cut and rejected
+_CR = 13
+_NO_ROWS = RecordBytes(b"", np.zeros(0, np.int64), np.zeros(0, np.int64))
 _QUOTE_REASON = (
     'a quote (") opens a cell that is never closed; a cell holding a quote must be quoted '
     "and the quote doubled"
@@ -117,13 +125,14 @@ class CsvRows:
         one = np.zeros(1, np.int64)
         return Records(data, one, one + cut, one, reason)
 
-    def read(self) -> list[bytes]:
-        """JSON lines of the next rows (maybe none); ``done`` is set after the last."""
+    def read(self) -> tuple[list[bytes], RecordBytes]:
+        """JSON lines of the next rows (maybe none) and each row's original bytes; ``done`` is
+        set after the last."""
         recs = self._records()
         if recs is None:
             self.done = True
             self.close()
-            return []
+            return [], _NO_ROWS
         data, starts, ends = recs.data, recs.starts, recs.ends
         keep = np.ones(starts.size, bool)
         if recs.reason is None:  # blank lines: one cell and only whitespace
@@ -133,16 +142,17 @@ class CsvRows:
         idx = np.flatnonzero(keep)
         if self._cols is None:
             if not idx.size:
-                return []
+                return [], _NO_ROWS
             self._header(data[starts[idx[0]] : ends[idx[0]]])
             idx = idx[1:]
         skip = min(max(self._skip - self._seen, 0), idx.size)
         self._seen += idx.size
         idx = idx[skip:]
         if not idx.size:
-            return []
+            return [], _NO_ROWS
         if recs.reason is not None:
-            return [dead_line(recs.reason, data[starts[0] : ends[0]])]
+            raw = _row_bytes(data, starts[:1], ends[:1])
+            return [dead_line(recs.reason, raw[0])], raw
         return self._lines(data, starts[idx], ends[idx], recs.cells[idx])
 
     def _header(self, raw: bytes) -> None:
@@ -159,7 +169,7 @@ class CsvRows:
 
     def _lines(
         self, data: bytes, starts: np.ndarray, ends: np.ndarray, cells: np.ndarray
-    ) -> list[bytes]:
+    ) -> tuple[list[bytes], RecordBytes]:
         n = starts.size
 
         def record(i: int) -> bytes:
@@ -169,6 +179,7 @@ class CsvRows:
             chunk = data[int(starts[0]) : int(ends[-1])]
         else:  # blank lines in between: leave them out
             chunk = b"\n".join(map(record, range(n)))
+        raw = _row_bytes(data, starts, ends)
         reasons: dict[int, str] = {}
         utf8 = chunk.isascii() or is_utf8(chunk)
         if not utf8:
@@ -188,8 +199,8 @@ class CsvRows:
         else:
             lines = [b"{}"] * n
         for i, reason in reasons.items():
-            lines[i] = dead_line(reason, record(i))
-        return lines
+            lines[i] = dead_line(reason, raw[i])
+        return lines, raw
 
     def _parse(self, chunk: bytes, n: int, utf8: bool) -> pl.DataFrame | None:
         """The declared columns of ``n`` records as text, or None if polars disagrees."""
@@ -226,6 +237,14 @@ class CsvRows:
             for i, o in self._cols:
                 columns[o.name].append(cells[i] or None if i < len(cells) else None)
         return pl.DataFrame(columns, schema={name: pl.String for name in columns})
+
+
+def _row_bytes(data: bytes, starts: np.ndarray, ends: np.ndarray) -> RecordBytes:
+    """The records ``data[starts[i]:ends[i]]``, less the CR of a CRLF line end."""
+    if b"\r" in data:
+        a = np.frombuffer(data, np.uint8)
+        ends = ends - ((ends > starts) & (a[np.maximum(ends - 1, 0)] == _CR))
+    return RecordBytes(data, starts, ends)
 
 
 def _size(n: int) -> str:

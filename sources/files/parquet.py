@@ -12,6 +12,9 @@ Parquet values are typed and encoded as they are (a string stays a JSON string e
 field, so the decoder names the wrong type); nulls are absent; a timestamp with a zone in the
 time field becomes epoch ms, one without a zone its text (rejected for lacking a zone); NaN and
 infinities are written as ``NaN`` / ``Infinity``, which the decoder rejects exactly as in JSONL.
+
+A Parquet row has no text of its own, so the reader hands on no raw records
+(``RawBatch.raw`` is None): the JSON line is the best raw we have, and a dead letter keeps it.
 """
 
 from __future__ import annotations
@@ -155,15 +158,16 @@ class ParquetRows:
         )
         return iter(batches)
 
-    def read(self) -> list[bytes]:
+    def read(self) -> tuple[list[bytes], None]:
+        """JSON lines of the next chunk of rows; no raw records (the line is the best raw)."""
         if self._it is None:
             self._it = self._start()
         df = next(self._it, None)
         if df is None:
             self.done = True
             self.close()
-            return []
-        return _typed_lines(df, self._present)
+            return [], None
+        return _typed_lines(df, self._present), None
 
     def close(self) -> None:
         self._it = None

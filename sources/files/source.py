@@ -3,6 +3,7 @@
 Why a module: the partitions hand the lines of a file reader (:mod:`.csv_rows` or
 :mod:`.parquet`) on in batches of ``batch_rows`` rows numbered from 1, keep the number of rows
 emitted as the resume state, and turn a file that cannot be read further into one dead letter.
+A reader that has each line's original record (CSV) hands it on in ``RawBatch.raw``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Protocol
 import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from eddy.schemas.events import dead_letter_raw
 from eddy.schemas.spec import StreamSpec
-from eddy.sources.base import RawBatch, dead_line
+from eddy.sources.base import RawBatch, RecordBytes, dead_line
 from eddy.sources.files.csv_rows import CsvRows
 from eddy.sources.files.json_lines import Out, outputs
 from eddy.sources.files.parquet import PARQUET_ROWS, ParquetRows
@@ -33,7 +35,10 @@ class _Reader(Protocol):
     done: bool
     total: int
 
-    def read(self) -> list[bytes]: ...
+    def read(self) -> tuple[list[bytes], RecordBytes | None]:
+        """The next lines and each line's original record, or None when the lines are the
+        best record there is."""
+        ...
 
     def close(self) -> None: ...
 
@@ -44,7 +49,7 @@ def frame_rows(path: str, kind: str, stream: StreamSpec, skip: int = 0) -> Itera
     reader = _reader(path, kind, outputs(stream), skip, PARQUET_ROWS)
     try:
         while not reader.done:
-            yield from reader.read()
+            yield from reader.read()[0]
     finally:
         reader.close()
 
@@ -79,20 +84,28 @@ class _FramePartition(StatefulSourcePartition[RawBatch, int]):
         self._stop = stop
         self._rows = rows_done
         self._pending: list[bytes] = []
+        self._raw: RecordBytes | None = None  # the records of _pending, once a reader gives any
         self._next = 0
 
     def _fill(self) -> int:
         """Read the next lines into ``_pending``; how many came."""
         if self._next:
             del self._pending[: self._next]
+            if self._raw is not None:
+                self._raw = self._raw[self._next :]
             self._next = 0
         try:
-            lines = self._reader.read()
+            lines, raw = self._reader.read()
         except (OSError, pl.exceptions.PolarsError) as e:  # unreadable from here on: say why
             row = self._rows + len(self._pending) + 1
-            lines = [dead_line(f"cannot read the file from row {row} on: {e}")]
+            lines, raw = [dead_line(f"cannot read the file from row {row} on: {e}")], None
             self._reader.done = True
             self._reader.close()
+        if raw is not None and self._raw is None:  # lines so far are their own records
+            self._raw = RecordBytes.of(map(dead_letter_raw, self._pending))
+        if self._raw is not None:
+            more = RecordBytes.of(map(dead_letter_raw, lines)) if raw is None else raw
+            self._raw = RecordBytes.concat([self._raw, more]) if len(self._raw) else more
         self._pending.extend(lines)
         return len(lines)
 
@@ -104,7 +117,9 @@ class _FramePartition(StatefulSourcePartition[RawBatch, int]):
                 return []  # a block of blank or skipped rows: come back (stop is checked)
         if self._next >= len(self._pending):
             raise StopIteration
-        take = self._pending[self._next : self._next + self._batch_rows]
+        end = self._next + self._batch_rows
+        take = self._pending[self._next : end]
+        raw = None if self._raw is None else self._raw[self._next : end]
         self._next += len(take)
         first = self._rows + 1
         self._rows += len(take)
@@ -118,6 +133,7 @@ class _FramePartition(StatefulSourcePartition[RawBatch, int]):
             time.time_ns(),
             lag=max(total - self._rows, 0) if total >= 0 else -1,
             lag_unit="records",
+            raw=raw,
         )
         return [batch]
 

@@ -25,7 +25,8 @@ outcomes of the acquirers eddy did not choose must be unmatched (another arm), n
 Both files are in event-time order (the CSV has millisecond ties, kept in file order) with no late
 events, so the watermark clause of the trailing definition never bites (the test checks it).
 
-One documented promise eddy does not keep yet is a strict xfail below (it names the bug).
+No documented promise checked here is one eddy does not keep yet: there is no xfail (a CSV
+row's dead letter keeps the row's bytes, like a JSONL line's).
 """
 
 from __future__ import annotations
@@ -557,9 +558,7 @@ def test_every_bad_line_is_exactly_one_dead_letter(run: dict) -> None:
         assert set(seen[kind]) == set(expected), kind  # every bad line, and no good line
         for pos, (raw, field) in expected.items():
             got_raw, reason = seen[kind][pos]
-            assert got_raw, (kind, pos)
-            if kind == "jsonl":  # CSV rows: see the xfail test below
-                assert got_raw == raw, (kind, pos)
+            assert got_raw == raw, (kind, pos)
             if field is not None:
                 assert f"'{field}'" in reason, (kind, pos, field, reason)
     # an event naming no arm of the stage is decided by nobody: its dead letter says so
@@ -580,11 +579,6 @@ def test_no_eligible_arm_dead_letter_keeps_raw_line_and_position(run: dict) -> N
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="eddy bug: a CSV row that parses but fails validation is dead-lettered with a JSON "
-    "re-encoding of its cells as `raw`, not the row's bytes (spec.md: 'its raw bytes')",
-)
 def test_csv_dead_letters_keep_the_raw_row_bytes(run: dict) -> None:
     got = dict(
         _rows(run["con"], "SELECT position, raw FROM dead_letters WHERE source LIKE 'csv:%'")

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eddy.schemas.decode as dec
-from eddy.schemas.decode import decode_lines
+from eddy.schemas.decode import EligibleArms, decode_lines
 from eddy.schemas.spec_load import loads_spec
+from eddy.sources.base import dead_line
 
 SPEC = loads_spec(
     """
@@ -151,3 +152,34 @@ def test_a_stream_without_id_uses_the_source_position() -> None:
     lines = [b'{"t": 1767225600000, "v": 1}', b'{"t": 1767225600001, "v": 2}']
     batch, _ = decode_lines(spec.streams[0], lines, [7, 8], "csv:/data/r.csv")
     assert batch.ids.tolist() == ["csv:/data/r.csv#7", "csv:/data/r.csv#8"]
+
+
+def test_a_dead_letter_keeps_the_raw_record_given_for_its_line() -> None:
+    """Lines that are conversions (a CSV row as JSON) come with their records: every way a line
+    can be rejected (not JSON, a marked line, a bad field, no eligible arm) keeps the record."""
+    check = EligibleArms("cdns", ("x", "y"), "pick")
+    lines = [
+        _line(None),
+        b"not json",
+        dead_line("row has 2 cells", b"a,b"),
+        _line(("set", "rate", "x")),
+        _line(("set", "cdns", ["zz"])),
+    ]
+    raw = [b"row1", b"row2", b"row3", b"row4", b"row5"]
+    batch, dead = decode_lines(STREAM, lines, [1, 2, 3, 4, 5], "csv:x", checks=[check], raw=raw)
+    assert batch.ids.tolist() == ["a"]
+    assert [(d.position, d.raw) for d in dead] == [
+        (2, b"row2"),
+        (3, b"row3"),
+        (4, b"row4"),
+        (5, b"row5"),
+    ]
+    # every line parses (the careful path after the fast one declines; then the fast one)
+    for two in ([lines[3], lines[4]], [lines[0], lines[4]]):
+        _, dead = decode_lines(STREAM, two, [1, 2], "csv:x", checks=[check], raw=raw[:2])
+        assert [(d.position, d.raw) for d in dead][-1] == (2, b"row2")
+    # without raw: the line itself (or the record a marked line holds)
+    _, dead = decode_lines(STREAM, lines[1:3], [2, 3], "jsonl:x")
+    assert [d.raw for d in dead] == [b"not json", b"a,b"]
+    with pytest.raises(ValueError, match="raw records"):
+        decode_lines(STREAM, lines, [1, 2, 3, 4, 5], "csv:x", raw=raw[:2])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import pickle
 import threading
 from pathlib import Path
 from typing import Any
@@ -112,9 +113,14 @@ def _batches(src: FrameSource, resume: int | None = None) -> list[RawBatch]:
 
 
 def _decode(batches: list[RawBatch]) -> tuple[EventBatch, list[DeadLetter]]:
+    """The batches decoded as one, with their raw records when they have them (as the
+    dataflow's decode step does)."""
     lines = [x for b in batches for x in b.lines]
     positions = [p for b in batches for p in b.positions]
-    return decode_lines(STREAM, lines, positions, batches[0].source)
+    raw = None
+    if all(b.raw is not None for b in batches):
+        raw = [r for b in batches for r in b.raw or ()]
+    return decode_lines(STREAM, lines, positions, batches[0].source, raw=raw)
 
 
 def _same(a: EventBatch, b: EventBatch) -> None:
@@ -214,6 +220,43 @@ def test_a_rejected_row_keeps_its_csv_text_as_the_raw_record(tmp_path: Path) -> 
     p.write_text(",".join(HEADER) + "\nx,1700000000000,u1\n")
     _, dead = _decode(_batches(_one_part(p, "csv")))
     assert [(d.position, d.raw, d.source) for d in dead] == [(1, b"x,1700000000000,u1", f"csv:{p}")]
+
+
+@pytest.mark.parametrize("block_bytes", [97, 4 << 20])
+def test_a_bad_csv_cell_is_dead_lettered_with_the_rows_own_bytes(
+    tmp_path: Path, block_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the JSON line the row became: the row as the file holds it, without its line end."""
+    good = "1700000000000,u1,2.5,3,true,a;b,,2"
+    bad = {
+        2: b"b2,1700000000000,u1, heavy ,3,true,a,,2",  # not a number
+        3: b'b3,1700000000000,"u,1",2.5,3,maybe,"x;y","say ""hi""\nbye",2',  # a quoted newline
+        4: b"b4,1700000000000,u1,abc,3,true,a,,2\r",  # a CRLF line end: not part of the row
+        5: b"b5,1700000000000,u1,2.5,3,true",  # short row (rejected by the split)
+        7: b'b7,1700000000000,u1,2.5,3,nope,"a\r\nb",x,2',  # \r\n inside a quoted cell
+        8: b"b8,1700000000000,u1,-1,3,true,a,,2",  # below min; the last line, no newline
+    }
+    rows = {1: f"g1,{good}".encode(), 6: f"g6,{good}\r".encode(), **bad}
+    p = tmp_path / "bad_cells.csv"
+    p.write_bytes(",".join(HEADER).encode() + b"\n" + b"\n".join(rows[i] for i in sorted(rows)))
+    monkeypatch.setattr(csv_rows, "_BLOCK_BYTES", block_bytes)
+    batches = _batches(_one_part(p, "csv", batch_rows=3))
+    assert all(b.raw is not None and len(b.raw) == len(b.lines) for b in batches)
+    batch, dead = _decode(batches)
+    assert batch.ids.tolist() == ["g1", "g6"]
+    assert {d.position: d.raw for d in dead} == {i: r.removesuffix(b"\r") for i, r in bad.items()}
+    assert {d.position: d.reason for d in dead} == {
+        2: "field 'weight_kg': expected a number, got a string",
+        3: "field 'ok': expected true/false, got 'maybe'",
+        4: "field 'weight_kg': expected a number, got a string",
+        5: "row has 6 cells, the header has 9",
+        7: "field 'ok': expected true/false, got 'nope'",
+        8: "field 'weight_kg': -1 is outside [0, inf]",
+    }
+    # a batch pickled between workers carries its records
+    for b in batches:
+        again = pickle.loads(pickle.dumps(b))
+        assert again == b and list(again.raw or ()) == list(b.raw or ())
 
 
 def test_an_unclosed_quote_rejects_its_line_and_the_rows_after_it_survive(
