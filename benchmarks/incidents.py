@@ -1,30 +1,46 @@
-"""Detection quality on the simulator's labelled incidents: precision, recall, delay.
+"""Detection quality on a simulator's labelled incidents: precision, recall, delay.
 
-The engine's anomaly records are matched to incidents by partner and event time. A record is a
-true positive when its partner has an incident with ``start <= event_time < end + grace``. The
-grace period exists because the engine sees an incident through the *outcomes* of the requests
-made during it, and an outcome arrives seconds after its request (simulator: median 1.5 s,
-log-normal, 99.9 % within ~7 s), plus the bucket that holds it must close; ``grace`` defaults to
-10 s. Every incident the simulator injected counts for matching (also one that started while the
-detectors were still warming up, or that was cut off by the end of the run: alerting on it is not
-a false alarm), but recall and delay are computed over the *scored* incidents only: those that
-start after the warm-up and end before the run does. Precision counts records; recall counts
-scored incidents with at least one true positive; delay is the first true positive's event time
-minus the incident's start.
+Any spec whose streams come from a simulator that labels incidents (``adserving``,
+``logistics``, ``nab``) is played in-process (``benchmarks.closed_loop.play``: deterministic
+per seed) and the anomalies of its detect stages are matched to the incidents by key (the
+detect stage key's value: the partner, the carrier, the series) and event time. A record is a
+true positive when its key has an incident with ``start <= event_time < end + grace``. The
+grace period exists because a detector may see an incident only through events that arrive
+after it (the reference sees a partner's incident through the *outcomes* of the requests made
+during it, seconds after the request, and the bucket that holds them must close); it defaults
+to :data:`GRACE_MS`. Every incident the simulator injected counts for matching (also one that
+started while the detectors were still warming up, or that was cut off by the end of the run:
+alerting on it is not a false alarm), but recall and delay are computed over the *scored*
+incidents only: those that start ``warmup`` after the run's start and end before the run does
+(the last event time of the simulator's decision stream, or of every stream without one).
+Precision counts records; recall counts scored incidents with at least one true positive;
+delay is the first true positive's event time minus the incident's start.
+
+The defaults (grace 10 s, warm-up 20 s) suit the reference spec's one-second buckets; a spec
+whose detectors bucket by the hour needs hours (``eddy eval incidents --grace 6h``).
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from eddy.benchmarks.closed_loop import play
-from eddy.dataflows.config import Settings
-from eddy.operators.adserving import AdServingEngine
-from eddy.sources.simulator import Incident, Simulator
+import numpy as np
 
-__all__ = ["GRACE_MS", "IncidentReport", "SeedsReport", "evaluate", "evaluate_seeds", "score"]
+from eddy.benchmarks.closed_loop import SimFeed, play, spec_simulator, with_simulator
+from eddy.schemas.spec import PipelineSpec
+from eddy.sources.simulators.base import Incident
+
+__all__ = [
+    "GRACE_MS",
+    "WARMUP_MS",
+    "IncidentReport",
+    "SeedsReport",
+    "evaluate",
+    "evaluate_seeds",
+    "score",
+]
 
 GRACE_MS = 10_000
 WARMUP_MS = 20_000  # incidents starting earlier are not scored (detectors still warming up)
@@ -42,7 +58,7 @@ class IncidentReport:
     delays_s: tuple[float, ...]
     by_kind: dict[str, tuple[int, int]]  # kind -> (detected, total)
     missed: tuple[Incident, ...] = ()
-    false_alarms: tuple[tuple[str, str, int], ...] = ()  # (partner, metric, event_time_ms)
+    false_alarms: tuple[tuple[str, str, int], ...] = ()  # (key, metric, event_time_ms)
 
     def lines(self) -> list[str]:
         out = [
@@ -68,7 +84,7 @@ class IncidentReport:
             "by_kind": {k: {"detected": d, "total": n} for k, (d, n) in self.by_kind.items()},
             "missed": [vars(i) for i in self.missed],
             "false_alarms": [
-                {"partner": p, "metric": m, "event_time": t} for p, m, t in self.false_alarms
+                {"key": k, "metric": m, "event_time": t} for k, m, t in self.false_alarms
             ],
         }
 
@@ -79,23 +95,23 @@ def score(
     grace_ms: int = GRACE_MS,
     scored: Sequence[bool] | None = None,
 ) -> IncidentReport:
-    """``anomalies``: ``(partner, event_time_ms)`` or ``(partner, metric, event_time_ms)`` of
-    every anomaly record; ``scored[i]``: whether incident ``i`` counts for recall and delay
+    """``anomalies``: ``(key, event_time_ms)`` or ``(key, metric, event_time_ms)`` of every
+    anomaly record; ``scored[i]``: whether incident ``i`` counts for recall and delay
     (default: all)."""
     use = list(scored) if scored is not None else [True] * len(incidents)
     first: dict[int, int] = {}
     tp = 0
     false_alarms: list[tuple[str, str, int]] = []
     for a in anomalies:
-        partner, metric, t = (a[0], "", a[1]) if len(a) == 2 else a
+        key, metric, t = (a[0], "", a[1]) if len(a) == 2 else a
         hit = False
         for i, inc in enumerate(incidents):
-            if inc.partner == partner and inc.start_ms <= t < inc.end_ms + grace_ms:
+            if inc.key == key and inc.start_ms <= t < inc.end_ms + grace_ms:
                 hit = True
                 first[i] = min(first.get(i, t), t)
         tp += hit
         if not hit:
-            false_alarms.append((str(partner), str(metric), int(t)))
+            false_alarms.append((str(key), str(metric), int(t)))
     counted = [i for i in range(len(incidents)) if use[i]]
     found = [i for i in counted if i in first]
     delays = tuple((first[i] - incidents[i].start_ms) / 1000 for i in found)
@@ -119,32 +135,42 @@ def score(
 
 
 def evaluate(
-    settings: Settings, events: int | None = None, seed: int | None = None
+    spec: PipelineSpec,
+    events: int | None = None,
+    seed: int | None = None,
+    *,
+    grace_ms: int = GRACE_MS,
+    warmup_ms: int = WARMUP_MS,
+    detect: Sequence[str] | None = None,
 ) -> IncidentReport:
-    """Run the engine on the simulator (in-process, deterministic) and score its anomalies."""
-    sim_cfg = settings.simulator
-    if events is not None:
-        sim_cfg = replace(sim_cfg, n_events=events)
+    """Play ``spec`` against its simulator (``events``: the simulator's ``events`` option,
+    ``seed``: its seed and the policies'; None: the spec's) and score the anomalies of the
+    ``detect`` stages (default: all of them)."""
     if seed is not None:
-        sim_cfg = replace(sim_cfg, seed=seed)
-    engine_cfg = replace(settings.engine, seed=sim_cfg.seed)
-    sim = Simulator(sim_cfg)
-    engine = AdServingEngine(engine_cfg)
+        spec = with_simulator(spec, seed=seed)
+    stages = set(detect) if detect is not None else {d.name for d in spec.detect}
+    feed = SimFeed(spec, spec_simulator(spec, events))
     found: list[tuple[str, str, int]] = []
-    for res in play(engine, sim, settings.batch_size):
+    for res in play(feed, now_ns=0):
         an = res.tables.get("anomalies")
         if an is not None:
-            ts = [int(t) for t in an["event_time"]]
-            found.extend(zip(list(an["key"]), list(an["metric"]), ts, strict=True))
-    end_ms = int(sim.ts_of(sim.generated))
-    warm_ms = sim_cfg.start_ms + WARMUP_MS
-    scored = [i.start_ms >= warm_ms and i.end_ms <= end_ms for i in sim.incidents]
-    return score(found, sim.incidents, GRACE_MS, scored)
+            mine = np.isin(np.asarray(an["detect"], dtype=object), list(stages))
+            ts = np.asarray(an["event_time"], dtype=np.int64)[mine].tolist()
+            keys = np.asarray(an["key"], dtype=object)[mine].tolist()
+            metrics = np.asarray(an["metric"], dtype=object)[mine].tolist()
+            found.extend(zip(keys, metrics, ts, strict=True))
+    sim = feed.sim
+    ending = [feed.decision_stream] if feed.decision_stream else list(feed.last_ms)
+    end_ms = max((feed.last_ms.get(s, sim.start_ms) for s in ending), default=sim.start_ms)
+    warm_ms = sim.start_ms + warmup_ms
+    incidents = sim.incidents
+    scored = [i.start_ms >= warm_ms and i.end_ms <= end_ms for i in incidents]
+    return score(found, incidents, grace_ms, scored)
 
 
 @dataclass(frozen=True)
 class SeedsReport:
-    """One :class:`IncidentReport` per seed plus the summary the README reports."""
+    """One :class:`IncidentReport` per seed plus the summary the docs report."""
 
     seeds: tuple[int, ...]
     reports: tuple[IncidentReport, ...]
@@ -193,5 +219,13 @@ class SeedsReport:
         }
 
 
-def evaluate_seeds(settings: Settings, events: int | None, seeds: Sequence[int]) -> SeedsReport:
-    return SeedsReport(tuple(seeds), tuple(evaluate(settings, events, s) for s in seeds))
+def evaluate_seeds(
+    spec: PipelineSpec,
+    events: int | None,
+    seeds: Sequence[int],
+    *,
+    grace_ms: int = GRACE_MS,
+    warmup_ms: int = WARMUP_MS,
+) -> SeedsReport:
+    reports = (evaluate(spec, events, s, grace_ms=grace_ms, warmup_ms=warmup_ms) for s in seeds)
+    return SeedsReport(tuple(seeds), tuple(reports))

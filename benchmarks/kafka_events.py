@@ -1,12 +1,13 @@
-"""Simulated request and outcome streams as Kafka records (open loop), for tests and benchmarks.
+"""The reference simulator's request and outcome streams as Kafka records (open loop), for
+tests and benchmarks.
 
-:func:`open_loop_events` draws ``n`` requests from :class:`sources.simulator.Simulator`, answers
-each with a seeded random partner (open loop: the outcomes do not depend on the pipeline's
-decisions, so they can be produced before the pipeline runs) and returns both streams as JSON
-records in the event format of ``schemas.events`` (``REQUEST_FIELDS``, ``OUTCOME_FIELDS``), with
-their event times and partitions (request ``i`` and its outcome go to partition ``i % partitions``;
-within a partition, records are in event-time order). :func:`produce_records` writes records to a
-topic with an idempotent producer and fails loudly if any is not delivered.
+:func:`open_loop_events` plays the ``adserving`` simulator for ``n`` requests, answers each with
+a seeded random partner (open loop: the outcomes do not depend on the pipeline's decisions, so
+they can be produced before the pipeline runs) and returns both streams as the simulator's JSON
+lines (the reference spec's ``requests`` and ``outcomes``), with their event times and
+partitions (request ``i`` and its outcome go to partition ``i % partitions``; within a
+partition, records are in event-time order). :func:`produce_records` writes records to a topic
+with an idempotent producer and fails loudly if any is not delivered.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 from confluent_kafka import Producer
 
-from eddy.schemas.events import OUTCOME_FIELDS, REQUEST_FIELDS
-from eddy.sinks.kafka import encode_json_rows
-from eddy.sources.simulator import SimConfig, Simulator
+from eddy.sources.simulators.adserving import AdServingSimulator
 
 __all__ = ["EventRecords", "open_loop_events", "produce_records"]
 
@@ -38,13 +38,21 @@ class EventRecords:
         return len(self.values)
 
 
+def _records(lines: list[bytes], key: str, partitions: int) -> EventRecords:
+    rows = [orjson.loads(x) for x in lines]
+    keys = [r[key] for r in rows]
+    index = np.array([int(k.rsplit("-", 1)[1]) for k in keys], dtype=np.int64)
+    return EventRecords(
+        keys=[k.encode() for k in keys],
+        values=lines,
+        ts=np.array([r["ts"] for r in rows], dtype=np.int64),
+        partitions=index % partitions,
+        index=index,
+    )
+
+
 def open_loop_events(
-    n: int,
-    *,
-    seed: int = 0,
-    rate_per_s: float = 2_000.0,
-    partitions: int = 3,
-    start_ms: int | None = None,
+    n: int, *, seed: int = 0, rate_per_s: float = 2_000.0, partitions: int = 3
 ) -> tuple[EventRecords, EventRecords]:
     """``n`` simulated requests and their outcomes (all of them that the simulator does not
     lose), as :class:`EventRecords` ``(requests, outcomes)``; request ids are ``r<seed>-<i>``."""
@@ -52,34 +60,24 @@ def open_loop_events(
         raise ValueError(
             f"open_loop_events: expected n >= 1 and partitions >= 1, got {n}, {partitions}"
         )
-    cfg = SimConfig(seed=seed, n_events=n, rate_per_s=rate_per_s)
-    if start_ms is not None:
-        cfg = SimConfig(seed=seed, n_events=n, rate_per_s=rate_per_s, start_ms=start_ms)
-    sim = Simulator(cfg)
+    sim = AdServingSimulator({"seed": seed, "events": n, "rate_per_s": rate_per_s})
     rng = np.random.default_rng([seed, 4242])
-    req = sim.next_requests(n)
-    arms = rng.integers(0, len(sim.partners), n)
-    sim.respond(req.id, arms)
-    out = sim.due_outcomes(np.iinfo(np.int64).max)
-    req_cols = {f.name: getattr(req, f.name) for f in REQUEST_FIELDS}
-    out_cols = {f.name: getattr(out, f.name) for f in OUTCOME_FIELDS}
-    req_index = np.arange(n)
-    out_index = Simulator.index_of(out.decision_id)
-    requests = EventRecords(
-        keys=[s.encode() for s in req.id.tolist()],
-        values=encode_json_rows(req_cols),
-        ts=req.ts,
-        partitions=req_index % partitions,
-        index=req_index,
+    lines: dict[str, list[bytes]] = {"requests": [], "outcomes": []}
+    while True:
+        try:
+            got = sim.next_batch(n)  # all requests at once, then every outcome in time order
+        except StopIteration:
+            break
+        for stream, chunk in got or []:
+            lines[stream] += chunk
+            if stream == "requests":
+                ids = np.array([orjson.loads(x)["id"] for x in chunk], dtype=object)
+                pick = rng.integers(0, len(sim.arms), len(ids))
+                sim.respond(ids, np.asarray(sim.arms, dtype=object)[pick])
+    return (
+        _records(lines["requests"], "id", partitions),
+        _records(lines["outcomes"], "decision_id", partitions),
     )
-    outcomes = EventRecords(
-        keys=[s.encode() for s in out.decision_id.tolist()],
-        values=encode_json_rows(out_cols),
-        ts=out.ts,
-        partitions=out_index % partitions,
-        index=out_index,
-    )
-    return requests, outcomes
 
 
 def produce_records(

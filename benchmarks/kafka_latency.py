@@ -6,14 +6,15 @@
 
 Without ``--bootstrap`` a private broker is started (``scripts/kafka.sh up``) and stopped at
 the end. For each offered rate (requests/s) it creates fresh 3-partition request and outcome
-topics, starts ``python -m eddy.dataflows run --source kafka:... --rewards kafka:... --topic-prefix
-...`` (following the topics, DuckDB output on, ``--recovery`` only if asked), waits until a probe
+topics, starts ``python -m eddy run --source kafka:... --rewards kafka:... --topic-prefix ...``
+(the reference spec: ``--source`` is its ``requests`` stream, ``--rewards`` its ``outcomes``;
+following the topics, DuckDB output on, ``--recovery`` only if asked), waits until a probe
 request's decision comes back, then:
 
-* a producer thread offers the simulator's requests at the rate (open loop, pre-encoded JSON,
-  ``linger.ms=5``, librdkafka's and the Java client's default: the linger counts in the
-  latency; with 1 ms its many small produce requests kept the broker busier, on the cores
-  eddy shares), stamping each with its produce time
+* a producer thread offers the ``adserving`` simulator's requests at the rate (open loop,
+  its JSON lines, ``linger.ms=5``, librdkafka's and the Java client's default: the linger
+  counts in the latency; with 1 ms its many small produce requests kept the broker busier, on
+  the cores eddy shares), stamping each with its produce time
   (``time.time_ns()`` just before the ``produce`` call of its batch; batches are what is
   due every ~0.5 ms), and the outcomes at their event time (the simulator's delays, median
   1.5 s; ``--no-outcomes``: requests only);

@@ -1,12 +1,13 @@
 """Quality under concept drift: detection delay of the drift alert and the bandit's recovery.
 
-The reference engine (``operators.adserving.AdServingEngine``, pure, no Bytewax) runs closed
-loop against the simulator with ``drift_at_s`` set (the best and worst partners swap truth).
-Every decision's expected reward and the oracle's are taken from the simulator's hidden truth,
-so per event-time second we know ``ratio = chosen / oracle``. Reported:
+The reference spec runs closed loop against its simulator in-process
+(``benchmarks.closed_loop.play``: the engine, no Bytewax) with ``drift_at`` set (the best and
+worst partners swap truth). Every decision's expected reward and the oracle's are taken from
+the simulator's hidden truth, so per event-time second we know ``ratio = chosen / oracle``.
+Reported:
 
-* ``detection_delay_s`` — first ``DriftMonitor`` alert on the reward stream at or after the drift,
-  minus the drift time (event time);
+* ``detection_delay_s`` — first ``DriftMonitor`` alert on the learned rewards at or after the
+  drift, minus the drift time (event time);
 * ``recovery_s`` — the first second after the drift from which the 3 s rolling ratio is back to
   at least ``recover_frac`` of its level over the 10 s before the drift;
 * ``false_alerts`` — alerts before the drift (and in a drift-free control run of the same length);
@@ -16,81 +17,81 @@ so per event-time second we know ``ratio = chosen / oracle``. Reported:
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from eddy.benchmarks.baselines.common import reference_spec
+from eddy.benchmarks.closed_loop import SimFeed, play, with_simulator
 from eddy.operators.drift import DriftConfig, DriftMonitor
-from eddy.sources.simulator import SimConfig, Simulator
+from eddy.schemas.results import Results
+from eddy.sources.simulators.adserving import AdServingSimulator
 
 __all__ = ["run_quality"]
 
 
-def _closed_loop(sim_cfg: SimConfig, batch: int, drift_cfg: DriftConfig) -> dict[str, Any]:
-    from eddy.dataflows.config import load_settings
-    from eddy.operators.adserving import AdServingEngine
-
-    engine_cfg = replace(load_settings(None).engine, arms=sim_cfg.partners)
-    engine = AdServingEngine(engine_cfg)
-    sim = Simulator(sim_cfg)
+def _closed_loop(options: dict[str, Any], batch: int, drift_cfg: DriftConfig) -> dict[str, Any]:
+    spec = with_simulator(reference_spec(), **options)
+    feed = SimFeed(spec)
+    assert isinstance(feed.sim, AdServingSimulator), "the reference spec plays adserving"
+    truth = feed.sim.sim  # the hidden truth: expected reward of every arm per request
+    start_ms = feed.sim.start_ms
     mon = DriftMonitor(drift_cfg)
     sec_chosen: dict[int, float] = {}
     sec_oracle: dict[int, float] = {}
     alerts: list[tuple[int, float, str, str]] = []
 
-    def learn(res: Any) -> None:
+    def score(res: Results) -> None:
+        dec = res.tables.get("decisions")
+        if dec is None:
+            return
+        idx = truth.index_of(np.asarray(dec["decision_id"], dtype=object))
+        exp = truth.expected_rewards(idx)
+        secs = (truth.ts_of(idx) - start_ms) // 1000
+        chosen = exp[np.arange(len(idx)), np.asarray(dec["arm_index"], dtype=np.int64)]
+        best = exp.max(axis=1)
+        for s in np.unique(secs).tolist():
+            sel = secs == s
+            sec_chosen[s] = sec_chosen.get(s, 0.0) + float(chosen[sel].sum())
+            sec_oracle[s] = sec_oracle.get(s, 0.0) + float(best[sel].sum())
+
+    def learn(res: Results) -> None:
         rw = res.tables.get("rewards")
         if rw is None:
             return
         real = ~np.asarray(rw["timed_out"], dtype=bool)  # a TTL default is not a reward
         ts = np.asarray(rw["event_time"], dtype=np.int64)[real]
         r = np.asarray(rw["reward"], dtype=np.float64)[real]
-        partner = np.asarray(rw["partner"], dtype=object)[real]
+        partner = np.asarray(rw["arm"], dtype=object)[real]
         for stream, keys in (("reward", "all"), ("reward_by_partner", partner)):
             a = mon.update(stream, keys, ts, r)
             for k, m, t in zip(a["key"], a["magnitude"], a["event_time"], strict=True):
                 alerts.append((int(t), float(m), stream, str(k)))
 
     t0 = time.perf_counter()
-    while not sim.exhausted:
-        rb = sim.next_requests(batch, ingest_ns=time.time_ns())
-        res = engine.process(rb)
-        dec = res.tables.get("decisions")
-        if dec is not None:
-            ids = np.asarray(dec["decision_id"], dtype=object)
-            arms = np.asarray(dec["arm"], dtype=np.int64)
-            idx = sim.index_of(ids)
-            exp = sim.expected_rewards(idx)
-            secs = (sim.ts_of(idx) - sim_cfg.start_ms) // 1000
-            chosen = exp[np.arange(len(idx)), arms]
-            best = exp.max(axis=1)
-            for s in np.unique(secs).tolist():
-                sel = secs == s
-                sec_chosen[s] = sec_chosen.get(s, 0.0) + float(chosen[sel].sum())
-                sec_oracle[s] = sec_oracle.get(s, 0.0) + float(best[sel].sum())
-            sim.respond(ids, arms)
+    events = 0
+    for res in play(feed, batch=batch):
+        score(res)
         learn(res)
-        learn(engine.process(sim.due_outcomes(int(rb.ts[-1]))))
-    learn(engine.process(sim.due_outcomes(2**62)))
-    learn(engine.finish())
+        events += int(res.counters.get("events", 0))
     wall = time.perf_counter() - t0
     seconds = sorted(sec_chosen)
     ratio = np.array([sec_chosen[s] / sec_oracle[s] if sec_oracle[s] else np.nan for s in seconds])
-    sb = sim.scoreboard
+    sb = feed.sim.scoreboard()
     return {
+        "start_ms": start_ms,
         "seconds": seconds,
         "ratio": ratio,
         "alerts": alerts,
         "wall_s": wall,
-        "events": sim.generated + sim.answered,
+        "events": events,
         "scoreboard": {
-            "decisions": sb.decisions,
-            "chosen": sb.chosen,
-            "oracle": sb.oracle,
-            "random": sb.random,
-            "regret_vs_oracle": sb.oracle - sb.chosen,
-            "ratio_to_oracle": sb.chosen / sb.oracle if sb.oracle else None,
+            "decisions": sb["decisions"],
+            "chosen": sb["chosen"],
+            "oracle": sb["oracle"],
+            "random": sb["random"],
+            "regret_vs_oracle": sb["oracle"] - sb["chosen"],
+            "ratio_to_oracle": sb["chosen"] / sb["oracle"] if sb["oracle"] else None,
         },
     }
 
@@ -120,17 +121,17 @@ def run_quality(
     drift_config: DriftConfig | None = None,
 ) -> dict[str, Any]:
     """Drifted run and a drift-free control of the same length; incidents off (pure drift)."""
-    cfg = SimConfig(
-        seed=seed,
-        rate_per_s=rate_per_s,
-        n_events=n_requests,
-        drift_at_s=drift_at_s,
-        incident_every_s=0.0,
-    )
+    options: dict[str, Any] = {
+        "seed": seed,
+        "rate_per_s": rate_per_s,
+        "events": n_requests,
+        "drift_at": int(drift_at_s * 1000),
+        "incident_every": 0,
+    }
     dcfg = drift_config or DriftConfig(direction="down")
-    drifted = _closed_loop(cfg, batch, dcfg)
-    control = _closed_loop(replace(cfg, drift_at_s=None), batch, dcfg)
-    drift_ms = cfg.start_ms + int(drift_at_s * 1000)
+    drifted = _closed_loop(options, batch, dcfg)
+    control = _closed_loop({**options, "drift_at": "none"}, batch, dcfg)
+    drift_ms = drifted["start_ms"] + int(drift_at_s * 1000)
     # the overall reward, or one partner's: a bandit that routes around the changed partner
     # quickly can keep the overall dip too short to alert, while that partner's reward drops
     after = sorted(a for a in drifted["alerts"] if a[0] >= drift_ms)

@@ -1,18 +1,17 @@
-"""Where the reference pipeline's time goes, part by part, on the throughput suite's stream.
+"""Where the reference pipeline's time goes, part by part, on the throughput suite's input.
 
     python -m eddy.benchmarks.time_budget [--requests 200000] [--json FILE]
 
 * ``pipeline_without_duckdb``: ``run_pipeline`` on the JSONL replay with the DuckDB writer's
   inserts replaced by a no-op (everything else as in ``eddy bench throughput``), events/s;
-* ``decode_ns_per_line``: ``decode_requests`` / ``decode_outcomes`` on 4,000-line batches
-  (best of five rounds of 20);
-* ``engine_us_per_event``: ``AdServingEngine.process`` alone on the decoded batches, request
+* ``decode_ns_per_line``: ``decode_lines`` of each stream on 4,000-line batches (best of five
+  rounds of 20);
+* ``engine_us_per_event``: ``PipelineEngine.process_many`` alone on the decoded batches, request
   and outcome batches alternating, at 50- and 1,000-row batches (a step's fixed cost shows as
   the difference);
-* ``duckdb_insert_cpu_s``: CPU seconds to insert as many ``decisions`` rows as the stream has
-  requests (``benchmarks.duckdb_sink.decisions_batch``, 49-float contexts) into an in-memory
-  DuckDB table in 4,000-row Arrow batches: the real table, without its primary key, and
-  without the ``context`` column.
+* ``duckdb_insert_cpu_s``: CPU seconds to insert the ``decisions`` rows the engine wrote for the
+  stream into an in-memory DuckDB table in 4,000-row Arrow batches: the real table, without its
+  primary key, and without the ``context`` column.
 """
 
 from __future__ import annotations
@@ -21,100 +20,96 @@ import argparse
 import re
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import orjson
 
-from eddy.benchmarks.baselines.common import Stream, make_stream
-from eddy.benchmarks.duckdb_sink import decisions_batch
-from eddy.dataflows.config import load_settings
-from eddy.operators.adserving import AdServingEngine
-from eddy.schemas.events import decode_outcomes, decode_requests
-from eddy.schemas.tables import TABLES, ddl
+from eddy.benchmarks.baselines.common import reference_recording, reference_spec
+from eddy.benchmarks.recording import Recording
+from eddy.operators.engine import PipelineEngine
+from eddy.schemas.batch import EventBatch
+from eddy.schemas.decode import decode_lines
+from eddy.schemas.results import Results
+from eddy.schemas.tables import ddl, pipeline_tables
 from eddy.sinks.duckdb import DuckDBWriter, to_arrow
 
 __all__ = ["main", "run_time_budget"]
 
-_CONTEXT_DIMS = 49
+_STREAMS = ("requests", "outcomes")
 
 
 def _lines(path: str) -> list[bytes]:
     return Path(path).read_bytes().splitlines()
 
 
-def _pipeline_without_duckdb(stream: Stream, work: Path) -> float:
-    from eddy.dataflows.pipeline import RunOptions, run_pipeline
+def _pipeline_without_duckdb(rec: Recording, work: Path) -> float:
+    from eddy.dataflows.run_options import RunOptions
+    from eddy.dataflows.runner import run_pipeline
 
     saved = DuckDBWriter.write_many, DuckDBWriter.write
     DuckDBWriter.write_many = lambda self, batches: dict.fromkeys(batches, 0)  # type: ignore[method-assign]
     DuckDBWriter.write = lambda self, table, columns: 0  # type: ignore[method-assign]
     try:
-        base = load_settings(None)
-        head = stream.head(work / "head", 3_000)
-        for name, s in (("warm", head), ("timed", stream)):
-            opts = RunOptions(
-                settings=replace(base, duckdb=str(work / f"{name}.duckdb")),
-                source=f"jsonl:{s.requests}",
-                rewards=f"jsonl:{s.outcomes}",
-            )
+        head = rec.head(work / "head", 3_000)
+        for name, r in (("warm", head), ("timed", rec)):
+            opts = RunOptions(rec.spec, sources=r.sources, duckdb=str(work / f"{name}.duckdb"))
             res = run_pipeline(opts)
     finally:
         DuckDBWriter.write_many, DuckDBWriter.write = saved  # type: ignore[method-assign]
-    return stream.n_events / res.wall_s
+    return rec.n_events / res.wall_s
 
 
-def _decode_ns(req: list[bytes], out: list[bytes]) -> dict[str, float]:
+def _decode(stream: str, lines: list[bytes], first: int = 1) -> EventBatch:
+    pos = list(range(first, first + len(lines)))
+    return decode_lines(reference_spec().stream(stream), lines, pos, stream, time.time_ns())[0]
+
+
+def _decode_ns(lines: dict[str, list[bytes]]) -> dict[str, float]:
     got = {}
-    for name, lines, decode in (
-        ("requests", req, decode_requests),
-        ("outcomes", out, decode_outcomes),
-    ):
-        batch = lines[:4_000]
-        pos = list(range(len(batch)))
-        args: tuple[Any, ...] = (
-            (batch, pos, "bench", 0) if name == "requests" else (batch, pos, "bench")
-        )
-        decode(*args)
+    for name in _STREAMS:
+        batch = lines[name][:4_000]
+        _decode(name, batch)
         best = float("inf")
         for _ in range(5):  # best of five: a shared machine's hiccups are not the decoder's
             t = time.perf_counter()
             for _ in range(20):
-                decode(*args)
+                _decode(name, batch)
             best = min(best, (time.perf_counter() - t) / 20 / len(batch) * 1e9)
         got[name] = best
     return got
 
 
-def _engine_us(req: list[bytes], out: list[bytes], rows: int) -> float:
-    batches: list[Any] = []
+def _engine_us(lines: dict[str, list[bytes]], rows: int) -> tuple[float, Results]:
+    """CPU µs per event of the engine alone, and what it produced."""
+    spec = reference_spec()
+    part = {s.name: i * 1_000 for i, s in enumerate(spec.streams)}
+    items: list[tuple[int, EventBatch]] = []
+    req, out = lines["requests"], lines["outcomes"]
     for i in range(0, max(len(req), len(out)), rows):
-        r, o = req[i : i + rows], out[i : i + rows]
-        if r:
-            batches.append(decode_requests(r, list(range(i, i + len(r))), "r", time.time_ns())[0])
-        if o:
-            batches.append(decode_outcomes(o, list(range(i, i + len(o))), "o")[0])
-    config = load_settings(None).engine
-    warm = AdServingEngine(config)
-    for b in batches[:20]:
-        warm.process(b)
-    engine = AdServingEngine(config)
+        for name, chunk in (("requests", req[i : i + rows]), ("outcomes", out[i : i + rows])):
+            if chunk:
+                items.append((part[name], _decode(name, chunk, i + 1)))
+    warm = PipelineEngine(spec)
+    for item in items[:20]:
+        warm.process_many([item], time.time_ns())
+    engine = PipelineEngine(spec)
+    produced: list[Results] = []
     t = time.process_time()
-    for b in batches:
-        engine.process(b)
-    engine.finish()
-    return (time.process_time() - t) / sum(len(b) for b in batches) * 1e6
+    for item in items:
+        produced.append(engine.process_many([item], time.time_ns()))
+    produced.append(engine.finish(time.time_ns()))
+    us = (time.process_time() - t) / sum(len(b) for _, b in items) * 1e6
+    return us, Results.combine(produced)
 
 
-def _insert_cpu(n: int) -> dict[str, float]:
+def _insert_cpu(decisions: dict[str, Any]) -> dict[str, float]:
     size = 4_000
-    batches = [
-        to_arrow("decisions", decisions_batch(i, min(size, n - i), d=_CONTEXT_DIMS))
-        for i in range(0, n, size)
-    ]
-    full = ddl(TABLES["decisions"])
+    table = pipeline_tables(reference_spec())["decisions"]
+    whole = to_arrow(table, decisions)
+    batches = [whole.slice(i, size) for i in range(0, whole.num_rows, size)]
+    full = ddl(table)
     no_pk = re.sub(r",\s*PRIMARY KEY\s*\([^)]*\)", "", full)
     no_context = re.sub(r',\s*"context" FLOAT\[\]', "", full)
     got = {}
@@ -138,17 +133,17 @@ def _insert_cpu(n: int) -> dict[str, float]:
 def run_time_budget(n_requests: int = 200_000) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="eddy-budget-") as tmp:
         work = Path(tmp)
-        stream = make_stream(work / "stream", n_requests)
-        req, out = _lines(stream.requests), _lines(stream.outcomes)
+        rec = reference_recording(work / "stream", n_requests)
+        lines = {s: _lines(rec.path(s)) for s in _STREAMS}
+        engine = {rows: _engine_us(lines, rows) for rows in (50, 1_000)}
+        decisions = engine[1_000][1].tables["decisions"]
         return {
-            "events": stream.n_events,
-            "pipeline_without_duckdb_events_per_s": round(_pipeline_without_duckdb(stream, work)),
-            "decode_ns_per_line": {k: round(v) for k, v in _decode_ns(req, out).items()},
-            "engine_us_per_event": {
-                rows: round(_engine_us(req, out, rows), 2) for rows in (50, 1_000)
-            },
-            "duckdb_insert_cpu_s": {k: round(v, 3) for k, v in _insert_cpu(len(req)).items()},
-            "decisions_rows": len(req),
+            "events": rec.n_events,
+            "pipeline_without_duckdb_events_per_s": round(_pipeline_without_duckdb(rec, work)),
+            "decode_ns_per_line": {k: round(v) for k, v in _decode_ns(lines).items()},
+            "engine_us_per_event": {rows: round(us, 2) for rows, (us, _) in engine.items()},
+            "duckdb_insert_cpu_s": {k: round(v, 3) for k, v in _insert_cpu(decisions).items()},
+            "decisions_rows": len(decisions["decision_id"]),
         }
 
 

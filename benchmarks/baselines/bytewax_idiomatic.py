@@ -5,7 +5,8 @@ the bandit is a River ``LinUCBDisjoint`` inside ``stateful_map`` (one key, so re
 outcomes meet the same model), partner health is a River ``MinMaxScaler | HalfSpaceTrees`` per
 partner inside ``stateful_map`` (score then learn on each outcome), and the 10 s tumbling
 partner aggregates come from ``windowing.fold_window`` with an ``EventClock``. Rows go to the
-same DuckDB writer from a ``DynamicSink`` partition, a Bytewax batch at a time.
+same DuckDB writer and tables as ``naive`` (eddy's on the reference spec) from a
+``DynamicSink`` partition, a Bytewax batch at a time.
 """
 
 from __future__ import annotations
@@ -26,16 +27,16 @@ from bytewax.testing import run_main
 from river import anomaly, bandit, compose, preprocessing
 
 from eddy.benchmarks.baselines.common import (
-    ARMS,
     Deadline,
-    Stream,
+    Recording,
     VariantResult,
+    arms,
     db_path,
     latency_quantiles,
     peak_rss_mb,
     reward_of,
 )
-from eddy.benchmarks.baselines.naive import _COLS
+from eddy.benchmarks.baselines.naive import COLUMNS, TABLES
 from eddy.operators.stats import LatencyHistogram
 from eddy.sinks.duckdb import DuckDBWriter
 
@@ -46,6 +47,7 @@ _OUT = ("decision_id", "ts", "partner", "filled", "revenue", "latency_ms", "erro
 _THRESHOLD = 0.9
 _COOLDOWN_MS = 30_000
 _ALIGN = datetime(2020, 1, 1, tzinfo=UTC)
+_ARMS = arms()
 
 
 class _Lines(StatelessSourcePartition[tuple[bytes, int]]):
@@ -96,7 +98,9 @@ class _Writer(StatelessSinkPartition[tuple[str, tuple[Any, ...], int]]):
                 ingest.append(t)
         for table, rows in by_table.items():
             cols = list(zip(*rows, strict=True))
-            self._writer.write(table, {c: list(v) for c, v in zip(_COLS[table], cols, strict=True)})
+            self._writer.write(
+                table, {c: list(v) for c, v in zip(COLUMNS[table], cols, strict=True)}
+            )
             self._counts[table] = self._counts.get(table, 0) + len(rows)
         if ingest:
             self._hist.add((time.time_ns() - np.asarray(ingest, dtype=np.int64)) / 1e6)
@@ -135,15 +139,13 @@ def _reward_row(d: dict, ctx: dict, policy: Any) -> tuple[str, tuple[Any, ...], 
     policy.update(d["partner"], ctx, r)
     row = (
         d["decision_id"],
+        "pick_partner",
         d["ts"],
-        ARMS.index(d["partner"]),
         d["partner"],
-        bool(d["filled"]),
-        float(d["revenue"]),
-        float(d["latency_ms"]),
-        bool(d["error"]),
         r,
         False,
+        float(d["revenue"]),
+        float(d["latency_ms"]),
     )
     return ("rewards", row, d["_t"])
 
@@ -163,24 +165,27 @@ def _bandit(state: Any, item: tuple[str, dict]) -> tuple[Any, list]:
             "floor_price": float(d["floor_price"]),
             "bias": 1.0,
         }
-        arm = policy.pull(list(ARMS), context=ctx)
+        names = _ARMS
+        arm = policy.pull(list(names), context=ctx)
         now_ms = time.time_ns() // 1_000_000
         row = (
             d["id"],
+            "pick_partner",
             d["ts"],
-            d["placement"],
-            d["device"],
-            d["geo"],
-            float(d["floor_price"]),
-            ARMS.index(arm),
             arm,
+            names.index(arm),
             1.0,
             "river.LinUCBDisjoint",
             "v1",
             "bytewax-v1",
             list(ctx.values()),
+            None,
             now_ms,
             now_ms - d["_t"] / 1e6,
+            d["placement"],
+            d["device"],
+            d["geo"],
+            float(d["floor_price"]),
         )
         rows: list = [("decisions", row, d["_t"])]
         waiting = early.pop(d["id"], None)
@@ -189,7 +194,7 @@ def _bandit(state: Any, item: tuple[str, dict]) -> tuple[Any, list]:
         else:
             pending[d["id"]] = ctx
         return state, rows
-    if d["partner"] not in ARMS:
+    if d["partner"] not in _ARMS:
         return state, [("unmatched", (), 0)]
     ctx = pending.pop(d["decision_id"], None)
     if ctx is None:
@@ -215,6 +220,8 @@ def _health(state: Any, d: dict) -> tuple[Any, Any]:
         state[1] = d["ts"]
         row = (
             f"{d['partner']}|hst|{d['ts']}",
+            "partner_alerts",
+            "outcomes",
             d["partner"],
             "outcome",
             score,
@@ -250,12 +257,13 @@ def _window_row(item: tuple[str, tuple[int, list[float]]]) -> tuple[str, tuple, 
     n, s, ss = acc[0], acc[1], acc[2]
     mean = s / n
     std = float(np.sqrt(max(ss / n - mean * mean, 0.0)))
-    row = (key, "revenue", "tumbling_10s", start, start + 10_000, int(n), s, mean, std)
+    where = ("partner_health", "outcomes", key, "revenue", "tumbling_10s", start, start + 10_000)
+    row = (*where, int(n), s, mean, std)
     return ("window_aggregates", (*row, acc[3], acc[4], n / 10.0, None), 0)
 
 
-def run(stream: Stream, workdir: str, max_seconds: float | None = None) -> VariantResult:
-    writer = DuckDBWriter(db_path(workdir, "bytewax_idiomatic"))
+def run(rec: Recording, workdir: str, max_seconds: float | None = None) -> VariantResult:
+    writer = DuckDBWriter(db_path(workdir, "bytewax_idiomatic"), tables=TABLES)
     hist = LatencyHistogram()
     counts: dict[str, int] = {}
     dead, seen = [0], [0]
@@ -263,12 +271,12 @@ def run(stream: Stream, workdir: str, max_seconds: float | None = None) -> Varia
     flow = Dataflow("bytewax_idiomatic")
     reqs = op.filter_map(
         "parse_requests",
-        op.input("requests", flow, _LineSource(stream.requests, deadline)),
+        op.input("requests", flow, _LineSource(rec.path("requests"), deadline)),
         _parser(_REQ, dead, seen),
     )
     outs = op.filter_map(
         "parse_outcomes",
-        op.input("outcomes", flow, _LineSource(stream.outcomes, deadline)),
+        op.input("outcomes", flow, _LineSource(rec.path("outcomes"), deadline)),
         _parser(_OUT, dead, seen),
     )
     tagged = op.merge(

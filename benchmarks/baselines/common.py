@@ -1,9 +1,10 @@
-"""What every throughput variant shares: the serialised stream, the result record, timing.
+"""What every throughput variant shares: the result record, timing, and the reference spec.
 
-The simulated stream is serialised ONCE to two JSONL files (requests, outcomes; each in event
-time order) and every variant decodes exactly those bytes. Outcomes answer a seeded uniformly
-random logging policy, so the stream does not depend on any variant's choices (a variant that
-picks a different arm still joins the outcome by ``decision_id`` and learns its reward).
+Every variant of a run reads the same recorded JSONL files (``benchmarks.recording``: a
+simulator played once, its decisions taken by a seeded uniformly random policy, so the lines do
+not depend on any variant's choices). ``naive`` and ``bytewax_idiomatic`` reimplement the
+reference spec by hand, so they read :func:`reference_spec` for its arms and tables, and
+:func:`reward_of` is its reward expression (``revenue - latency_ms / 1000``).
 """
 
 from __future__ import annotations
@@ -13,64 +14,54 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import orjson
-
+from eddy.benchmarks.recording import Recording, record
 from eddy.operators.stats import LatencyHistogram
-from eddy.sources.simulator import SimConfig, Simulator
+from eddy.schemas.spec import PipelineSpec
 
 __all__ = [
-    "ARMS",
-    "Stream",
+    "LATENCY_PENALTY_PER_S",
+    "Deadline",
+    "Recording",
+    "Runner",
     "VariantResult",
+    "arms",
+    "db_path",
     "latency_quantiles",
-    "make_stream",
     "peak_rss_mb",
+    "reference_recording",
+    "reference_spec",
     "reward_of",
 ]
 
-ARMS: tuple[str, ...] = SimConfig().partners
 LATENCY_PENALTY_PER_S = 1.0
 
 
-@dataclass(frozen=True)
-class Stream:
-    """Two JSONL files of the same simulated run, and how many lines each holds."""
+@cache
+def reference_spec() -> PipelineSpec:
+    """The reference pipeline (``examples/adserving.toml``): what the baselines reimplement."""
+    from eddy.dataflows.commands.run import reference_spec_path
+    from eddy.schemas.spec_load import load_spec
 
-    requests: str
-    outcomes: str
-    n_requests: int
-    n_outcomes: int
-    seed: int
-
-    @property
-    def n_events(self) -> int:
-        return self.n_requests + self.n_outcomes
-
-    def head(self, directory: str | Path, n_requests: int) -> Stream:
-        """The first ``n_requests`` requests and the outcomes up to the last one's time."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        req_lines = _read_lines(self.requests)[:n_requests]
-        last_ts = orjson.loads(req_lines[-1])["ts"] if req_lines else 0
-        out_lines = [ln for ln in _read_lines(self.outcomes) if orjson.loads(ln)["ts"] <= last_ts]
-        rp, op_ = d / "requests.jsonl", d / "outcomes.jsonl"
-        rp.write_bytes(b"".join(req_lines))
-        op_.write_bytes(b"".join(out_lines))
-        return Stream(str(rp), str(op_), len(req_lines), len(out_lines), self.seed)
+    return load_spec(reference_spec_path())
 
 
-def _read_lines(path: str) -> list[bytes]:
-    with open(path, "rb") as fh:
-        return fh.readlines()
+def arms() -> tuple[str, ...]:
+    """The reference decide stage's arms (the demand partners)."""
+    return reference_spec().decide[0].arms
+
+
+def reference_recording(directory: str | Path, n_requests: int, seed: int = 0) -> Recording:
+    """``n_requests`` requests of the reference simulator and their outcomes, as JSONL."""
+    return record(reference_spec(), directory, events=n_requests, seed=seed)
 
 
 @dataclass
 class VariantResult:
-    """One variant's run: events processed (request + outcome lines), wall time, latency."""
+    """One variant's run: events processed (input lines), wall time, latency."""
 
     variant: str
     events: int
@@ -96,71 +87,6 @@ class VariantResult:
         d["events_per_s"] = self.events_per_s
         d["events_per_cpu_s"] = self.events_per_cpu_s
         return d
-
-
-def make_stream(directory: str | Path, n_requests: int, seed: int = 0) -> Stream:
-    """Simulate ``n_requests`` requests (random logging policy) and write both JSONL files."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    sim = Simulator(SimConfig(seed=seed, n_events=n_requests))
-    rng = np.random.default_rng([seed, 99])
-    req_chunks: list[bytes] = []
-    out_chunks: list[bytes] = []
-    while not sim.exhausted:
-        rb = sim.next_requests(10_000)
-        arms = rng.integers(0, len(sim.partners), len(rb))
-        sim.respond(rb.id, arms)
-        rows = zip(
-            rb.id.tolist(),
-            rb.ts.tolist(),
-            rb.placement.tolist(),
-            rb.device.tolist(),
-            rb.geo.tolist(),
-            rb.floor_price.tolist(),
-            strict=True,
-        )
-        req_chunks.extend(
-            orjson.dumps(
-                {"id": i, "ts": t, "placement": p, "device": dv, "geo": g, "floor_price": f}
-            )
-            + b"\n"
-            for i, t, p, dv, g, f in rows
-        )
-        out_chunks.extend(_outcome_lines(sim, int(rb.ts[-1])))
-    out_chunks.extend(_outcome_lines(sim, 2**62))
-    rp, op_ = d / "requests.jsonl", d / "outcomes.jsonl"
-    rp.write_bytes(b"".join(req_chunks))
-    op_.write_bytes(b"".join(out_chunks))
-    return Stream(str(rp), str(op_), len(req_chunks), len(out_chunks), seed)
-
-
-def _outcome_lines(sim: Simulator, until_ms: int) -> list[bytes]:
-    ob = sim.due_outcomes(until_ms)
-    rows = zip(
-        ob.decision_id.tolist(),
-        ob.ts.tolist(),
-        ob.partner.tolist(),
-        ob.filled.tolist(),
-        ob.revenue.tolist(),
-        ob.latency_ms.tolist(),
-        ob.error.tolist(),
-        strict=True,
-    )
-    return [
-        orjson.dumps(
-            {
-                "decision_id": d,
-                "ts": t,
-                "partner": p,
-                "filled": f,
-                "revenue": r,
-                "latency_ms": la,
-                "error": e,
-            }
-        )
-        + b"\n"
-        for d, t, p, f, r, la, e in rows
-    ]
 
 
 def reward_of(revenue: float, latency_ms: float) -> float:
@@ -206,4 +132,4 @@ def db_path(workdir: str | Path, variant: str) -> str:
     return str(p)
 
 
-Runner = Callable[[Stream, str, float | None], VariantResult]
+Runner = Callable[[Recording, str, float | None], VariantResult]

@@ -1,123 +1,141 @@
-"""Baseline ``floor``: read, decode and sink only; the ceiling no pipeline can pass.
+"""Baseline ``floor``: read, decode and sink only; the ceiling no pipeline of the spec can pass.
 
-The same Bytewax input (``sources.jsonl.JsonlSource``, micro-batches of raw lines), the same
-batch decoder (``schemas.events``) and the same DuckDB sink (``sinks.duckdb_sink.DuckDBSink``)
-as the reference pipeline, with no features, detectors or bandit in between: requests become
-``decisions`` rows with a fixed arm, outcomes become ``rewards`` rows with ``reward = revenue``.
+The same Bytewax input as ``eddy run`` (``sources.jsonl.JsonlSource``, micro-batches of raw
+lines of the spec's ``batch_size``, one partition per stream), the same decoder
+(``schemas.decode.decode_lines``, dead letters included) and the same DuckDB sink
+(``sinks.duckdb_sink.DuckDBSink``) with no stage in between: every valid event becomes one row
+of ``events_<stream>`` (its id, event time and declared fields), every bad line a
+``dead_letters`` row. What eddy does on top of this (features, detectors, decisions and the
+rows they write) is what the ratio eddy/floor prices.
 """
 
 from __future__ import annotations
 
-import threading
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import bytewax.operators as op
 import numpy as np
+import pyarrow as pa
 from bytewax.dataflow import Dataflow
 from bytewax.testing import run_main
 
-from eddy.benchmarks.baselines.common import ARMS, Stream, VariantResult, db_path, peak_rss_mb
+from eddy.benchmarks.baselines.common import Recording, VariantResult, db_path, peak_rss_mb
+from eddy.dataflows.flow import PARTITIONS_PER_STREAM
 from eddy.operators.stats import RunStats
-from eddy.schemas.events import decode_outcomes, decode_requests
+from eddy.schemas.decode import decode_lines
 from eddy.schemas.results import Results, dead_letter_results
+from eddy.schemas.spec import PipelineSpec
+from eddy.schemas.tables import Column, Table, pipeline_tables
 from eddy.sinks.duckdb import DuckDBWriter
 from eddy.sinks.duckdb_sink import DuckDBSink
-from eddy.sources.base import REQUESTS, RawBatch
+from eddy.sources.base import RawBatch
 from eddy.sources.jsonl import JsonlSource
 
-__all__ = ["BATCH_LINES", "run"]
+__all__ = ["floor_tables", "run"]
 
-BATCH_LINES = 2_000
+_TYPES: dict[str, tuple[str, pa.DataType]] = {
+    "string": ("VARCHAR", pa.string()),
+    "float": ("DOUBLE", pa.float64()),
+    "int": ("DOUBLE", pa.float64()),  # decoded as float64 (exact to 2**53)
+    "bool": ("BOOLEAN", pa.bool_()),
+    "list[string]": ("VARCHAR[]", pa.list_(pa.string())),
+}
 
 
-def _to_results(item: RawBatch) -> list[Any]:
-    now = time.time_ns() // 1_000_000
-    res = Results()
-    if item.stream == REQUESTS:
-        rb, dead = decode_requests(item.lines, item.positions, item.source, item.ingest_ns)
-        n = len(rb)
-        res.add(
-            "decisions",
-            {
-                "decision_id": rb.id,
-                "event_time": rb.ts,
-                "placement": rb.placement,
-                "device": rb.device,
-                "geo": rb.geo,
-                "floor_price": rb.floor_price,
-                "arm": np.zeros(n, np.int32),
-                "partner": np.full(n, ARMS[0], dtype=object),
-                "propensity": np.ones(n),
-                "policy": np.full(n, "floor", dtype=object),
-                "policy_version": np.full(n, "0", dtype=object),
-                "feature_version": np.full(n, "0", dtype=object),
-                "context": np.zeros((n, 1)),
-                "decided_at": np.full(n, now, np.int64),
-                "latency_ms": now - rb.ingest_ns / 1e6,
-            },
+def floor_tables(spec: PipelineSpec) -> dict[str, Table]:
+    """``events_<stream>`` per stream, plus the pipeline's ``dead_letters`` and ``metrics``."""
+    common = pipeline_tables(spec)
+    out = {t: common[t] for t in ("dead_letters", "metrics")}
+    for s in spec.streams:
+        fields = []
+        for f in s.fields:
+            sql, arrow = _TYPES[f.type]
+            if f.type == "bool" and f.nullable:  # decoded as float 0/1/NaN
+                sql, arrow = "DOUBLE", pa.float64()
+            fields.append(Column(f.name, sql, arrow))
+        out[f"events_{s.name}"] = Table(
+            f"events_{s.name}",
+            (
+                Column("id", "VARCHAR", pa.string()),
+                Column("event_time", "TIMESTAMP", pa.timestamp("ms")),
+                *fields,
+            ),
+            ("id",),
         )
-        res.count("requests", n)
-    else:
-        ob, dead = decode_outcomes(item.lines, item.positions, item.source)
-        n = len(ob)
-        arm = np.searchsorted(np.array(ARMS, dtype=object), ob.partner)
-        res.add(
-            "rewards",
-            {
-                "decision_id": ob.decision_id,
-                "event_time": ob.ts,
-                "arm": arm.astype(np.int32),
-                "partner": ob.partner,
-                "filled": ob.filled,
-                "revenue": ob.revenue,
-                "latency_ms": ob.latency_ms,
-                "error": ob.error,
-                "reward": ob.revenue,
-                "timed_out": np.zeros(n, bool),
-            },
+    return out
+
+
+def _decoder(spec: PipelineSpec) -> Callable[[RawBatch], list[Results]]:
+    def decode(item: RawBatch) -> list[Results]:
+        stream = spec.stream(item.stream)
+        batch, dead = decode_lines(
+            stream,
+            item.lines,
+            item.positions,
+            item.source,
+            item.ingest_ns,
+            spec.max_event_bytes,
         )
-        res.count("outcomes", n)
-    if dead:
-        res.merge(dead_letter_results(dead, now))
-    return [res]
+        res = dead_letter_results(dead, time.time_ns() // 1_000_000)
+        res.count("decode.events_in", len(item))
+        if len(batch):
+            cols: dict[str, Any] = {"id": batch.ids, "event_time": batch.ts}
+            cols.update(batch.columns)
+            res.add(f"events_{stream.name}", cols)
+            res.count(f"events.{stream.name}", len(batch))
+            read, n = np.unique(batch.ingest_ns // 1_000_000, return_counts=True)
+            res.ingest.extend(zip(read.tolist(), n.tolist(), strict=True))
+        return [res]
+
+    return decode
 
 
-def run(stream: Stream, workdir: str, max_seconds: float | None = None) -> VariantResult:
-    writer = DuckDBWriter(db_path(workdir, "floor"))
+def run(rec: Recording, workdir: str, max_seconds: float | None = None) -> VariantResult:
+    """The floor of ``rec.spec`` on the recording (``max_seconds`` is not needed: it is the
+    fastest variant)."""
+    spec = rec.spec
+    writer = DuckDBWriter(db_path(workdir, "floor"), tables=floor_tables(spec))
     stats = RunStats()
     flow = Dataflow("floor")
-    stop = threading.Event()
-    reqs = op.input(
-        "requests", flow, JsonlSource([stream.requests], REQUESTS, batch_lines=BATCH_LINES)
-    )
-    outs = op.input(
-        "outcomes",
-        flow,
-        JsonlSource([stream.outcomes], "outcomes", batch_lines=BATCH_LINES, partition_base=1),
-    )
-    decoded = op.flat_map("decode", op.merge("inputs", reqs, outs), _to_results)
+    inputs = [
+        op.input(
+            f"in_{s.name}",
+            flow,
+            JsonlSource(
+                [rec.path(s.name)],
+                s.name,
+                batch_lines=spec.batch_size,
+                partition_base=i * PARTITIONS_PER_STREAM,
+            ),
+        )
+        for i, s in enumerate(spec.streams)
+    ]
+    items = inputs[0] if len(inputs) == 1 else op.merge("inputs", *inputs)
+    decoded = op.flat_map("decode", items, _decoder(spec))
     op.output(
         "duckdb",
         op.key_on("to_duckdb", decoded, lambda _: "duckdb"),
-        DuckDBSink(writer, stats, "floor"),
+        DuckDBSink(writer, stats, "floor", drain_on_snapshot=False),
     )
     t0 = time.perf_counter()
     c0 = time.process_time()
-    run_main(flow, epoch_interval=None)
+    run_main(flow, epoch_interval=timedelta(seconds=1))  # eddy run's default epoch
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0
-    del stop
     counters, hist = stats.view()
     rows = writer.counts()
     writer.close()
     return VariantResult(
         variant="floor",
-        events=int(counters.get("requests", 0) + counters.get("outcomes", 0)),
+        events=int(counters.get("decode.events_in", 0)),
         wall_s=wall,
         latency_ms={f"p{round(q * 100)}": hist.quantile(q) for q in (0.5, 0.95, 0.99)},
         rows=rows,
         peak_rss_mb=peak_rss_mb(),
         cpu_s=cpu,
-        notes="Bytewax: JsonlSource -> batch decode -> DuckDBSink, no processing",
+        complete=counters.get("decode.events_in", 0) >= rec.n_events,
+        notes="Bytewax: JsonlSource -> decode_lines -> DuckDBSink, no stages",
     )

@@ -5,8 +5,9 @@ Per event: ``orjson.loads`` and field checks; requests are decided by River's
 reward join; outcomes update per-partner trailing 10 s windows (deques with running sums), are
 scored then learned by a River ``MinMaxScaler | HalfSpaceTrees`` pipeline per partner, join their
 decision and teach the policy. Rows go to DuckDB in batches through the same
-:class:`~sinks.duckdb.DuckDBWriter` as every other variant (tumbling 10 s partner aggregates
-too). Inputs are merged by event time, one decoded line at a time.
+:class:`~sinks.duckdb.DuckDBWriter` and into the same tables as ``eddy`` on the reference spec
+(``schemas.tables.pipeline_tables``; tumbling 10 s partner aggregates too). Inputs are merged by
+event time, one decoded line at a time.
 
 It is *lighter* than the reference pipeline in two ways (both favour it): no p95 feature (the
 trailing mean latency instead) and no reward TTL expiry.
@@ -24,20 +25,21 @@ import orjson
 from river import anomaly, bandit, compose, preprocessing
 
 from eddy.benchmarks.baselines.common import (
-    ARMS,
     Deadline,
-    Stream,
+    Recording,
     VariantResult,
+    arms,
     db_path,
     latency_quantiles,
     peak_rss_mb,
+    reference_spec,
     reward_of,
 )
 from eddy.operators.stats import LatencyHistogram
-from eddy.schemas.tables import TABLES
+from eddy.schemas.tables import Table, pipeline_tables
 from eddy.sinks.duckdb import DuckDBWriter
 
-__all__ = ["run"]
+__all__ = ["COLUMNS", "TABLES", "run"]
 
 _WINDOW_MS = 10_000
 _FLUSH_ROWS = 5_000
@@ -95,8 +97,10 @@ class _Rows:
         return sum(len(v) for v in self.tables.values())
 
 
-# column order of each table, from the schema (the single source of field names)
-_COLS = {
+#: the reference pipeline's tables: the baselines write the rows eddy writes
+TABLES: dict[str, Table] = pipeline_tables(reference_spec())
+#: column order of the tables the baselines write (rows are tuples in this order)
+COLUMNS = {
     t: tuple(TABLES[t].column_names)
     for t in ("decisions", "rewards", "anomalies", "window_aggregates")
 }
@@ -106,7 +110,7 @@ def _flush(writer: DuckDBWriter, rows: _Rows, hist: LatencyHistogram, counts: di
     for table, data in rows.tables.items():
         if data:
             cols = list(zip(*data, strict=True))
-            writer.write(table, {c: list(v) for c, v in zip(_COLS[table], cols, strict=True)})
+            writer.write(table, {c: list(v) for c, v in zip(COLUMNS[table], cols, strict=True)})
             counts[table] = counts.get(table, 0) + len(data)
             data.clear()
     now = time.time_ns()
@@ -130,17 +134,18 @@ def _decode(raw: bytes, fields: tuple[str, ...]) -> dict | None:
     return obj
 
 
-def run(stream: Stream, workdir: str, max_seconds: float | None = None) -> VariantResult:
-    writer = DuckDBWriter(db_path(workdir, "naive"))
+def run(rec: Recording, workdir: str, max_seconds: float | None = None) -> VariantResult:
+    writer = DuckDBWriter(db_path(workdir, "naive"), tables=TABLES)
     policy = bandit.LinUCBDisjoint(alpha=0.5, seed=0)
-    partners = {a: _Partner(i) for i, a in enumerate(ARMS)}
+    names = arms()
+    partners = {a: _Partner(i) for i, a in enumerate(names)}
     pending: dict[str, tuple[dict, Any]] = {}
     rows = _Rows()
     hist = LatencyHistogram()
     counts: dict[str, int] = {}
     deadline = Deadline(max_seconds)
     dead = unmatched = events = 0
-    reqs, outs = _lines(stream.requests), _lines(stream.outcomes)
+    reqs, outs = _lines(rec.path("requests")), _lines(rec.path("outcomes"))
     t0 = time.perf_counter()
     c0 = time.process_time()
 
@@ -169,26 +174,28 @@ def run(stream: Stream, workdir: str, max_seconds: float | None = None) -> Varia
                 "floor_price": float(req["floor_price"]),
                 "bias": 1.0,
             }
-            arm = policy.pull(list(ARMS), context=ctx)
+            arm = policy.pull(list(names), context=ctx)
             pending[req["id"]] = (ctx, arm)
             now_ms = time.time_ns() // 1_000_000
             rows.tables["decisions"].append(
                 (
                     req["id"],
+                    "pick_partner",
                     req["ts"],
-                    req["placement"],
-                    req["device"],
-                    req["geo"],
-                    float(req["floor_price"]),
-                    ARMS.index(arm),
                     arm,
+                    names.index(arm),
                     1.0,
                     "river.LinUCBDisjoint",
                     "v1",
                     "naive-v1",
                     list(ctx.values()),
+                    None,
                     now_ms,
                     now_ms - req_t / 1e6,
+                    req["placement"],
+                    req["device"],
+                    req["geo"],
+                    float(req["floor_price"]),
                 )
             )
             rows.ingest.append(req_t)
@@ -206,15 +213,13 @@ def run(stream: Stream, workdir: str, max_seconds: float | None = None) -> Varia
                 rows.tables["rewards"].append(
                     (
                         o["decision_id"],
+                        "pick_partner",
                         o["ts"],
-                        ARMS.index(o["partner"]),
                         o["partner"],
-                        bool(filled),
-                        float(o["revenue"]),
-                        float(o["latency_ms"]),
-                        bool(err),
                         r,
                         False,
+                        float(o["revenue"]),
+                        float(o["latency_ms"]),
                     )
                 )
                 feats = part.add(o["ts"], filled, float(o["revenue"]), float(o["latency_ms"]), err)
@@ -225,6 +230,8 @@ def run(stream: Stream, workdir: str, max_seconds: float | None = None) -> Varia
                     rows.tables["anomalies"].append(
                         (
                             f"{o['partner']}|hst|{o['ts']}",
+                            "partner_alerts",
+                            "outcomes",
                             o["partner"],
                             "health",
                             score,
@@ -243,6 +250,8 @@ def run(stream: Stream, workdir: str, max_seconds: float | None = None) -> Varia
                         c, rs, _ = part.tumble
                         rows.tables["window_aggregates"].append(
                             (
+                                "partner_health",
+                                "outcomes",
                                 o["partner"],
                                 "revenue",
                                 "tumbling_10s",

@@ -86,7 +86,8 @@ def _run_harness(args: argparse.Namespace) -> int:
     bench.md to --out; the markdown report on stdout, progress on stderr."""
     import sys
 
-    from eddy.benchmarks.harness import markdown, run_suites
+    from eddy.benchmarks.harness import run_suites
+    from eddy.benchmarks.report import markdown
     from eddy.dataflows.cli import UsageError
     from eddy.dataflows.commands.run import load_pipeline
 

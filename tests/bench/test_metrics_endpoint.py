@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 import urllib.request
@@ -77,29 +76,27 @@ def test_bad_port_is_a_value_error() -> None:
 
 
 def test_scrape_during_a_pipeline_run_sees_counters_moving(tmp_path: Path) -> None:
-    from eddy.dataflows.config import load_settings
-    from eddy.dataflows.pipeline import RunOptions, run_pipeline
+    from eddy.benchmarks.baselines.common import reference_spec
+    from eddy.benchmarks.closed_loop import with_simulator
+    from eddy.dataflows.run_options import RunOptions
+    from eddy.dataflows.runner import run_pipeline
 
-    base = load_settings(None)
-    settings = dataclasses.replace(
-        base,
-        duckdb=str(tmp_path / "m.duckdb"),
-        simulator=dataclasses.replace(base.simulator, n_events=None, seed=3),
-    )
+    spec = with_simulator(reference_spec(), seed=3)
+    opts = RunOptions(spec, duckdb=str(tmp_path / "m.duckdb"), forever=True, seconds=60.0)
     stats = RunStats()
     stop = threading.Event()
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            run_pipeline(RunOptions(settings=settings, seconds=60.0), stop=stop, stats=stats)
+            run_pipeline(opts, stop=stop, stats=stats)
         except BaseException as e:  # surfaced by the assertion below
             errors.append(e)
 
     server = start_metrics_server(stats, 0)
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    key = ("eddy_requests_total", (("step", "pipeline"),))
+    key = ("eddy_decisions_total", (("step", "pipeline"),))
     seen: list[float] = []
     last: dict = {}
     try:

@@ -158,7 +158,9 @@ def test_reference_engine_under_drift_alerts_and_the_bandit_recovers() -> None:
     from eddy.benchmarks.quality import run_quality
 
     q = run_quality(n_requests=60_000, drift_at_s=15.0, seed=0)
-    assert q["alerts_after_drift"] == 1
+    # the changed partner's reward alerts, and the overall reward may too: once each at most
+    assert 1 <= q["alerts_after_drift"] <= 2
+    assert {a["key"] for a in q["alerts"]} <= {"all", "foxtrot"}
     assert q["detection_delay_s"] is not None and 0.0 <= q["detection_delay_s"] < 5.0
     assert q["alert_magnitude"] < 0
     assert q["false_alerts_before_drift"] == 0 and q["false_alerts_control_run"] == 0

@@ -68,7 +68,7 @@ def test_empty_operator_snapshot_and_flush() -> None:
     op = EventTimeFeatures.restore(
         cfg, pickle.loads(pickle.dumps(EventTimeFeatures(cfg).snapshot()))
     )
-    assert op.n_keys == 0 and op.memory_bytes() >= 0
+    assert op.n_keys == 0
     assert len(op.flush().windows["key"]) == 0
 
 
