@@ -28,7 +28,7 @@ from eddy.dataflows.runner import make_run_simulator
 from eddy.operators.engine import PipelineEngine
 from eddy.schemas.batch import EventBatch
 from eddy.schemas.decode import decode_lines
-from eddy.schemas.events import DeadLetter
+from eddy.schemas.records import DeadLetter
 from eddy.schemas.results import Results, dead_letter_results
 from eddy.schemas.spec import PipelineSpec
 from eddy.schemas.spec_load import as_mapping

@@ -46,22 +46,20 @@ def decisions_batch(start: int, n: int, d: int = 16, seed: int = 0) -> dict[str,
     """A realistic ``decisions`` batch with keys ``start .. start + n``."""
     rng = np.random.default_rng(seed + start)
     ids = np.arange(start, start + n)
-    partners = np.array(["alpha", "beta", "gamma", "delta", "eps"], dtype=object)
+    names = np.array(["a0", "a1", "a2", "a3", "a4"], dtype=object)
     arm = rng.integers(0, 5, n).astype(np.int32)
     return {
         "decision_id": np.array([f"req-{i}" for i in ids], dtype=object),
+        "decide": np.full(n, "pick", dtype=object),
         "event_time": _T0 + ids * 2,
-        "placement": np.array(["top", "side", "feed"], dtype=object)[ids % 3],
-        "device": np.array(["mobile", "desktop"], dtype=object)[ids % 2],
-        "geo": np.array(["US", "DE", "IN", "BR"], dtype=object)[ids % 4],
-        "floor_price": rng.random(n),
-        "arm": arm,
-        "partner": partners[arm],
+        "arm": names[arm],
+        "arm_index": arm,
         "propensity": rng.random(n),
         "policy": np.full(n, "linucb", dtype=object),
         "policy_version": np.full(n, "v1", dtype=object),
         "feature_version": np.full(n, "f1", dtype=object),
         "context": rng.random((n, d)),
+        "eligible_arms": [None] * n,
         "decided_at": _T0 + ids * 2 + 1,
         "latency_ms": rng.random(n),
     }

@@ -94,7 +94,7 @@ def _stop_broker(state: Path) -> None:
 def _latency(bootstrap: str, rate: int, seconds: float) -> dict[str, Any]:
     topic = f"bench-lat-{uuid.uuid4().hex[:8]}"
     ensure_topics(bootstrap, {topic: 1})
-    part = KafkaSource(bootstrap, topic).build_part("lat", f"0-{topic}", None)
+    part = KafkaSource(bootstrap, topic, stream="events").build_part("lat", f"0-{topic}", None)
     n = int(rate * seconds)
     stop = threading.Event()
 
@@ -179,7 +179,7 @@ def run(bootstrap: str, records: int, batch_size: int, partitions: int) -> dict[
     }
 
     flow = Dataflow("bench_kafka_source")
-    src = KafkaSource(bootstrap, topic, batch_size=batch_size, stop_at_end=True)
+    src = KafkaSource(bootstrap, topic, stream="events", batch_size=batch_size, stop_at_end=True)
     counts: list[int] = []
 
     def count(b: RawBatch) -> int:

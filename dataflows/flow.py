@@ -30,6 +30,7 @@ from eddy.operators.stats import RunStats, lag_gauge
 from eddy.schemas.decode import decode_lines, eligibility_checks
 from eddy.schemas.results import Results, dead_letter_results
 from eddy.schemas.spec import PipelineSpec
+from eddy.schemas.topics import output_topics
 from eddy.sinks.duckdb import DuckDBWriter
 from eddy.sinks.duckdb_sink import DuckDBSink
 from eddy.sinks.kafka_fenced import FencedKafkaResultsSink
@@ -39,20 +40,13 @@ from eddy.sources.kafka import KafkaSource, parse_kafka_spec, partitions_with_da
 from eddy.sources.simulators.base import ClosedLoopSimulator
 from eddy.sources.simulators.source import ClosedLoopFeedbackSink, ClosedLoopSource
 
-__all__ = ["PARTITIONS_PER_STREAM", "build_flow", "output_topics"]
+__all__ = ["PARTITIONS_PER_STREAM", "build_flow"]
 
 PARTITIONS_PER_STREAM = 1_000
 _SHARD = "engine"
 # A caught-up Kafka partition waits this long between polls: an engine call costs ~1-2 ms
 # whatever its size, so fewer, larger batches (benchmarks/kafka_latency.py).
 _KAFKA_LINGER_S = 0.02
-#: tables published to Kafka, as ``<prefix>.<table>``
-PUBLISHED = ("decisions", "anomalies", "metrics", "dead_letters", "drift_alerts")
-
-
-def output_topics(spec: PipelineSpec, prefix: str = "") -> dict[str, str]:
-    """Table -> Kafka topic: ``<--topic-prefix><[pipeline] topic_prefix>.<table>``."""
-    return {t: f"{prefix}{spec.topics}.{t}" for t in PUBLISHED}
 
 
 class _EngineLogic(StatefulBatchLogic[Any, Results, bytes]):
@@ -214,7 +208,7 @@ def build_flow(
     if opts.kafka_out:
         sink = FencedKafkaResultsSink(
             opts.kafka_out,
-            topics=output_topics(spec, opts.topic_prefix),
+            topics=output_topics(spec.topics, opts.topic_prefix),
             create_partitions=3,
             local=opts.process_id == 0,
             flush_on_snapshot=keep_state,

@@ -26,16 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from eddy.schemas.events import take
-
 __all__ = ["PartitionGate"]
 
 
 class PartitionGate:
     """Holds ``(partition, batch)`` items until every ``expected`` partition has delivered one.
 
-    ``batch`` is a columnar dataclass with an int64 ``ts`` array (a decoded request or outcome
-    batch; ``schemas.events.take`` cuts it)."""
+    ``batch`` is an :class:`~eddy.schemas.batch.EventBatch` (an int64 ``ts`` array, ``take``
+    cuts it)."""
 
     def __init__(self, expected: Iterable[int], timeout_s: float = 5.0) -> None:
         if not timeout_s > 0:
@@ -88,8 +86,8 @@ class PartitionGate:
         for p in sorted(queues, key=lambda k: (_first_ts(queues[k][0][1]), k)):
             part, b = queues[p][0]
             if len(b.ts) > 1:
-                out.append((part, _take(b, np.arange(1))))
-                queues[p][0] = (part, _take(b, np.arange(1, len(b.ts))))
+                out.append((part, b.take(np.arange(1))))
+                queues[p][0] = (part, b.take(np.arange(1, len(b.ts))))
             else:
                 out.append(queues[p].pop(0))
                 if not queues[p]:
@@ -102,11 +100,6 @@ class PartitionGate:
             if not queues[p]:
                 del queues[p]
         return out
-
-
-def _take(batch: Any, index: np.ndarray) -> Any:
-    own = getattr(batch, "take", None)
-    return own(index) if own is not None else take(batch, index)
 
 
 def _first_ts(batch: Any) -> int:

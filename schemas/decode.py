@@ -32,13 +32,13 @@ import numpy as np
 import orjson
 
 from eddy.schemas.batch import EventBatch
-from eddy.schemas.events import (
+from eddy.schemas.records import (
     MAX_TS_MS,
     MIN_TS_MS,
     DeadLetter,
-    _decode_line,
-    _Invalid,
+    InvalidRecord,
     dead_letter_raw,
+    parse_line,
     parse_time,
 )
 from eddy.schemas.spec import PipelineSpec, StreamSpec
@@ -301,14 +301,14 @@ def _good_list(v: Any, c: _Col) -> bool:
 
 
 def _check(c: _Col, obj: dict[str, Any]) -> Any:
-    """One value of one row, or raise :class:`_Invalid` with a readable reason."""
+    """One value of one row, or raise :class:`InvalidRecord` with a readable reason."""
     v = obj.get(c.name, _MISSING)
     if v is _MISSING or v is None:
         if c.optional:
             return c.default if c.default is not None else (np.nan if c.kind != "string" else None)
         if v is None:
-            raise _Invalid(f"field {c.name!r}: null, but the field is required")
-        raise _Invalid(f"missing required field {c.name!r}")
+            raise InvalidRecord(f"field {c.name!r}: null, but the field is required")
+        raise InvalidRecord(f"missing required field {c.name!r}")
     kind, name = c.kind, c.name
     if kind == "time":
         return parse_time(v, name)
@@ -316,37 +316,41 @@ def _check(c: _Col, obj: dict[str, Any]) -> Any:
         if isinstance(v, int) and not isinstance(v, bool):
             return str(v)
         if not isinstance(v, str) or not v:
-            raise _Invalid(f"field {name!r}: expected a non-empty string id, got {_kind(v)}")
+            raise InvalidRecord(f"field {name!r}: expected a non-empty string id, got {_kind(v)}")
     if kind in ("id", "string"):
         if not isinstance(v, str):
-            raise _Invalid(f"field {name!r}: expected a string, got {_kind(v)}")
+            raise InvalidRecord(f"field {name!r}: expected a string, got {_kind(v)}")
         if len(v) > MAX_STRING_CHARS:
-            raise _Invalid(f"field {name!r}: string of {len(v)} chars, limit {MAX_STRING_CHARS}")
+            raise InvalidRecord(
+                f"field {name!r}: string of {len(v)} chars, limit {MAX_STRING_CHARS}"
+            )
         return v
     if kind == "bool":
         if isinstance(v, bool):
             return v
         if isinstance(v, int) and v in (0, 1):
             return bool(v)
-        raise _Invalid(f"field {name!r}: expected true/false, got {v!r:.40}")
+        raise InvalidRecord(f"field {name!r}: expected true/false, got {v!r:.40}")
     if kind == "list[string]":
         if not isinstance(v, list):
-            raise _Invalid(f"field {name!r}: expected a list of strings, got {_kind(v)}")
+            raise InvalidRecord(f"field {name!r}: expected a list of strings, got {_kind(v)}")
         for x in v:
             if not isinstance(x, str) or len(x) > MAX_STRING_CHARS:
-                raise _Invalid(f"field {name!r}: expected a list of strings, got an item {x!r:.40}")
+                raise InvalidRecord(
+                    f"field {name!r}: expected a list of strings, got an item {x!r:.40}"
+                )
         if (c.lo is not None and len(v) < c.lo) or (c.hi is not None and len(v) > c.hi):
-            raise _Invalid(f"field {name!r}: list of {len(v)} items, expected {_range(c)}")
+            raise InvalidRecord(f"field {name!r}: list of {len(v)} items, expected {_range(c)}")
         return tuple(v)
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise _Invalid(f"field {name!r}: expected a number, got {_kind(v)}")
+        raise InvalidRecord(f"field {name!r}: expected a number, got {_kind(v)}")
     f = float(v)
     if not np.isfinite(f):
-        raise _Invalid(f"field {name!r}: number is not finite")
+        raise InvalidRecord(f"field {name!r}: number is not finite")
     if kind == "int" and (f != int(f) or abs(f) > 2**53):
-        raise _Invalid(f"field {name!r}: expected an integer, got {v!r:.40}")
+        raise InvalidRecord(f"field {name!r}: expected an integer, got {v!r:.40}")
     if (c.lo is not None and f < c.lo) or (c.hi is not None and f > c.hi):
-        raise _Invalid(f"field {name!r}: {f:g} is outside {_range(c)}")
+        raise InvalidRecord(f"field {name!r}: {f:g} is outside {_range(c)}")
     return f
 
 
@@ -383,10 +387,10 @@ def _careful(
         objs, pos_ok, at_ok = [], [], []
         for i, (line, pos) in enumerate(zip(lines, positions, strict=True)):
             try:
-                objs.append(_decode_line(line, max_bytes))
+                objs.append(parse_line(line, max_bytes))
                 pos_ok.append(pos)
                 at_ok.append(i)
-            except _Invalid as e:
+            except InvalidRecord as e:
                 kept = dead_letter_raw(line) if raw is None else bytes(raw[i])
                 dead.append(DeadLetter(source, pos, stream, kept, str(e)))
     n = len(objs)
@@ -406,7 +410,7 @@ def _careful(
                 continue
             try:
                 values[r] = _check(c, objs[r])
-            except _Invalid as e:
+            except InvalidRecord as e:
                 reason[r] = str(e)
         out.append(values)
     if reason:

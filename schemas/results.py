@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from eddy.schemas.events import DeadLetter
+from eddy.schemas.records import DeadLetter
 
 __all__ = ["Results", "dead_letter_results"]
 

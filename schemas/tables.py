@@ -59,151 +59,6 @@ def _c(name: str, sql: str, arrow: pa.DataType, doc: str = "") -> Column:
     return Column(name, sql, arrow, doc)
 
 
-TABLES: dict[str, Table] = {
-    t.name: t
-    for t in (
-        Table(
-            "decisions",
-            (
-                _c("decision_id", "VARCHAR", pa.string(), "the request's id"),
-                _c("event_time", "TIMESTAMP", _TS, "request event time (UTC)"),
-                _c("placement", "VARCHAR", pa.string()),
-                _c("device", "VARCHAR", pa.string()),
-                _c("geo", "VARCHAR", pa.string()),
-                _c("floor_price", "DOUBLE", pa.float64()),
-                _c("arm", "INTEGER", pa.int32(), "chosen arm index"),
-                _c("partner", "VARCHAR", pa.string(), "chosen demand partner (the arm's name)"),
-                _c("propensity", "DOUBLE", pa.float64(), "P(chosen arm) under the policy"),
-                _c("policy", "VARCHAR", pa.string()),
-                _c("policy_version", "VARCHAR", pa.string()),
-                _c("feature_version", "VARCHAR", pa.string()),
-                # float32 lists insert at about twice the rate of DOUBLE[] ones; ample for OPE
-                _c("context", "FLOAT[]", pa.list_(pa.float32()), "the features the policy saw"),
-                _c("decided_at", "TIMESTAMP", _TS, "wall clock when decided"),
-                _c("latency_ms", "DOUBLE", pa.float64(), "ingest to decision, wall clock"),
-            ),
-            ("decision_id",),
-            "one row per request: the bandit's choice, logged for off-policy evaluation",
-        ),
-        Table(
-            "rewards",
-            (
-                _c("decision_id", "VARCHAR", pa.string()),
-                _c("event_time", "TIMESTAMP", _TS, "outcome event time, or expiry time"),
-                _c("arm", "INTEGER", pa.int32()),
-                _c("partner", "VARCHAR", pa.string()),
-                _c("filled", "BOOLEAN", pa.bool_()),
-                _c("revenue", "DOUBLE", pa.float64()),
-                _c("latency_ms", "DOUBLE", pa.float64(), "partner latency reported by the outcome"),
-                _c("error", "BOOLEAN", pa.bool_()),
-                _c("reward", "DOUBLE", pa.float64(), "what the policy learned"),
-                _c("timed_out", "BOOLEAN", pa.bool_(), "no outcome within the TTL: default reward"),
-            ),
-            ("decision_id",),
-            "one row per decision once its outcome arrived or its TTL expired",
-        ),
-        Table(
-            "unmatched_outcomes",
-            (
-                _c("outcome_id", "VARCHAR", pa.string(), "decision_id plus source position"),
-                _c("decision_id", "VARCHAR", pa.string()),
-                _c("event_time", "TIMESTAMP", _TS),
-                _c("partner", "VARCHAR", pa.string()),
-                _c("revenue", "DOUBLE", pa.float64()),
-                _c("reason", "VARCHAR", pa.string(), "unknown decision, expired, or duplicate"),
-            ),
-            ("outcome_id",),
-            "outcomes that matched no waiting decision: counted and kept, never a crash",
-        ),
-        Table(
-            "anomalies",
-            (
-                _c("anomaly_id", "VARCHAR", pa.string()),
-                _c("key", "VARCHAR", pa.string(), "e.g. the partner"),
-                _c("metric", "VARCHAR", pa.string()),
-                _c("value", "DOUBLE", pa.float64()),
-                _c("score", "DOUBLE", pa.float64(), "calibrated, in [0, 1]"),
-                _c("threshold", "DOUBLE", pa.float64()),
-                _c("expected_low", "DOUBLE", pa.float64()),
-                _c("expected_high", "DOUBLE", pa.float64()),
-                _c("detectors", "VARCHAR[]", pa.list_(pa.string()), "detectors that voted"),
-                _c("event_time", "TIMESTAMP", _TS),
-                _c("detected_at", "TIMESTAMP", _TS, "wall clock"),
-            ),
-            ("anomaly_id",),
-        ),
-        Table(
-            "window_aggregates",
-            (
-                _c("key", "VARCHAR", pa.string()),
-                _c("metric", "VARCHAR", pa.string()),
-                _c("window", "VARCHAR", pa.string(), "tumbling_10s, sliding_60s_10s, session_30s"),
-                _c("window_start", "TIMESTAMP", _TS),
-                _c("window_end", "TIMESTAMP", _TS, "exclusive"),
-                _c("count", "BIGINT", pa.int64()),
-                _c("sum", "DOUBLE", pa.float64()),
-                _c("mean", "DOUBLE", pa.float64()),
-                _c("std", "DOUBLE", pa.float64(), "population standard deviation"),
-                _c("min", "DOUBLE", pa.float64()),
-                _c("max", "DOUBLE", pa.float64()),
-                _c("rate", "DOUBLE", pa.float64(), "events per second"),
-                _c("p95", "DOUBLE", pa.float64()),
-            ),
-            ("key", "metric", "window", "window_start"),
-        ),
-        Table(
-            "late_events",
-            (
-                _c("late_event_id", "VARCHAR", pa.string()),
-                _c("stream", "VARCHAR", pa.string()),
-                _c("key", "VARCHAR", pa.string()),
-                _c("event_time", "TIMESTAMP", _TS),
-                _c("watermark", "TIMESTAMP", _TS),
-                _c("policy", "VARCHAR", pa.string(), "drop or include"),
-            ),
-            ("late_event_id",),
-        ),
-        Table(
-            "dead_letters",
-            (
-                _c("dead_letter_id", "VARCHAR", pa.string(), "source + position"),
-                _c("source", "VARCHAR", pa.string(), "e.g. jsonl:/path/file or kafka:topic/3"),
-                _c("position", "BIGINT", pa.int64(), "line number (1-based) or offset"),
-                _c("stream", "VARCHAR", pa.string(), "requests or outcomes"),
-                _c("raw", "BLOB", pa.binary()),
-                _c("reason", "VARCHAR", pa.string()),
-                _c("received_at", "TIMESTAMP", _TS),
-            ),
-            ("dead_letter_id",),
-        ),
-        Table(
-            "metrics",
-            (
-                _c("run_id", "VARCHAR", pa.string()),
-                _c("ts", "TIMESTAMP", _TS, "wall clock second"),
-                _c("step", "VARCHAR", pa.string()),
-                _c("name", "VARCHAR", pa.string()),
-                _c("value", "DOUBLE", pa.float64()),
-            ),
-            ("run_id", "ts", "step", "name"),
-        ),
-        Table(
-            "drift_alerts",
-            (
-                _c("alert_id", "VARCHAR", pa.string()),
-                _c("stream", "VARCHAR", pa.string(), "reward or a detector input"),
-                _c("key", "VARCHAR", pa.string()),
-                _c("detector", "VARCHAR", pa.string()),
-                _c("magnitude", "DOUBLE", pa.float64()),
-                _c("event_time", "TIMESTAMP", _TS),
-                _c("detected_at", "TIMESTAMP", _TS),
-            ),
-            ("alert_id",),
-        ),
-    )
-}
-
-
 def ddl(table: Table) -> str:
     cols = ",\n  ".join(f'"{c.name}" {c.sql_type}' for c in table.columns)
     pk = ", ".join(f'"{k}"' for k in table.primary_key)
@@ -352,7 +207,26 @@ def pipeline_tables(spec: PipelineSpec) -> dict[str, Table]:
             reward_fields.setdefault(
                 name, _c(name, "DOUBLE", pa.float64(), "outcome field read by the reward")
             )
-    out["decisions"] = Table(
+    out["decisions"] = _decisions(tuple(logged.values()))
+    out["rewards"] = _rewards(tuple(reward_fields.values()))
+    for f in spec.features:
+        if f.store:
+            out[f"features_{f.name}"] = Table(
+                f"features_{f.name}",
+                (
+                    _c("id", "VARCHAR", pa.string(), "the event's id (or source#position)"),
+                    _c("key", "VARCHAR", pa.string()),
+                    _c("event_time", "TIMESTAMP", _TS),
+                    *(_c(c, "DOUBLE", pa.float64()) for c in f.columns),
+                ),
+                ("id",),
+                f"per-event trailing features of stage {f.name!r}",
+            )
+    return out
+
+
+def _decisions(logged: tuple[Column, ...]) -> Table:
+    return Table(
         "decisions",
         (
             _c("decision_id", "VARCHAR", pa.string(), "the event's id"),
@@ -369,12 +243,15 @@ def pipeline_tables(spec: PipelineSpec) -> dict[str, Table]:
             _c("eligible_arms", "VARCHAR[]", pa.list_(pa.string()), "NULL: every arm"),
             _c("decided_at", "TIMESTAMP", _TS, "wall clock when decided"),
             _c("latency_ms", "DOUBLE", pa.float64(), "read to decided, wall clock"),
-            *logged.values(),
+            *logged,
         ),
         ("decision_id",),
         "one row per decision event: the choice, logged for off-policy evaluation",
     )
-    out["rewards"] = Table(
+
+
+def _rewards(fields: tuple[Column, ...]) -> Table:
+    return Table(
         "rewards",
         (
             _c("decision_id", "VARCHAR", pa.string()),
@@ -383,25 +260,20 @@ def pipeline_tables(spec: PipelineSpec) -> dict[str, Table]:
             _c("arm", "VARCHAR", pa.string()),
             _c("reward", "DOUBLE", pa.float64(), "what the policy learned"),
             _c("timed_out", "BOOLEAN", pa.bool_(), "no outcome within the TTL: default reward"),
-            *reward_fields.values(),
+            *fields,
         ),
         ("decision_id",),
         "one row per decision once its outcome arrived or its TTL expired",
     )
-    for f in spec.features:
-        if f.store:
-            out[f"features_{f.name}"] = Table(
-                f"features_{f.name}",
-                (
-                    _c("id", "VARCHAR", pa.string(), "the event's id (or source#position)"),
-                    _c("key", "VARCHAR", pa.string()),
-                    _c("event_time", "TIMESTAMP", _TS),
-                    *(_c(c, "DOUBLE", pa.float64()) for c in f.columns),
-                ),
-                ("id",),
-                f"per-event trailing features of stage {f.name!r}",
-            )
-    return out
+
+
+#: the tables every pipeline has, with the columns every user can count on (a spec adds the
+#: event fields it logs to ``decisions`` and ``rewards``, and ``features_<name>`` tables)
+TABLES: dict[str, Table] = {
+    **{t.name: t for t in _COMMON},
+    "decisions": _decisions(()),
+    "rewards": _rewards(()),
+}
 
 
 def reward_fields_of(expression: str, outcomes: StreamSpec) -> tuple[str, ...]:

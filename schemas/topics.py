@@ -1,31 +1,24 @@
-"""Kafka topic names. Inputs are configurable; these are the defaults and the output topics."""
+"""Kafka output topics: ``<topic prefix>.<table>`` for the tables a pipeline publishes.
+
+>>> output_topics("video")["decisions"]
+'video.decisions'
+>>> output_topics("video", "staging.")["anomalies"]
+'staging.video.anomalies'
+"""
 
 from __future__ import annotations
 
-__all__ = [
-    "ANOMALIES",
-    "DEAD_LETTERS",
-    "DECISIONS",
-    "DRIFT_ALERTS",
-    "METRICS",
-    "OUTCOMES",
-    "OUTPUT_TOPICS",
-    "REQUESTS",
-]
+__all__ = ["OUTPUT_TOPICS", "PUBLISHED", "output_topics"]
 
-REQUESTS = "eddy.requests"
-OUTCOMES = "eddy.outcomes"
-DECISIONS = "eddy.decisions"
-ANOMALIES = "eddy.anomalies"
-METRICS = "eddy.metrics"
-DEAD_LETTERS = "eddy.dead_letters"
-DRIFT_ALERTS = "eddy.drift_alerts"
+#: tables whose rows are also published to Kafka
+PUBLISHED = ("decisions", "anomalies", "metrics", "dead_letters", "drift_alerts")
 
-#: table name -> topic it is also published to
-OUTPUT_TOPICS: dict[str, str] = {
-    "decisions": DECISIONS,
-    "anomalies": ANOMALIES,
-    "metrics": METRICS,
-    "dead_letters": DEAD_LETTERS,
-    "drift_alerts": DRIFT_ALERTS,
-}
+
+def output_topics(topic_prefix: str, run_prefix: str = "") -> dict[str, str]:
+    """Table -> topic: ``<run_prefix><topic_prefix>.<table>`` (``[pipeline] topic_prefix``,
+    and ``eddy run --topic-prefix`` in front of it)."""
+    return {t: f"{run_prefix}{topic_prefix}.{t}" for t in PUBLISHED}
+
+
+#: the topics of a pipeline whose topic prefix is ``eddy`` (the sinks' default)
+OUTPUT_TOPICS: dict[str, str] = output_topics("eddy")

@@ -1,4 +1,4 @@
-"""DuckDB writer: one file, every table of ``schemas.tables.TABLES``, idempotent batched inserts.
+"""DuckDB writer: one file, a pipeline's tables (``schemas.tables``), idempotent batched inserts.
 
 A batch is a ``{column: array}`` dict. It is validated (every column present, no unknown
 columns, equal lengths), turned into one ``pyarrow.Table`` with the table's Arrow schema and
@@ -112,7 +112,7 @@ def _length(values: Any) -> int:
 
 
 def to_arrow(table: str | Table, columns: Mapping[str, Any]) -> pa.Table:
-    """Validate a ``{column: values}`` batch and build its Arrow table (schema from TABLES)."""
+    """Validate a ``{column: values}`` batch and build its Arrow table (``schemas.tables``)."""
     if isinstance(table, str):
         if table not in TABLES:
             raise BatchError(f"unknown table {table!r}; tables are {sorted(TABLES)}")

@@ -1,8 +1,8 @@
 """What every source emits: micro-batches, never single events.
 
-A source yields either :class:`RawBatch` (undecoded bytes with their positions, from a file or
-Kafka) or an already decoded ``RequestBatch`` / ``OutcomeBatch`` (the simulator). Batches keep
-Bytewax's per-item overhead (and pickling between processes) off the per-event path.
+A source yields :class:`RawBatch` items: undecoded JSON lines of one declared stream with their
+positions (files, Kafka, simulators), decoded by ``schemas.decode``. Batches keep Bytewax's
+per-item overhead (and pickling between processes) off the per-event path.
 
 A source that already knows a record is bad (a CSV row with the wrong number of cells, a cell
 that is not UTF-8) puts ``dead_line(reason, record)`` in ``RawBatch.lines`` instead of a JSON
@@ -24,12 +24,9 @@ from typing import Any, overload
 
 import numpy as np
 
-from eddy.schemas.events import DEAD_LETTER_MARK
+from eddy.schemas.records import DEAD_LETTER_MARK
 
-__all__ = ["OUTCOMES", "REQUESTS", "RawBatch", "RecordBytes", "dead_line"]
-
-REQUESTS = "requests"
-OUTCOMES = "outcomes"
+__all__ = ["RawBatch", "RecordBytes", "dead_line"]
 
 
 @dataclass(frozen=True)
@@ -146,7 +143,7 @@ class RecordBytes(Sequence[bytes]):
 def dead_line(reason: str, record: bytes = b"") -> bytes:
     """A line the decoder rejects with ``reason``, keeping ``record`` as the dead letter's raw.
 
-    The line is ``DEAD_LETTER_MARK`` (``schemas.events``: it starts with a NUL byte, which no
+    The line is ``DEAD_LETTER_MARK`` (``schemas.records``: it starts with a NUL byte, which no
     JSON text does), the reason on one line, a newline, then the record.
 
     >>> from eddy.schemas.decode import decode_lines

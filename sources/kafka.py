@@ -36,7 +36,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from eddy.sources.base import REQUESTS, RawBatch
+from eddy.sources.base import RawBatch
 
 __all__ = [
     "ERROR_LINE_PREFIX",
@@ -300,7 +300,7 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
         bootstrap: str,
         topic: str,
         *,
-        stream: str = REQUESTS,
+        stream: str,
         batch_size: int = 2_000,
         poll_timeout_s: float = 0.0,
         idle_wait_s: float = 0.005,

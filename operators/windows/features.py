@@ -19,8 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from eddy.schemas.tables import TABLES
-
 from .config import FeatureConfig
 from .hopping import close_fixed_windows
 from .session import SessionWindows
@@ -30,8 +28,22 @@ from .watermark import NO_WATERMARK, Watermark
 
 __all__ = ["WINDOW_COLUMNS", "EventTimeFeatures", "FeatureBatch"]
 
-#: Column order of ``FeatureBatch.windows`` (the ``window_aggregates`` table).
-WINDOW_COLUMNS: list[str] = TABLES["window_aggregates"].column_names
+#: Column order of ``FeatureBatch.windows`` (``window_aggregates`` adds the stage and stream).
+WINDOW_COLUMNS: list[str] = [
+    "key",
+    "metric",
+    "window",
+    "window_start",
+    "window_end",
+    "count",
+    "sum",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "rate",
+    "p95",
+]
 _FLOAT_COLS = ("sum", "mean", "std", "min", "max", "rate", "p95")
 _SNAPSHOT_VERSION = 1
 

@@ -18,7 +18,7 @@ from typing import Protocol
 import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from eddy.schemas.events import dead_letter_raw
+from eddy.schemas.records import dead_letter_raw
 from eddy.schemas.spec import StreamSpec
 from eddy.sources.base import RawBatch, RecordBytes, dead_line
 from eddy.sources.files.csv_rows import CsvRows

@@ -11,12 +11,12 @@ reads those files reads this simulator unchanged:
   ``revenue``, ``latency_ms``, ``error``; an outcome is ``300 ms`` or more after its request,
   a fraction ``outcome_loss`` never arrives.
 
-The gate is today's (``sources.sim_source``): a batch up to event time ``t`` waits until every
-request before ``t - 300 ms`` has its decision, and brings the outcomes before ``t``. So, as
-today, the outcomes of a batch's own requests come with later batches: when a batch spans more
-than 300 ms of event time (600 requests at 2000/s), an outcome can follow one later than itself
-by up to a batch span. The lines are the same however the run is cut into batches; their order
-within ``outcomes`` depends on the cut (``requests`` never). ``events = 0`` runs until
+The gate (``base.py``): a batch up to event time ``t`` waits until every request before
+``t - 300 ms`` has its decision, and brings the outcomes before ``t``. So the outcomes of a
+batch's own requests come with later batches: when a batch spans more than 300 ms of event time
+(600 requests at 2000/s), an outcome can follow one later than itself by up to a batch span.
+The lines are the same however the run is cut into batches; their order within ``outcomes``
+depends on the cut (``requests`` never). ``events = 0`` runs until
 :meth:`stop`.
 Reward (scoreboard): ``revenue - latency_penalty_per_s * latency_ms / 1000`` in expectation.
 """
@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from eddy.sources.simulator import SimConfig, Simulator
+from eddy.sources.simulators.adserving_world import SimConfig, Simulator
 from eddy.sources.simulators.base import (
     Batch,
     ClosedLoopSimulator,

@@ -15,7 +15,6 @@ from eddy.schemas.spec_load import load_spec
 from eddy.schemas.tables import arrow_schema, ddl, pipeline_tables
 from tests.bandits.test_ope import K, _log, _truth, _world
 
-
 TABLES = pipeline_tables(load_spec(reference_spec_path()))
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from eddy.operators.drift import ALERT_COLUMNS, DriftConfig, DriftMonitor
 from eddy.schemas.tables import TABLES
-from eddy.sources.simulator import SimConfig, Simulator
+from eddy.sources.simulators.adserving_world import SimConfig, Simulator
 
 
 def _alerts(mon: DriftMonitor, x: np.ndarray, key: str = "k", batch: int | None = None) -> dict:

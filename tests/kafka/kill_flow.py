@@ -47,6 +47,6 @@ def _slow(b: RawBatch) -> RawBatch:
 
 def build(bootstrap: str, topic: str, out: str) -> Dataflow:
     flow = Dataflow("kafka_kill_test")
-    src = KafkaSource(bootstrap, topic, batch_size=50, stop_at_end=True)
+    src = KafkaSource(bootstrap, topic, stream="events", batch_size=50, stop_at_end=True)
     op.output("out", op.map("slow", op.input("in", flow, src), _slow), _AppendSink(out))
     return flow

@@ -16,6 +16,9 @@ from eddy.operators.windows.watermark import Watermark
 class B:
     ts: np.ndarray
 
+    def take(self, index: np.ndarray) -> B:
+        return B(self.ts[index])
+
 
 def batch(lo: int, hi: int) -> B:
     return B(np.arange(lo, hi, dtype=np.int64))

@@ -12,13 +12,17 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from eddy.schemas.events import decode_requests
-from eddy.sources.base import OUTCOMES, REQUESTS, RawBatch
+from eddy.dataflows.commands.run import reference_spec_path
+from eddy.schemas.decode import decode_lines
+from eddy.schemas.spec_load import load_spec
+from eddy.sources.base import RawBatch
 from eddy.sources.kafka import KafkaSource, list_partitions
 from tests.fixtures_kafka import KafkaBroker
 from tests.kafka.helpers import run_source
 
 pytestmark = pytest.mark.kafka
+
+REQUESTS, OUTCOMES = "requests", "outcomes"
 
 
 def request_line(i: int) -> bytes:
@@ -72,14 +76,17 @@ def test_bad_records_reach_decode_as_lines_and_become_dead_letters(
     ]
     kafka_broker.produce(topic, values)
 
-    batches = run_source(KafkaSource(kafka_broker.bootstrap, topic, stop_at_end=True))
+    batches = run_source(
+        KafkaSource(kafka_broker.bootstrap, topic, stream=REQUESTS, stop_at_end=True)
+    )
 
     positions = [p for b in batches for p in b.positions]
     lines = [line for b in batches for line in b.lines]
     assert positions == [0, 1, 2, 3, 4]
     assert lines[1] == b""  # the tombstone is delivered, not dropped
-    good, dead = decode_requests(lines, positions, f"kafka:{topic}/0", 0)
-    assert list(good.id) == ["r0", "r4"]
+    requests = load_spec(reference_spec_path()).stream(REQUESTS)
+    good, dead = decode_lines(requests, lines, positions, f"kafka:{topic}/0")
+    assert list(good.ids) == ["r0", "r4"]
     assert [(d.position, d.source) for d in dead] == [(p, f"kafka:{topic}/0") for p in (1, 2, 3)]
     assert "exceeds the limit" in dead[2].reason
 

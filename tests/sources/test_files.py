@@ -20,7 +20,7 @@ from bytewax.testing import TestingSink, run_main
 
 from eddy.schemas.batch import EventBatch
 from eddy.schemas.decode import decode_lines
-from eddy.schemas.events import DeadLetter
+from eddy.schemas.records import DeadLetter
 from eddy.schemas.spec import StreamSpec
 from eddy.schemas.spec_load import loads_spec
 from eddy.sources.base import RawBatch, dead_line

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eddy.sources.simulator import SimConfig, Simulator
+from eddy.sources.simulators.adserving_world import SimConfig, Simulator
 
 
 def _play(sim: Simulator, batch: int, choose) -> list[tuple]:

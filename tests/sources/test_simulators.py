@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eddy.sources.simulator import SimConfig, Simulator
 from eddy.sources.simulators import SIMULATORS, make_simulator
 from eddy.sources.simulators.adserving import AdServingSimulator
+from eddy.sources.simulators.adserving_world import SimConfig, Simulator
 from eddy.sources.simulators.base import Coded, DecisionLedger, json_lines
 from eddy.sources.simulators.nab import DEFAULT_DATA, NabReplay
 from tests.sources.simulator_helpers import check_line, hash_policy, play

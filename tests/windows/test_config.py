@@ -44,7 +44,7 @@ def test_names_and_window_columns() -> None:
     assert len(op.feature_names) == 2 * 2 * 2
     assert [s[0] for s in cfg.window_specs] == ["tumbling_10s", "sliding_60s_10s"]
     assert cfg.session_names == ["session_30s"]
-    assert TABLES["window_aggregates"].column_names == WINDOW_COLUMNS
+    assert TABLES["window_aggregates"].column_names == ["features", "stream", *WINDOW_COLUMNS]
     r = op.process(
         np.array(["a", "b"], dtype=object), np.array([5, 7]), np.array([[1.0, 2.0], [np.nan, 3.0]])
     )

@@ -18,9 +18,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from eddy.schemas.events import OutcomeBatch, RequestBatch
-
-__all__ = ["INCIDENT_KINDS", "Incident", "Scoreboard", "SimConfig", "Simulator"]
+__all__ = [
+    "INCIDENT_KINDS",
+    "Incident",
+    "OutcomeBatch",
+    "RequestBatch",
+    "Scoreboard",
+    "SimConfig",
+    "Simulator",
+]
 
 CHUNK = 1024
 INCIDENT_KINDS = ("outage", "latency_spike", "price_drop", "error_burst")
@@ -28,6 +34,43 @@ _PLACEMENTS = ("home_top", "home_side", "article_top", "article_inline", "video_
 _DEVICES = ("desktop", "mobile", "tablet")
 _GEOS = ("us", "gb", "de", "fr", "br", "in", "jp", "au")
 _PARTNERS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")
+
+
+def _objects(n: int = 0) -> np.ndarray:
+    return np.empty(n, dtype=object)
+
+
+@dataclass
+class RequestBatch:
+    """Requests as columns (the adapter in ``adserving.py`` writes them as JSON lines)."""
+
+    id: np.ndarray = field(default_factory=_objects)
+    ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    placement: np.ndarray = field(default_factory=_objects)
+    device: np.ndarray = field(default_factory=_objects)
+    geo: np.ndarray = field(default_factory=_objects)
+    floor_price: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    ingest_ns: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+@dataclass
+class OutcomeBatch:
+    """Outcomes as columns, in event-time order."""
+
+    decision_id: np.ndarray = field(default_factory=_objects)
+    ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    partner: np.ndarray = field(default_factory=_objects)
+    filled: np.ndarray = field(default_factory=lambda: np.empty(0, np.bool_))
+    revenue: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    latency_ms: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    error: np.ndarray = field(default_factory=lambda: np.empty(0, np.bool_))
+    position: np.ndarray = field(default_factory=_objects)
+
+    def __len__(self) -> int:
+        return len(self.ts)
 
 
 @dataclass(frozen=True)
