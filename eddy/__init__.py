@@ -31,14 +31,21 @@ The repository keeps the parts at its top (``schemas``, ``sources``, ``operators
 ``dataflows``, ``benchmarks``, ``examples``); installed, they are the subpackages of this one
 package. The stages as Bytewax operators for a dataflow of your own are ``eddy.decode``,
 ``eddy.stages``, ``eddy.features``, ``eddy.detect`` and ``eddy.decide``
-(``eddy.dataflows.ops``).
+(``eddy.dataflows.ops``). Names load on first use, so ``eddy sql`` starts without the streaming
+stack.
 """
 
-from eddy.dataflows.api import check, dataflow, run
-from eddy.dataflows.ops import decide, decode, detect, features, stages
-from eddy.dataflows.runner import RunResult
-from eddy.schemas.spec import PipelineSpec, SpecError
-from eddy.schemas.spec_load import load_spec, loads_spec
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from eddy.dataflows.api import check, dataflow, run
+    from eddy.dataflows.ops import decide, decode, detect, features, stages
+    from eddy.dataflows.runner import RunResult
+    from eddy.schemas.spec import PipelineSpec, SpecError
+    from eddy.schemas.spec_load import load_spec, loads_spec
 
 __all__ = [
     "PipelineSpec",
@@ -55,3 +62,32 @@ __all__ = [
     "run",
     "stages",
 ]
+
+_HOME = {
+    "PipelineSpec": "eddy.schemas.spec",
+    "SpecError": "eddy.schemas.spec",
+    "load_spec": "eddy.schemas.spec_load",
+    "loads_spec": "eddy.schemas.spec_load",
+    "RunResult": "eddy.dataflows.runner",
+    "check": "eddy.dataflows.api",
+    "dataflow": "eddy.dataflows.api",
+    "run": "eddy.dataflows.api",
+    "decide": "eddy.dataflows.ops",
+    "decode": "eddy.dataflows.ops",
+    "detect": "eddy.dataflows.ops",
+    "features": "eddy.dataflows.ops",
+    "stages": "eddy.dataflows.ops",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'eddy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -300,7 +300,7 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
         bootstrap: str,
         topic: str,
         *,
-        stream: str,
+        stream: str = "events",
         batch_size: int = 2_000,
         poll_timeout_s: float = 0.0,
         idle_wait_s: float = 0.005,

@@ -120,9 +120,9 @@ def test_blob_and_bool_columns_round_trip(writer):
     _, rows = writer.query("SELECT raw FROM dead_letters ORDER BY dead_letter_id")
     assert [bytes(r[0]) for r in rows] == [b"\x00\xffnot json", b"{}"]
     rewards = make_batch("rewards", 2)
-    rewards["filled"] = np.array([True, False])
+    rewards["timed_out"] = np.array([True, False])
     writer.write("rewards", rewards)
-    _, rows = writer.query("SELECT filled FROM rewards ORDER BY decision_id")
+    _, rows = writer.query("SELECT timed_out FROM rewards ORDER BY decision_id")
     assert rows == [(True,), (False,)]
 
 
@@ -143,10 +143,10 @@ def test_empty_batch_is_a_no_op(writer):
     [
         (lambda b: b.pop("propensity"), r"'decisions': batch is missing columns \['propensity'\]"),
         (lambda b: b.update(bogus=[1, 2]), r"'decisions': batch has unknown columns \['bogus'\]"),
-        (lambda b: b.update(geo=["x"]), r"column 'geo' has 1 values but 'decision_id' has 2"),
-        (lambda b: b.update(arm=np.array([1, 2**40])), r"'decisions', column 'arm'"),
-        (lambda b: b.update(floor_price=["a", "b"]), r"'decisions', column 'floor_price'"),
-        (lambda b: b.update(geo=5), r"column 'geo': expected an array or list, got int"),
+        (lambda b: b.update(arm=["x"]), r"column 'arm' has 1 values but 'decision_id' has 2"),
+        (lambda b: b.update(arm_index=np.array([1, 2**40])), r"'decisions', column 'arm_index'"),
+        (lambda b: b.update(propensity=["a", "b"]), r"'decisions', column 'propensity'"),
+        (lambda b: b.update(arm=5), r"column 'arm': expected an array or list, got int"),
     ],
 )
 def test_bad_batches_are_refused_with_table_and_column(writer, mutate, message):

@@ -52,12 +52,10 @@ def request(
 
 def test_select_returns_columns_and_json_rows(writer, server):
     writer.write("decisions", make_batch("decisions", 5))
-    status, data = request(
-        server,
-        {"sql": "SELECT decision_id, event_time, context, arm FROM decisions ORDER BY 1 LIMIT 2"},
-    )
+    sql = "SELECT decision_id, event_time, context, arm_index FROM decisions ORDER BY 1 LIMIT 2"
+    status, data = request(server, {"sql": sql})
     assert status == 200
-    assert data["columns"] == ["decision_id", "event_time", "context", "arm"]
+    assert data["columns"] == ["decision_id", "event_time", "context", "arm_index"]
     assert data["row_count"] == 2 and data["truncated"] is False
     first = data["rows"][0]
     assert first[0] == "decision_id-0"

@@ -37,7 +37,10 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_table_output_from_the_file(db, capsys):
     code, out, err = run(
-        capsys, "--duckdb", db, "SELECT decision_id, arm, event_time FROM decisions ORDER BY 1"
+        capsys,
+        "--duckdb",
+        db,
+        "SELECT decision_id, arm_index, event_time FROM decisions ORDER BY 1",
     )
     assert (code, err) == (0, "")
     lines = out.splitlines()
@@ -46,7 +49,7 @@ def test_table_output_from_the_file(db, capsys):
     assert lines[2].startswith("decision_id-0 | ")
     assert lines[-1] == "(5 rows)"
     # numbers right-aligned under their header
-    header_end = lines[0].index("arm") + len("arm")
+    header_end = lines[0].index("arm_index") + len("arm_index")
     assert all(line[header_end - 1].isdigit() for line in lines[2:-1])
 
 
