@@ -232,18 +232,21 @@ def _column(c: _Col, col: list[Any]) -> tuple[np.ndarray | None, np.ndarray]:
     """``(values, suspect)``: the column in its batch dtype, and the rows the vectorised checks
     could not vouch for (re-checked one by one). Absent values are ``_MISSING`` or None."""
     n = len(col)
-    if c.optional:
+    types = set(map(type, col))  # map/set run in C: the all-good case stays cheap
+    absent = np.zeros(n, bool)
+    if c.optional and (type(None) in types or type(_MISSING) in types):
         absent = np.fromiter((v is None or v is _MISSING for v in col), bool, n)
-        if absent.any():
-            fill = c.default
-            col = [fill if a else v for v, a in zip(col, absent.tolist(), strict=True)]
-    else:
-        absent = np.zeros(n, bool)
-    types = set(map(type, col))
+        fill = c.default
+        col = [fill if a else v for v, a in zip(col, absent.tolist(), strict=True)]
+        types = set(map(type, col))
     kind = c.kind
     if kind in ("id", "string"):
         values = np.empty(n, dtype=object)
         values[:] = col
+        if types == {str} and n:
+            lens = list(map(len, col))
+            if max(lens) <= MAX_STRING_CHARS and (kind == "string" or min(lens) > 0):
+                return values, np.zeros(n, bool)
         ok = np.fromiter((type(v) is str and len(v) <= MAX_STRING_CHARS for v in col), bool, n)
         if kind == "id":
             ok &= np.fromiter((v != "" for v in col), bool, n)
@@ -262,10 +265,10 @@ def _column(c: _Col, col: list[Any]) -> tuple[np.ndarray | None, np.ndarray]:
             vals = np.array([np.nan if v is None else float(v is True) for v in col])
             ok = np.fromiter((type(v) is bool or v is None for v in col), bool, n)
             return vals, ~ok
+        if types <= {bool}:
+            return np.array(col, dtype=np.bool_).reshape(n), np.zeros(n, bool)
         vals = np.fromiter((v is True for v in col), bool, n)
-        return vals, np.zeros(n, bool) if types == {bool} else ~np.fromiter(
-            (type(v) is bool for v in col), bool, n
-        )
+        return vals, ~np.fromiter((type(v) is bool for v in col), bool, n)
     # numbers: time, float, int
     typed = (
         np.fromiter((type(v) in (int, float) for v in col), bool, n)

@@ -175,6 +175,12 @@ class RewardJoin:
         self._row = dict(zip(self._ids[:m].tolist(), range(m), strict=True))
         self._n = m
 
+    def pending_arms(self, ids: Any) -> np.ndarray:
+        """The arm of each id's decision while it waits for its outcome, else -1."""
+        id_list = np.asarray(ids, dtype=object).ravel().tolist()
+        rows = np.fromiter(map(self._row.get, id_list, repeat(-1)), np.int64, len(id_list))
+        return np.where(rows >= 0, self._arms[np.maximum(rows, 0)], -1)
+
     # ------------------------------------------------------------------ outcomes
     def match(self, ids: Any, ts_ms: Any, rewards: Any) -> Matched:
         """Join a batch of outcomes to their decisions (see the module doc for the rules)."""

@@ -24,8 +24,9 @@ def key_column(batch: EventBatch, key: str | None) -> np.ndarray:
         return np.full(n, ALL_KEYS, dtype=object)
     col = batch.columns[key]
     if col.dtype == object:
-        if any(v is None for v in col.tolist()):
-            return np.array(["" if v is None else v for v in col.tolist()], dtype=object)
+        values = col.tolist()
+        if None in values:  # a C loop; absent keys are rare
+            return np.array(["" if v is None else v for v in values], dtype=object)
         return col
     if col.dtype == np.bool_:
         return np.where(col, "true", "false").astype(object)

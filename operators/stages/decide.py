@@ -88,7 +88,6 @@ class DecideStage:
         self._versions = (self._policy.version, self._featurizer.version)
         self._join = RewardJoin(spec.reward.ttl_ms, spec.reward.default, d)
         self._drift = DriftMonitor(DriftConfig(direction="down"))
-        self._decided_arm: dict[Any, int] = {}  # only with reward.arm: the arm to check against
         self._reward_fields = self._reward.fields
 
     @property
@@ -143,10 +142,6 @@ class DecideStage:
         X = self._featurizer.transform(cols)
         arms, props = self._policy.choose(X, eligible)
         accepted = self._join.add_decisions(batch.ids, batch.ts, X, arms, props)
-        if self.spec.reward.arm is not None:
-            self._decided_arm.update(
-                zip(batch.ids[accepted].tolist(), arms[accepted].tolist(), strict=True)
-            )
         dec: dict[str, Any] = {
             "decision_id": batch.ids,
             "decide": np.full(n, self.spec.name, dtype=object),
@@ -201,10 +196,8 @@ class DecideStage:
         join_ids = _join_ids(batch.columns[r.join])
         bad_reward = ~np.isfinite(rewards)
         wrong_arm = np.zeros(len(batch), bool)
-        if r.arm is not None:
-            decided = np.fromiter(
-                map(self._decided_arm.get, join_ids.tolist(), repeat(-1)), np.int64, len(batch)
-            )
+        if r.arm is not None:  # the arm each outcome's decision chose, while it waits
+            decided = self._join.pending_arms(join_ids)
             named = batch.columns[r.arm]
             known = decided >= 0
             wrong_arm[known] = named[known] != self._arms[decided[known]]
@@ -226,9 +219,6 @@ class DecideStage:
                 rows[f] = np.asarray(batch.columns[f][i], dtype=np.float64)
             out.rewards = rows
             out.reward_sum = float(m.rewards.sum())
-            if r.arm is not None:
-                for d in m.decision_ids.tolist():
-                    self._decided_arm.pop(d, None)
             if self.spec.drift:
                 names = self._arms[m.arms]
                 for stream, keys in (("reward", "all"), ("reward_by_arm", names)):
@@ -283,9 +273,6 @@ class DecideStage:
             rows[f] = np.full(n, np.nan)
         out.rewards = rows
         out.reward_sum = float(e.rewards.sum())
-        if self.spec.reward.arm is not None:
-            for d in e.decision_ids.tolist():
-                self._decided_arm.pop(d, None)
         return out
 
     # -- state ---------------------------------------------------------------------------
@@ -295,7 +282,6 @@ class DecideStage:
             "join": self._join.snapshot(),
             "featurizer": self._featurizer.snapshot(),
             "drift": self._drift,
-            "decided_arm": self._decided_arm,
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -305,7 +291,6 @@ class DecideStage:
         self._join = RewardJoin.restore(state["join"])
         self._featurizer = Featurizer.restore(state["featurizer"])
         self._drift = state["drift"]
-        self._decided_arm = state["decided_arm"]
 
 
 def _join_ids(col: np.ndarray) -> np.ndarray:
