@@ -7,12 +7,9 @@ stream of the spec:
 * a simulator's streams are played once. A closed-loop simulator only answers decisions, so
   the recording decides for it: uniformly at random among each event's eligible arms (the
   decide stage's ``eligible`` field, else all its arms), with a fixed seed. The lines do not
-  depend on any variant's choices. A variant that picks another arm still joins the outcome
-  by id; where the spec's reward names its arm (``reward.arm``, as the reference and
-  logistics specs do), eddy counts such an outcome in ``unmatched_outcomes`` and learns that
-  decision's default reward when its TTL passes (or at the end of the input): the replay
-  measures the cost of every stage, not the quality of the decisions (``eddy eval``
-  measures that, closed loop).
+  depend on any variant's choices; the throughput replay joins outcomes by id alone
+  (``throughput.replay_spec``), so it measures the cost of every stage, not the quality of
+  the decisions (``eddy eval`` measures that, closed loop).
 * a file stream (``jsonl``, ``csv``, ``parquet``) is copied to JSONL as its source reads it
   (the lines ``sources.files.frame_rows`` emits for CSV and Parquet; the files of a glob one
   after the other), so the replay is a single partition per stream.

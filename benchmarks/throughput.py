@@ -17,9 +17,8 @@ compilation, DuckDB start-up), then timed on the whole recording:
 ``events`` counts input lines read (every stream, bad lines included). Slow variants get a
 time budget (``max_seconds``) and are measured on the prefix they finished
 (``complete: false``). A closed-loop spec's recording answers its decisions with a random
-policy, so on the replay eddy's decisions mostly disagree with the outcomes' arms: those
-outcomes are ``unmatched_outcomes`` rows and their decisions time out (``benchmarks/
-recording.py``); every stage still runs on every event, which is what this measures.
+policy, so eddy replays it with outcomes joined by id alone (:func:`replay_spec`): every
+outcome is learned, as in a closed-loop run and as the baselines do.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +58,27 @@ GENERIC_VARIANTS = ("eddy", "floor")
 WARMUP_EVENTS = 3_000
 
 
+def replay_spec(spec: PipelineSpec) -> PipelineSpec:
+    """The spec as the replay runs it: outcomes join their decision by id alone.
+
+    The recording's outcomes answer a random policy, not eddy's choices; with a decide
+    stage's ``reward.arm`` check on, eddy would learn from one outcome in ``n_arms`` and keep
+    the others in ``unmatched_outcomes`` — a workload no closed-loop run has (there, every
+    outcome is of the decided arm) and not the work the baselines do (they learn every
+    outcome by id). Without the check eddy learns every outcome, as they do."""
+    decide = tuple(replace(d, reward=replace(d.reward, arm=None)) for d in spec.decide)
+    return replace(spec, decide=decide)
+
+
 def run_eddy(
     rec: Recording, workdir: str, max_seconds: float | None = None, batch_size: int | None = None
 ) -> VariantResult:
-    """The recorded spec on its JSONL files (its own DuckDB file)."""
+    """The recorded spec on its JSONL files (its own DuckDB file), as :func:`replay_spec`."""
     from eddy.dataflows.run_options import RunOptions
     from eddy.dataflows.runner import run_pipeline
 
     opts = RunOptions(
-        rec.spec,
+        replay_spec(rec.spec),
         sources=rec.sources,
         duckdb=db_path(workdir, "eddy"),
         batch_size=batch_size,
