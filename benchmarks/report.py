@@ -129,10 +129,10 @@ def _throughput_markdown(t: dict[str, Any]) -> list[str]:
             f"| {_fmt(r.get('peak_rss_mb'))} | {r.get('complete')} |"
         )
     tg = t["targets"]
-    said = [f"eddy/floor = {_fmt(tg['eddy_over_floor'], 2)} (>= 0.3: {tg['met_30pct_floor']})"]
+    said = [f"eddy/floor = {_fmt(tg['eddy_over_floor'], 2)} (>= 0.5: {tg['met_half_floor']})"]
     if tg["eddy_over_naive"] is not None:
         said.insert(
-            0, f"eddy/naive = {_fmt(tg['eddy_over_naive'], 1)} (>= 10: {tg['met_10x_naive']})"
+            0, f"eddy/naive = {_fmt(tg['eddy_over_naive'], 1)} (>= 12: {tg['met_12x_naive']})"
         )
     if tg["met_200k"] is not None:
         said.insert(0, f"eddy >= 200k ev/s: {tg['met_200k']}")

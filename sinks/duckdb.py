@@ -76,6 +76,8 @@ def _timestamps(name: str, values: Any, n: int) -> pa.Array:
 
 
 def _lists(name: str, values: Any, typ: pa.ListType, n: int) -> pa.Array:
+    if isinstance(values, list) and values.count(None) == n:  # a column of NULLs, at once
+        return pa.nulls(n, type=typ)
     if isinstance(values, np.ndarray) and values.ndim == 2:
         rows, d = values.shape
         flat = pa.array(np.ascontiguousarray(values).reshape(-1), type=typ.value_type)

@@ -124,10 +124,10 @@ class FeaturesStage:
     def _remember(self, keys: np.ndarray, feats: np.ndarray) -> None:
         if not len(keys):
             return
-        # the last row of each key in the batch
-        _, first_from_end = np.unique(keys[::-1].astype(str), return_index=True)
-        rows = len(keys) - 1 - first_from_end
-        names = keys[rows].tolist()
+        # the last row of each key in the batch (a dict keeps the last index per key, in C)
+        last = dict(zip(keys.tolist(), range(len(keys)), strict=True))
+        names = list(last)
+        rows = np.fromiter(last.values(), np.int64, len(last))
         idx = np.fromiter(map(self._latest_index.get, names, repeat(-1)), np.int64, len(names))
         new = np.flatnonzero(idx < 0)
         if len(new):
