@@ -81,7 +81,7 @@ def _lists(name: str, values: Any, typ: pa.ListType, n: int) -> pa.Array:
     if isinstance(values, np.ndarray) and values.ndim == 2:
         rows, d = values.shape
         flat = pa.array(np.ascontiguousarray(values).reshape(-1), type=typ.value_type)
-        offsets = pa.array(np.arange(0, rows * d + 1, d, dtype=np.int32), type=pa.int32())
+        offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * d, type=pa.int32())
         return pa.ListArray.from_arrays(offsets, flat, type=typ)
     if isinstance(values, np.ndarray):
         values = [None if v is None else list(v) for v in values]

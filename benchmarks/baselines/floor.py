@@ -3,10 +3,13 @@
 The same Bytewax input as ``eddy run`` (``sources.jsonl.JsonlSource``, micro-batches of raw
 lines of the spec's ``batch_size``, one partition per stream), the same decoder
 (``schemas.decode.decode_lines``, dead letters included) and the same DuckDB sink
-(``sinks.duckdb_sink.DuckDBSink``) with no stage in between: every valid event becomes one row
-of ``events_<stream>`` (its id, event time and declared fields), every bad line a
-``dead_letters`` row. What eddy does on top of this (features, detectors, decisions and the
-rows they write) is what the ratio eddy/floor prices.
+(``sinks.duckdb_sink.DuckDBSink``) with no stage in between. Every valid event becomes the one
+row any pipeline of the spec must write for it: an event of a decide stage's stream a
+``decisions`` row (the first arm, propensity 1, no context: nothing computed), an event of its
+outcome stream a ``rewards`` row (the default reward), any other event a row of
+``events_<stream>`` (its id, event time and declared fields); every bad line is a
+``dead_letters`` row. What eddy does on top of this (features, detectors, decisions, and the
+rows they add) is what the ratio eddy/floor prices.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from bytewax.testing import run_main
 from eddy.benchmarks.baselines.common import Recording, VariantResult, db_path, peak_rss_mb
 from eddy.dataflows.flow import PARTITIONS_PER_STREAM
 from eddy.operators.stats import RunStats
+from eddy.schemas.batch import EventBatch
 from eddy.schemas.decode import decode_lines
 from eddy.schemas.results import Results, dead_letter_results
 from eddy.schemas.spec import PipelineSpec
@@ -46,10 +50,13 @@ _TYPES: dict[str, tuple[str, pa.DataType]] = {
 
 
 def floor_tables(spec: PipelineSpec) -> dict[str, Table]:
-    """``events_<stream>`` per stream, plus the pipeline's ``dead_letters`` and ``metrics``."""
+    """The pipeline's ``decisions``, ``rewards``, ``dead_letters`` and ``metrics``, and
+    ``events_<stream>`` for each stream no decide stage reads."""
     common = pipeline_tables(spec)
-    out = {t: common[t] for t in ("dead_letters", "metrics")}
+    out = {t: common[t] for t in ("dead_letters", "metrics", "decisions", "rewards")}
     for s in spec.streams:
+        if s.name in spec.decision_streams or s.name in spec.reward_streams:
+            continue  # their events become decisions and rewards rows
         fields = []
         for f in s.fields:
             sql, arrow = _TYPES[f.type]
@@ -68,7 +75,59 @@ def floor_tables(spec: PipelineSpec) -> dict[str, Table]:
     return out
 
 
+def _rows(spec: PipelineSpec, batch: EventBatch, tables: dict[str, Table]) -> tuple[str, dict]:
+    """The table and the rows the floor writes for a batch (see the module docstring)."""
+    n = len(batch)
+    decide = next((d for d in spec.decide if d.stream == batch.stream), None)
+    if decide is not None:
+        now = time.time_ns() // 1_000_000
+        cols: dict[str, Any] = {
+            "decision_id": batch.ids,
+            "decide": np.full(n, decide.name, dtype=object),
+            "event_time": batch.ts,
+            "arm": np.full(n, decide.arms[0], dtype=object),
+            "arm_index": np.zeros(n, np.int32),
+            "propensity": np.ones(n),
+            "policy": np.full(n, "floor", dtype=object),
+            "policy_version": np.full(n, "", dtype=object),
+            "feature_version": np.full(n, "", dtype=object),
+            "context": np.zeros((n, 0), np.float32),
+            "eligible_arms": [None] * n,
+            "decided_at": np.full(n, now, np.int64),
+            "latency_ms": now - batch.ingest_ns / 1e6,
+        }
+        for c in tables["decisions"].column_names[len(cols) :]:
+            col = batch.columns[c]
+            cols[c] = (
+                [list(v) for v in col]
+                if col.dtype == object and len(col) and isinstance(col[0], tuple)
+                else col
+            )
+        return "decisions", cols
+    learns = next((d for d in spec.decide if d.reward.stream == batch.stream), None)
+    if learns is not None:
+        ids = batch.columns[learns.reward.join]
+        if ids.dtype != object:  # an int join field: the decision id is its decimal string
+            ids = np.nan_to_num(ids).astype(np.int64).astype(str).astype(object)
+        cols = {
+            "decision_id": ids,
+            "decide": np.full(n, learns.name, dtype=object),
+            "event_time": batch.ts,
+            "arm": np.full(n, learns.arms[0], dtype=object),
+            "reward": np.full(n, learns.reward.default),
+            "timed_out": np.zeros(n, np.bool_),
+        }
+        for c in tables["rewards"].column_names[len(cols) :]:
+            cols[c] = np.asarray(batch.columns[c], dtype=np.float64)
+        return "rewards", cols
+    cols = {"id": batch.ids, "event_time": batch.ts}
+    cols.update(batch.columns)
+    return f"events_{batch.stream}", cols
+
+
 def _decoder(spec: PipelineSpec) -> Callable[[RawBatch], list[Results]]:
+    tables = floor_tables(spec)
+
     def decode(item: RawBatch) -> list[Results]:
         stream = spec.stream(item.stream)
         batch, dead = decode_lines(
@@ -82,9 +141,8 @@ def _decoder(spec: PipelineSpec) -> Callable[[RawBatch], list[Results]]:
         res = dead_letter_results(dead, time.time_ns() // 1_000_000)
         res.count("decode.events_in", len(item))
         if len(batch):
-            cols: dict[str, Any] = {"id": batch.ids, "event_time": batch.ts}
-            cols.update(batch.columns)
-            res.add(f"events_{stream.name}", cols)
+            table, cols = _rows(spec, batch, tables)
+            res.add(table, cols)
             res.count(f"events.{stream.name}", len(batch))
             read, n = np.unique(batch.ingest_ns // 1_000_000, return_counts=True)
             res.ingest.extend(zip(read.tolist(), n.tolist(), strict=True))

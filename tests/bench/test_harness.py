@@ -39,10 +39,9 @@ def test_every_suite_runs_tiny_and_writes_json_plots_and_markdown(tmp_path: Path
         assert tp["variants"][v]["events"] == tp["stream"]["n_events"], v
     eddy, floor = tp["variants"]["eddy"]["rows"], tp["variants"]["floor"]["rows"]
     assert eddy["rewards"] == lines["requests"]  # every decision learned: matched or timed out
-    assert (floor["events_requests"], floor["events_outcomes"]) == (
-        lines["requests"],
-        lines["outcomes"],
-    )
+    # the floor writes the rows any pipeline of the spec must: a decision per request, a
+    # reward row per outcome
+    assert (floor["decisions"], floor["rewards"]) == (lines["requests"], lines["outcomes"])
     assert data["throughput"]["floor"] > 0.5 * data["throughput"]["eddy"]  # it does far less
     assert data["targets"]["eddy_over_floor"] == pytest.approx(
         data["throughput"]["eddy"] / data["throughput"]["floor"]
@@ -77,7 +76,7 @@ def test_throughput_of_another_spec_is_eddy_against_its_floor(tmp_path: Path) ->
     eddy, floor = tp["variants"]["eddy"], tp["variants"]["floor"]
     assert eddy["events"] == floor["events"] == tp["stream"]["n_events"]
     assert eddy["rows"]["decisions"] == eddy["rows"]["features_route_load"] == lines["shipments"]
-    assert floor["rows"]["events_deliveries"] == lines["deliveries"]
+    assert floor["rows"]["rewards"] == lines["deliveries"]
     assert out["targets"]["met_200k"] is None and out["targets"]["eddy_over_naive"] is None
     with pytest.raises(ValueError, match="throughput suite only"):
         run_suites(["scaling"], "tiny", pipeline=spec, log=lambda _: None)
