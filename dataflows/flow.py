@@ -23,18 +23,17 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
+from eddy.dataflows import ops
 from eddy.dataflows.run_options import RunOptions
 from eddy.operators.engine import PipelineEngine
 from eddy.operators.partition_gate import PartitionGate
-from eddy.operators.stats import RunStats, lag_gauge
-from eddy.schemas.decode import decode_lines, eligibility_checks
-from eddy.schemas.results import Results, dead_letter_results
+from eddy.operators.stats import RunStats
+from eddy.schemas.results import Results
 from eddy.schemas.spec import PipelineSpec
 from eddy.schemas.topics import output_topics
 from eddy.sinks.duckdb import DuckDBWriter
 from eddy.sinks.duckdb_sink import DuckDBSink
 from eddy.sinks.kafka_fenced import FencedKafkaResultsSink
-from eddy.sources.base import RawBatch
 from eddy.sources.jsonl import JsonlSource
 from eddy.sources.kafka import KafkaSource, parse_kafka_spec, partitions_with_data
 from eddy.sources.simulators.base import ClosedLoopSimulator
@@ -105,36 +104,6 @@ class _EngineLogic(StatefulBatchLogic[Any, Results, bytes]):
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _decoder(opts: RunOptions) -> Callable[[RawBatch], list[Any]]:
-    spec = opts.spec
-    streams = {s.name: s for s in spec.streams}
-    checks = eligibility_checks(spec)
-
-    def decode(item: RawBatch) -> list[Any]:
-        batch, dead = decode_lines(
-            streams[item.stream],
-            item.lines,
-            item.positions,
-            item.source,
-            item.ingest_ns,
-            spec.max_event_bytes,
-            checks.get(item.stream, ()),
-            raw=item.raw,
-        )
-        report = dead_letter_results(dead, time.time_ns() // 1_000_000)
-        report.count("decode.events_in", len(item))
-        report.count("decode.events_out", len(batch))
-        report.count("decode.dead_letters", len(dead))
-        if item.lag >= 0:  # what the partition still holds (Kafka records, file bytes)
-            report.gauges[lag_gauge(item.stream, item.partition, item.lag_unit)] = item.lag
-        out: list[Any] = [report]
-        if len(batch):
-            out.append((item.partition, batch))
-        return out
-
-    return decode
-
-
 def build_flow(
     opts: RunOptions,
     writer: DuckDBWriter | None,
@@ -182,9 +151,8 @@ def build_flow(
         )
         inputs.append(op.input("in_simulator", flow, sim_source))
     items = inputs[0] if len(inputs) == 1 else op.merge("inputs", *inputs)
-    decoded = op.flat_map("decode", items, _decoder(opts))
-    routed = op.branch("route", decoded, lambda x: isinstance(x, Results))
-    keyed = op.key_on("shard", routed.falses, lambda _: _SHARD)
+    decoded = ops.decode("decode", items, spec)
+    keyed = op.key_on("shard", decoded.oks, lambda _: _SHARD)
     expected = _partitions_with_data(opts)
     keep_state = opts.recovery is not None
 
@@ -192,7 +160,7 @@ def build_flow(
         return _EngineLogic(spec, resume, expected, keep_state, opts.batch)
 
     results = op.key_rm("unshard", op.stateful_batch("engine", keyed, logic))
-    everything = op.merge("results", routed.trues, results)
+    everything = op.merge("results", decoded.errs, results)
     op.output(
         "duckdb",
         op.key_on("to_duckdb", everything, lambda _: "duckdb"),

@@ -37,6 +37,7 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
 from eddy.operators.engine import PipelineEngine
+from eddy.operators.stats import lag_gauge
 from eddy.schemas.batch import EventBatch
 from eddy.schemas.decode import decode_lines, eligibility_checks
 from eddy.schemas.results import Results, dead_letter_results
@@ -58,7 +59,9 @@ class DecodeStreams:
 
 @operator
 def decode(step_id: str, up: Stream[RawBatch], spec: PipelineSpec) -> DecodeStreams:
-    """Decode raw JSON-line batches of ``spec``'s streams (``schemas.decode``)."""
+    """Decode raw JSON-line batches of ``spec``'s streams (``schemas.decode``). ``errs``
+    carries, per input batch, its dead letters and the decode counters (events in and out,
+    dead letters, what the input partition still holds)."""
     streams = {s.name: s for s in spec.streams}
     checks = eligibility_checks(spec)
 
@@ -73,8 +76,13 @@ def decode(step_id: str, up: Stream[RawBatch], spec: PipelineSpec) -> DecodeStre
             checks.get(item.stream, ()),
             raw=item.raw,
         )
-        out: list[Any] = [dead_letter_results(dead, time.time_ns() // 1_000_000)] if dead else []
-        return out + ([(item.partition, batch)] if len(batch) else [])
+        report = dead_letter_results(dead, time.time_ns() // 1_000_000)
+        report.count("decode.events_in", len(item))
+        report.count("decode.events_out", len(batch))
+        report.count("decode.dead_letters", len(dead))
+        if item.lag >= 0:  # what the partition still holds (Kafka records, file bytes)
+            report.gauges[lag_gauge(item.stream, item.partition, item.lag_unit)] = item.lag
+        return [report, (item.partition, batch)] if len(batch) else [report]
 
     decoded = op.flat_map("decode", up, one)
     split = op.branch("split", decoded, lambda x: isinstance(x, Results))
