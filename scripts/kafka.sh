@@ -68,13 +68,18 @@ running_pid() {
 }
 
 # Two distinct free ports on 127.0.0.1 (broker, controller) and a random KRaft cluster id.
+# The id never starts with "-": the storage tool would read it as an option (as Kafka's own
+# random ids avoid it).
 ports_and_cluster_id() {
     "$PYTHON" - <<'PY'
 import base64, socket, uuid
 socks = [socket.socket() for _ in range(2)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks), base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+cluster_id = "-"
+while cluster_id.startswith("-"):
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+print(*(s.getsockname()[1] for s in socks), cluster_id)
 PY
 }
 
