@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -46,6 +47,7 @@ _SHARD = "engine"
 # A caught-up Kafka partition waits this long between polls: an engine call costs ~1-2 ms
 # whatever its size, so fewer, larger batches (benchmarks/kafka_latency.py).
 _KAFKA_LINGER_S = 0.02
+_KAFKA_FENCE_FILE = "kafka-fence-starts.json"  # in the recovery directory
 
 
 class _EngineLogic(StatefulBatchLogic[Any, Results, bytes]):
@@ -180,6 +182,7 @@ def build_flow(
             create_partitions=3,
             local=opts.process_id == 0,
             flush_on_snapshot=keep_state,
+            start_file=Path(opts.recovery) / _KAFKA_FENCE_FILE if opts.recovery else None,
             linger_ms=1,  # what a consumer waits for a decision; load fills batches anyway
         )
         op.output("kafka", op.key_on("to_kafka", everything, lambda _: "kafka"), sink)

@@ -5,8 +5,11 @@ See :class:`FencedKafkaResultsSink`. Built on the producer partition of :mod:`si
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -235,6 +238,12 @@ class FencedKafkaResultsSink(FixedPartitionedSink[Results, dict]):
     still leave a window (the Kafka commit succeeds, the process dies before Bytewax records the
     epoch: the replay commits a second copy).
 
+    Before the first epoch completes there is no snapshot to resume from: a run killed then
+    restarts from the beginning with no resume state. With ``start_file`` (a path in the
+    recovery directory) the first start writes the topics' ends there before it publishes
+    anything, and a start without resume state reads back from the offsets in that file when it
+    exists: the records of every earlier attempt that never completed an epoch are fenced too.
+
     Remaining window: a produce request the killed process had sent but the broker appends only
     after the restarted sink finished reading back (the restart takes seconds, appending takes
     milliseconds), and records deleted by retention before the read-back. Other writers to the
@@ -249,9 +258,11 @@ class FencedKafkaResultsSink(FixedPartitionedSink[Results, dict]):
         create_partitions: int | None = None,
         local: bool = True,
         flush_on_snapshot: bool = True,
+        start_file: str | Path | None = None,
         **sink_options: Any,
     ) -> None:
         check_create_partitions("FencedKafkaResultsSink", create_partitions)
+        self.start_file = Path(start_file) if start_file is not None else None
         self.sink = KafkaSink(bootstrap, **sink_options)
         self.topics = dict(topics)
         self.create_partitions = create_partitions
@@ -272,8 +283,12 @@ class FencedKafkaResultsSink(FixedPartitionedSink[Results, dict]):
             ensure_topics(bootstrap, dict.fromkeys(self.topics.values(), self.create_partitions))
         fenced = [t for table, t in self.topics.items() if table not in _NO_FENCE]
         if resume_state is None:
-            ends = _topic_ends(bootstrap, fenced)
-            return _FencedPartition(self.sink, self.topics, ends, {}, self.flush_on_snapshot)
+            first = _read_starts(self.start_file)
+            if first is None:
+                ends = _topic_ends(bootstrap, fenced)
+                _write_starts(self.start_file, ends)
+                return _FencedPartition(self.sink, self.topics, ends, {}, self.flush_on_snapshot)
+            resume_state = {"offsets": first, "skip": {}}
         offsets = dict(resume_state["offsets"])
         skip = {t: set(s) for t, s in resume_state["skip"].items()}
         starts = {tp: off for tp, off in offsets.items() if tp[0] in fenced}
@@ -289,3 +304,23 @@ class FencedKafkaResultsSink(FixedPartitionedSink[Results, dict]):
                 sum(len(k) for k in keys.values()),
             )
         return _FencedPartition(self.sink, self.topics, offsets, skip, self.flush_on_snapshot)
+
+
+def _read_starts(path: Path | None) -> dict[tuple[str, int], int] | None:
+    """The topic ends the first start of this recovery directory recorded, if any."""
+    if path is None or not path.exists():
+        return None
+    rows = json.loads(path.read_text())
+    return {(str(t), int(p)): int(off) for t, p, off in rows}
+
+
+def _write_starts(path: Path | None, ends: Mapping[tuple[str, int], int]) -> None:
+    # Written whole or not at all (rename), and on disk before the first record is produced.
+    if path is None:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump([[t, p, off] for (t, p), off in sorted(ends.items())], fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -61,6 +62,37 @@ def test_replay_after_a_crash_keeps_the_first_copy_of_each_record(
     assert all(len(arms) == 1 for arms in by_key.values())  # each record once
     first_copy = {f"d{i}": 0 if i < 10 else 1 if i < 20 else 2 if i < 25 else 3 for i in range(30)}
     assert {k: arms[0] for k, arms in by_key.items()} == first_copy
+
+
+def test_a_crash_before_the_first_epoch_completes_is_fenced_through_the_start_file(
+    kafka_broker: KafkaBroker, make_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = make_topic(partitions=3)
+    start_file = tmp_path / "fence-starts.json"
+    sink = FencedKafkaResultsSink(
+        kafka_broker.bootstrap, topics={"decisions": topic}, start_file=start_file
+    )
+    first = sink.build_part("kafka", "kafka", None)
+    assert start_file.exists()  # written before anything is published
+    first.write_batch([decisions(0, 10, arm=0)])
+    first.inner.flush()  # published; the process dies before its first epoch completes
+
+    # No snapshot to resume from: the restart starts from the beginning, with other content.
+    second = sink.build_part("kafka", "kafka", None)
+    second.write_batch([decisions(0, 6, arm=1)])
+    assert second.skipped == 6
+    second.snapshot()
+    # Killed again before an epoch completed: the file still names the first start.
+    third = sink.build_part("kafka", "kafka", None)
+    third.write_batch([decisions(0, 15, arm=2)])
+    assert third.skipped == 10
+    third.close()
+    second.close()
+
+    rows = consume_all(kafka_broker.bootstrap, topic, 3, expected=15)
+    arms = {key.decode(): orjson.loads(value)["arm"] for _, _, key, value in rows if key and value}
+    assert len(rows) == 15
+    assert arms == {f"d{i}": 0 if i < 10 else 2 for i in range(15)}
 
 
 def test_without_recovery_a_failed_delivery_still_fails_loudly(
