@@ -15,7 +15,7 @@ from eddy.operators.anomaly.likelihood import Likelihood
 from eddy.operators.anomaly.median_mad import MedianMad
 from eddy.operators.anomaly.novelty import Novelty, q_to_score
 from eddy.operators.anomaly.seasonal import SeasonalNaive
-from eddy.operators.anomaly.spatial import RangeNovelty
+from eddy.operators.anomaly.spatial import RANGE_Q, RangeNovelty
 
 MEMBERS: dict[str, Callable[[], SlotDetector]] = {
     "median": lambda: MedianMad(window=64),
@@ -86,11 +86,16 @@ def test_seasonal_infers_the_daily_period_and_predicts_it() -> None:
     assert np.all(np.isnan(quiet.raw))
 
 
-def test_range_break_needs_tolerance() -> None:
-    det = RangeNovelty(tol=0.1, warmup=1)
-    x = np.array([0.0, 10.0, 5.0, 10.5, 12.0, -2.0])
-    raw = det.score_learn(np.zeros(6, np.int64), np.arange(6), x).raw
-    assert raw[3] == 0.0 and raw[4] > 50.0 and raw[5] > raw[4]
+def test_range_break_needs_tolerance_and_a_quiet_stretch_before_it() -> None:
+    det = RangeNovelty(tol=0.1, warmup=2, decay=0.5)
+    x = np.array([0.0, 10.0, 5.0, 10.5, 12.0, -2.0, 5.0, 5.0, 5.0, 5.0, -4.0])
+    raw = det.score_learn(np.zeros(len(x), np.int64), np.arange(len(x)), x).raw
+    assert raw[3] == 0.0  # within 10 % of the range: no break
+    assert raw[4] == pytest.approx(RANGE_Q * (1 + np.log1p(0.45 / 10.5)))  # the first break
+    # The next event breaks the other side: one excursion, damped by the break just before.
+    assert raw[5] == pytest.approx(RANGE_Q * (1 + np.log1p(0.8 / 12.0)) / (1 + 1.0))
+    # After a quiet stretch a break counts nearly in full again.
+    assert raw[10] == pytest.approx(RANGE_Q * (1 + np.log1p(0.6 / 14.0)) / (1 + 1.5 * 0.5**4))
 
 
 def test_novelty_fires_on_records_only() -> None:
