@@ -5,6 +5,11 @@
 NAB-format results (``<out>/<detector>/<category>/<detector>_<file>.csv``) and prints the NAB
 profile scores of the series that ``DIR/labels/combined_windows.json`` labels.
 
+``eddy eval nab --protocol loco --data DIR [--candidates a,b] [--detector NAME] [--json FILE]``
+prints the leave-one-category-out report instead (``benchmarks/nab_loco.py``): per category, the
+score when the candidate and threshold are tuned on the other categories, next to the in-hindsight
+score and to ``--detector`` untuned. It writes no results files, so it takes no ``--out``.
+
 ``eddy eval incidents [--pipeline FILE] [--events N] [--seeds 0,1,2] [--grace D] [--warmup D]
 [--json FILE]`` plays a spec (default: the reference) against its simulator (in-process,
 deterministic per seed) and prints the detection precision, recall and median delay of its
@@ -34,12 +39,26 @@ _NAB_DETECTORS = ("eddy", "eddy_hst", "eddy_likelihood", "eddy_novelty", "hst")
 def _add_nab(sub: Any) -> None:
     p = sub.add_parser("nab", help="run a detector over a NAB-layout directory and score it")
     p.add_argument("--data", required=True, type=Path, help="NAB-layout directory (data/, labels/)")
-    p.add_argument("--out", required=True, type=Path, help="results directory to write")
+    p.add_argument(
+        "--protocol",
+        choices=("single", "loco"),
+        default="single",
+        help="single: score one detector over every category (default); loco: "
+        "leave-one-category-out, tuning the candidate and threshold on the other categories",
+    )
+    p.add_argument("--out", type=Path, help="results directory to write (--protocol single)")
     p.add_argument(
         "--detector",
         default="eddy",
-        help=f"detector name: one of {', '.join(_NAB_DETECTORS)} (default: eddy)",
+        help=f"detector name: one of {', '.join(_NAB_DETECTORS)} (default: eddy); with "
+        "--protocol loco, the default candidate scored untuned",
     )
+    p.add_argument(
+        "--candidates",
+        metavar="A,B",
+        help="--protocol loco: comma-separated detector names to choose from (default: all)",
+    )
+    p.add_argument("--json", type=Path, help="--protocol loco: also write the numbers as JSON here")
     p.set_defaults(func=_run_nab)
 
 
@@ -57,6 +76,13 @@ def _run_nab(args: argparse.Namespace) -> int:
         )
     if not any((data / "data").glob("*/*.csv")):
         raise UsageError(f"--data {data}: no data/<category>/*.csv files found")
+    if args.protocol == "loco":
+        return _run_nab_loco(args)
+    for flag, value in (("--candidates", args.candidates), ("--json", args.json)):
+        if value is not None:
+            raise UsageError(f"{flag} applies to --protocol loco")
+    if args.out is None:
+        raise UsageError("--out: required with --protocol single (the results directory to write)")
     results = run_detector(data, args.out, args.detector, DETECTORS[args.detector])
     print(f"results written to {args.out / args.detector}")
     if not results:
@@ -65,6 +91,46 @@ def _run_nab(args: argparse.Namespace) -> int:
     print(f"{'profile':<22}{'score':>8}  threshold")
     for name, r in results.items():
         print(f"{name:<22}{r.score:>8.2f}  {r.threshold:.9f}")
+    return 0
+
+
+def _run_nab_loco(args: argparse.Namespace) -> int:
+    from eddy.benchmarks import nab
+    from eddy.benchmarks.nab_loco import check_candidates, format_table, loco, run_candidates
+    from eddy.dataflows.cli import UsageError
+    from eddy.operators.anomaly.registry import DETECTORS
+
+    data: Path = args.data
+    if args.out is not None:
+        raise UsageError("--out applies to --protocol single (loco writes no results files)")
+    try:
+        names = check_candidates(
+            ",".join(DETECTORS) if args.candidates is None else args.candidates,
+            args.detector,
+            DETECTORS,
+            "--detector",
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    labels = data / "labels" / "combined_windows.json"
+    if not labels.exists():
+        raise UsageError(f"--data {data}: --protocol loco needs labels/combined_windows.json")
+    windows = nab.load_windows(labels)
+    files = [(p.parent.name, p.name) for p in (data / "data").glob("*/*.csv")]
+    cats = {c for c, f in files if f"{c}/{f}" in windows}
+    if len(cats) < 2:
+        found = ", ".join(sorted(cats)) or "none"
+        raise UsageError(
+            f"--data {data}: --protocol loco needs 2+ labelled categories; has {found}"
+        )
+    res = loco(run_candidates(data, names), windows, nab.load_profiles(data), args.detector)
+    print(format_table(res))
+    if args.json is not None:
+        try:
+            args.json.write_text(json.dumps(res.as_dict(), indent=2) + "\n", encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"--json {args.json}: cannot write: {e}") from None
+        print(f"report written to {args.json}")
     return 0
 
 
