@@ -6,9 +6,10 @@ before event ``i`` is learned, so it depends only on events ``0..i`` of that slo
 numpy arrays whose first axis is the slot id (columnar, picklable, cheap to copy); a numba kernel
 walks a micro-batch in order, so there is never one Python call per event.
 
-A NaN value is skipped: no learning, the expected range is reported unchanged. A raw output of
-NaN means "no opinion" (skipped input, or the detector is still warming up); downstream stages
-neither score nor learn it.
+A NaN value is skipped: no learning, the expected range is reported unchanged; so is +-inf
+(``score_learn`` passes it to the kernels as NaN: one infinite value must not poison a window,
+a range or a running mean for good). A raw output of NaN means "no opinion" (skipped input, or
+the detector is still warming up); downstream stages neither score nor learn it.
 """
 
 from __future__ import annotations
@@ -89,8 +90,12 @@ class SlotDetector(ABC):
         self._capacity = new_cap
 
     def score_learn(self, slots: Any, ts_ms: Any, values: Any) -> SlotOutput:
-        """Score every event (against the state before it), then learn it; order preserved."""
+        """Score every event (against the state before it), then learn it; order preserved
+        (+-inf is skipped like NaN)."""
         s, t, v = as_batch(slots, ts_ms, values)
+        inf = np.isinf(v)
+        if inf.any():  # skipped like NaN; a copy, the caller's array is left alone
+            v = np.where(inf, np.nan, v)
         self.ensure_slots(int(s.max()) + 1 if s.size else 1)
         return self._run(s, t, v)
 
