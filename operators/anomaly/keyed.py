@@ -6,7 +6,7 @@ emits anomaly rows (``anomaly_rows.ANOMALY_COLUMNS``) and, for ``rates``, drift 
 
 - ``"ensemble"``: per event, per (key, metric) series, the default ensemble of ``default.py``
   (the detector ``eddy eval nab`` scores: same factory, same threshold semantics). **Score**: the
-  calibrated score in [0, 1) of ``bank.py``: ``>= 0.99`` when some member's surprise beats the
+  calibrated score in [0, 1) of ``ensemble.py``: ``>= 0.99`` when some member's surprise beats the
   largest of the series' recent memory by 5 % (likelihood-weighted) or the value breaks the
   series' all-time range by more than 5 % of it. A row when ``score >= threshold``;
   ``detectors`` = the members whose own score reached it; the expected range is the first

@@ -4,7 +4,9 @@ Each event's *context* is the vector of the last ``dim`` values, standardised by
 mean/mean-absolute-deviation of the slot (so level changes stay visible). The raw surprise is the
 RMS distance from the current context to its ``k`` nearest contexts among the last ``history``
 contexts (brute force in numba: ``history * dim`` flops per event). The context is then learned
-(ring buffer). Expected range: none (NaN).
+(ring buffer). While the slot's deviation is still zero (a flat history) the scale is unknown and
+the detector has no opinion (raw NaN), as in :mod:`~operators.anomaly.median_mad`. Expected
+range: none (NaN).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _kernel(slots, x, k, alpha, last, lpos, cnt, hist, hn, hp, mu, mad, raw):  #
             for j in range(dim):
                 buf[j] = (last[s, (lpos[s] + j) % dim] - mu[s]) / sc
             m = hn[s]
-            if m >= k:
+            if m >= k and mad[s] > 1e-9 * (1.0 + abs(mu[s])):
                 for q in range(k):
                     best[q] = 1e300
                 for h in range(m):

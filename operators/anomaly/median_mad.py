@@ -3,8 +3,12 @@
 Each slot keeps its last ``window`` values in a ring buffer plus the same values in sorted order
 (insert/delete by binary search and shift: O(window) per event, no allocation), so the median
 and quartiles are O(1) reads. The raw surprise is ``|x - median| / scale`` with
-``scale = max(IQR / 1.349, (max - min) / window, tiny)`` (the range term keeps discrete or
-near-constant series from dividing by zero). With ``smooth > 1`` the detector sees an EWMA
+``scale = max(IQR / 1.349, (max - min) / window)`` (the range term keeps discrete or
+zero-inflated series from dividing by zero). While the window is constant the spread is unknown
+and the detector has no opinion (raw NaN): a z-score against a zero spread is arbitrarily large,
+and as the largest surprise on record it would silence the novelty calibration for thousands of
+events once the series comes alive (the first departure from a flat history is the range
+member's to score). With ``smooth > 1`` the detector sees an EWMA
 (span ``smooth``) of the values: bursts and slow level changes. With ``diff=True`` it looks at
 first differences ``x[i] - x[i-1]`` instead of values (level shifts and spikes in the increments).
 
@@ -63,7 +67,7 @@ def _kernel(
             raw[i] = np.nan
             prev[s] = xi
             continue
-        if n >= 4:
+        if n >= 4 and scale > 1e-9 * (1.0 + abs(med)):
             raw[i] = abs(v - med) / scale
         else:
             raw[i] = np.nan

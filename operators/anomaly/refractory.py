@@ -3,7 +3,7 @@
 Per slot the last ``events`` ensemble scores are kept (ring buffer). A score that does not exceed
 all of them is multiplied by ``damp``: a burst of consecutive surprises alerts once, at its first
 (or a strictly stronger) event, instead of on every event of the burst. Threshold-free, so it
-works for the bank's fixed threshold and for NAB's threshold sweep alike.
+works for a detect stage's fixed threshold and for NAB's threshold sweep alike.
 """
 
 from __future__ import annotations
