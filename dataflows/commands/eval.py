@@ -33,7 +33,7 @@ __all__ = ["add_parser"]
 
 # keep in step with operators.anomaly.registry.DETECTORS (checked at run time and by a test);
 # importing the registry here would pull numba into every `eddy` command
-_NAB_DETECTORS = ("eddy", "eddy_hst", "eddy_likelihood", "eddy_novelty", "hst")
+_NAB_DETECTORS = ("eddy", "eddy_hst", "eddy_novelty", "hst")
 
 
 def _add_nab(sub: Any) -> None:

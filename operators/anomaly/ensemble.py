@@ -5,11 +5,11 @@ turns it into a score in [0, 1]:
 
 - ``"novelty"``: :class:`~operators.anomaly.novelty.Novelty` ratio ``q`` (surprise over
   the largest recent surprise), mapped by :func:`~operators.anomaly.novelty.q_to_score`;
-- ``"likelihood"``: :class:`~operators.anomaly.likelihood.Likelihood` Gaussian tail probability of
-  the short-averaged surprise against its long-run distribution;
 - ``"hybrid"`` (the default ensemble's): the novelty ratio weighted by the likelihood score
-  ``L`` of the same surprise, ``q * (1 + 2 L) / 3``: a record counts fully only when it is also
-  improbable under the long-run distribution of surprises (down to a third when it is not).
+  ``L`` of the same surprise (:class:`~operators.anomaly.likelihood.Likelihood`, the Gaussian
+  tail probability of the surprise against its long-run distribution), ``q * (1 + 2 L) / 3``: a
+  record counts fully only when it is also improbable under the long-run distribution of
+  surprises (down to a third when it is not).
 
 Non-finite values (NaN, +-inf) are skipped: score 0, nothing learned.
 Members flagged ``prescored`` (e.g. the range break) already emit ``q`` and skip calibration.
@@ -36,7 +36,10 @@ from eddy.operators.anomaly.refractory import Refractory
 
 __all__ = ["CALIBRATIONS", "HYBRID_LIKELIHOOD", "Ensemble", "EnsembleOutput"]
 
-CALIBRATIONS = ("hybrid", "novelty", "likelihood")
+CALIBRATIONS = ("hybrid", "novelty")
+# The likelihood weight judges each surprise on its own (short=1: the novelty ratio already
+# looks at single events) against about the last 2,000 surprises (a week of 5-minute data:
+# long enough for a stable mean and spread, short enough to follow a change of noise level).
 HYBRID_LIKELIHOOD: dict[str, Any] = {"short": 1, "long": 2000, "warmup": 64}
 
 
@@ -71,8 +74,7 @@ class Ensemble:
             raise ValueError(f"Ensemble.refractory: expected an int >= 0, got {refractory!r}")
         self.refractory = refractory
         self._refractory = Refractory(refractory) if refractory else None
-        cls = Likelihood if calibration == "likelihood" else Novelty
-        self._calib: list[Any] = [cls(**self.calibration_params) for _ in self.members]
+        self._calib = [Novelty(**self.calibration_params) for _ in self.members]
         self._lik = (
             [Likelihood(**HYBRID_LIKELIHOOD) for _ in self.members]
             if calibration == "hybrid"
@@ -99,11 +101,9 @@ class Ensemble:
                 sc = q_to_score(np.nan_to_num(raw, nan=0.0))
             elif self.calibration == "novelty":
                 sc = q_to_score(cal.score_learn(s, raw))
-            elif self.calibration == "hybrid":
+            else:  # hybrid
                 q = cal.score_learn(s, raw) * (1.0 + 2.0 * self._lik[d].score_learn(s, raw)) / 3.0
                 sc = q_to_score(q)
-            else:
-                sc = cal.score_learn(s, raw)
             np.maximum(scores, sc, out=scores)
             votes |= (sc >= threshold).astype(np.uint32) << np.uint32(d)
             fill = np.isnan(lower) & ~np.isnan(out.lower)

@@ -21,7 +21,6 @@ __all__ = ["DETECTORS"]
 DETECTORS: dict[str, Callable[[], Any]] = {
     "eddy": default_detector,
     "eddy_novelty": lambda: SeriesDetector(default_ensemble(calibration="novelty")),
-    "eddy_likelihood": lambda: SeriesDetector(default_ensemble(calibration="likelihood")),
     # River HalfSpaceTrees alone, calibrated and suppressed exactly like the default ensemble
     "hst": lambda: SeriesDetector(
         Ensemble(
