@@ -48,6 +48,7 @@ __all__ = [
     "format_table",
     "loco",
     "main",
+    "reference_scores",
     "run_candidates",
 ]
 
@@ -220,6 +221,20 @@ def run_candidates(
     return out
 
 
+def reference_scores(data_dir: Path, name: str) -> dict[str, Series]:
+    """A published detector's per-row results, ``data_dir/reference/<name>/<cat>/<name>_<file>``
+    (NAB's layout), for every data file that has one."""
+    out: dict[str, Series] = {}
+    for p in sorted((data_dir / "data").glob("*/*.csv")):
+        ref = data_dir / "reference" / name / p.parent.name / f"{name}_{p.name}"
+        if ref.exists():
+            _, ts, _ = nab.load_series(ref)
+            out[f"{p.parent.name}/{p.name}"] = (ts, nab.load_scores(ref))
+    if not out:
+        raise ValueError(f"--reference: no results of {name!r} under {data_dir / 'reference'}")
+    return out
+
+
 def check_candidates(text: str, default: str, known: Iterable[str], default_flag: str) -> list[str]:
     """``--candidates`` text -> names; ValueError (one line naming the flag) if unusable."""
     known = sorted(known)
@@ -278,20 +293,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidates", default=",".join(DETECTORS), help="comma-separated names")
     p.add_argument("--default", default="eddy", help="the untuned candidate (default: eddy)")
     p.add_argument("--json", type=Path, help="also write the numbers as JSON here")
+    p.add_argument(
+        "--reference",
+        default="",
+        help="comma-separated published detectors under DATA/reference/ to put through the "
+        "same protocol, each on its own",
+    )
     a = p.parse_args(argv)
     try:  # one line naming the bad flag or file, exit code 2
         names = check_candidates(a.candidates, a.default, DETECTORS, "--default")
         windows = nab.load_windows(a.data / "labels" / "combined_windows.json")
+        refs = {r: reference_scores(a.data, r) for r in a.reference.split(",") if r}
     except (OSError, ValueError) as e:
         p.error(str(e))
-    scores = run_candidates(a.data, names)
+    profiles = nab.load_profiles(a.data)
+    results = {}
     try:
-        res = loco(scores, windows, nab.load_profiles(a.data), a.default)
+        results[a.default] = loco(run_candidates(a.data, names), windows, profiles, a.default)
+        for r, scores in refs.items():
+            results[r] = loco({r: scores}, windows, profiles, r)
     except ValueError as e:
         p.error(f"--data {a.data}: {e}")
-    print(format_table(res))
+    for i, (name, res) in enumerate(results.items()):
+        if i:
+            print(f"\n### {name} (published results, same protocol)\n")
+        print(format_table(res))
     if a.json is not None:
-        a.json.write_text(json.dumps(res.as_dict(), indent=2) + "\n", encoding="utf-8")
+        doc = results.pop(a.default).as_dict()
+        doc["references"] = {name: res.as_dict() for name, res in results.items()}
+        a.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -218,6 +218,33 @@ def test_module_main_with_registered_detectors(
     assert json.loads(out.read_text())["default_candidate"] == "fake"
 
 
+def test_published_results_go_through_the_same_protocol(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from eddy.operators.anomaly.registry import DETECTORS
+
+    monkeypatch.setitem(DETECTORS, "fake", _Fake)
+    _write_corpus(tmp_path)
+    for rel in [*LABELLED, QUIET]:  # published results: candidate B's rows
+        cat, name = rel.split("/")
+        texts, _, values = nab.load_series(tmp_path / "data" / rel)
+        out = tmp_path / "reference" / "pub" / cat / f"pub_{name}"
+        nab.write_results(out, texts, values, SCORES["B"][cat])
+    doc_path = tmp_path / "loco.json"
+    argv = ["--data", str(tmp_path), "--candidates", "fake", "--default", "fake"]
+    assert main([*argv, "--reference", "pub", "--json", str(doc_path)]) == 0
+    assert "### pub (published results, same protocol)" in capsys.readouterr().out
+    pub = json.loads(doc_path.read_text())["references"]["pub"]
+    alone = loco(*_inputs(tmp_path / "b", {"B": SCORES["B"]}), default_candidate="B")
+    assert [r["left_out"]["score"] for r in pub["rows"]] == pytest.approx(
+        [r.left_out.score for r in alone.rows]
+    )
+    assert len(pub["rows"]) == len(alone.rows) > 0
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--reference", "nobody"])
+    assert exc.value.code == 2
+
+
 def test_cli_protocol_loco_prints_the_table(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
