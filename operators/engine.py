@@ -6,11 +6,13 @@ returns :class:`~eddy.schemas.results.Results`: columns per output table (names 
 ``detected_at``, latency); event time drives everything else, so the same input in the same
 order, cut the same way, gives the same rows.
 
-Order of work for a batch of one stream: late rows are flagged against the stream's watermark
-(``late_events``; with ``late_policy = "drop"`` they stay out of windows and detectors, they
-are still decided and joined); decide stages that learn from this stream join its outcomes;
-features stages update; detect stages score then learn; decide stages on this stream decide,
-reading the features just computed.
+Order of work for a batch of one stream: a row whose id repeats an earlier event of the stream
+(within the allowed lateness, or a decide stage's reward TTL on its decision stream) is a dead
+letter and goes no further (:mod:`~eddy.operators.dedup`); late rows are flagged against the
+stream's watermark (``late_events``; with ``late_policy = "drop"`` they stay out of windows and
+detectors, they are still decided and joined); decide stages that learn from this stream join
+its outcomes; features stages update; detect stages score then learn; decide stages on this
+stream decide, reading the features just computed.
 
 Outcomes wait for their decisions: a batch of a reward stream is held until every partition of
 the decision streams has reached its event time (an outcome answers a decision made before
@@ -29,6 +31,7 @@ from itertools import pairwise
 import numpy as np
 import orjson
 
+from eddy.operators.dedup import RecentIds, Repeats
 from eddy.operators.stages.base import key_column
 from eddy.operators.stages.decide import DecideOutput, DecideStage
 from eddy.operators.stages.detect import DetectStage
@@ -36,7 +39,7 @@ from eddy.operators.stages.features import FeaturesStage
 from eddy.operators.windows.watermark import Watermark
 from eddy.schemas.batch import EventBatch
 from eddy.schemas.results import Results
-from eddy.schemas.spec import PipelineSpec
+from eddy.schemas.spec import PipelineSpec, StreamSpec
 
 __all__ = ["PipelineEngine"]
 
@@ -81,6 +84,18 @@ class PipelineEngine:
         # largest event time seen per outcome stream: decisions time out by it (below)
         self._outcome_time = dict.fromkeys(spec.reward_streams, _MIN_TS)
         self._ttl = max((d.reward.ttl_ms for d in spec.decide), default=0)
+        # streams with their own ids: repeats are caught while a repeat could still matter
+        self._seen = {
+            s.name: RecentIds(
+                max(
+                    spec.allowed_lateness_ms,
+                    *(d.reward.ttl_ms for d in spec.decide if d.stream == s.name),
+                    1,
+                )
+            )
+            for s in spec.streams
+            if s.id is not None
+        }
 
     def _selection(
         self, refs: tuple[tuple[str, str], ...]
@@ -167,6 +182,7 @@ class PipelineEngine:
             "decided_until": self._decided_until,
             "held": self._held,
             "outcome_time": self._outcome_time,
+            "seen": self._seen,
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -187,6 +203,7 @@ class PipelineEngine:
         eng._decided_until = state["decided_until"]
         eng._held = state["held"]
         eng._outcome_time = state["outcome_time"]
+        eng._seen = state["seen"]
         eng._held_low = min((low for _, _, low in eng._held), default=_NO_TS)
         return eng
 
@@ -256,6 +273,16 @@ class PipelineEngine:
         spec = self.spec
         now_ms = now_ns // 1_000_000
         out.count(f"events.{stream}", len(batch))
+        if stream in self._seen:
+            rep = self._seen[stream].repeats(batch.ids, batch.ts)
+            if len(rep.index):
+                self._repeated(batch, rep, out, now_ms)
+                keep = np.ones(len(batch), dtype=bool)
+                keep[rep.index] = False
+                batch = batch.take(keep)
+                parts = parts if np.ndim(parts) == 0 else np.asarray(parts)[keep]
+                if not len(batch):
+                    return
         read, n_read = np.unique(batch.ingest_ns // 1_000_000, return_counts=True)
         out.ingest.extend(zip(read.tolist(), n_read.tolist(), strict=True))
         before = _advance(self._clock[stream], batch.ts, parts)
@@ -341,6 +368,39 @@ class PipelineEngine:
                 },
             )
 
+    def _repeated(self, batch: EventBatch, rep: Repeats, out: Results, now_ms: int) -> None:
+        """Dead letters for the rows whose id the stream has seen before."""
+        stream = self.spec.stream(batch.stream)
+        ids = batch.ids[rep.index].tolist()
+        ts = batch.ts[rep.index].tolist()
+        reasons = [
+            f"id {i!r} repeats an event of stream {stream.name!r} (occurrence {k}, "
+            f"{t - first:+d} ms in event time after the first); a repeated id is not processed "
+            "again"
+            for i, t, k, first in zip(
+                ids, ts, rep.occurrence.tolist(), rep.first_ts.tolist(), strict=True
+            )
+        ]
+        out.add(
+            "dead_letters",
+            {
+                "dead_letter_id": np.array(
+                    [
+                        f"duplicate:{stream.name}:{i}#{k}"
+                        for i, k in zip(ids, rep.occurrence.tolist(), strict=True)
+                    ],
+                    dtype=object,
+                ),
+                "stream": np.full(len(ids), stream.name, dtype=object),
+                "source": np.full(len(ids), f"engine:{stream.name}", dtype=object),
+                "position": np.zeros(len(ids), dtype=np.int64),
+                "raw": _event_records(stream, batch, rep.index),
+                "reason": np.array(reasons, dtype=object),
+                "received_at": np.full(len(ids), now_ms, dtype=np.int64),
+            },
+        )
+        out.count("duplicates", len(ids))
+
     def _late(
         self, stream: str, batch: EventBatch, late: np.ndarray, before: np.ndarray, out: Results
     ) -> None:
@@ -381,6 +441,27 @@ class PipelineEngine:
         if self._decide:
             out.gauges["bandit_updates"] = sum(d.n_learned for d in self._decide.values())
             out.gauges["pending_decisions"] = self.pending_decisions
+
+
+def _event_records(stream: StreamSpec, batch: EventBatch, index: np.ndarray) -> list[bytes]:
+    """The events at ``index`` as JSON objects of their declared fields (what the engine kept of
+    them: the raw line stays with the source)."""
+    cols = {name: batch.columns[name][index].tolist() for name in stream.field_names}
+    ids = batch.ids[index].tolist()
+    ts = batch.ts[index].tolist()
+    records = []
+    for r in range(len(index)):
+        event = {stream.id or "id": ids[r], stream.time: ts[r]}
+        event.update({name: _plain(col[r]) for name, col in cols.items()})
+        records.append(orjson.dumps(event))
+    return records
+
+
+def _plain(v: object) -> object:
+    # NaN is not JSON: an absent optional value reads back as null
+    if isinstance(v, float) and v != v:
+        return None
+    return list(v) if isinstance(v, tuple) else v
 
 
 def _advance(clock: Watermark, ts: np.ndarray, parts: int | np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ MODULES = [
     "eddy.schemas.batch",
     "eddy.schemas.durations",
     "eddy.schemas.spec_load",
+    "eddy.operators.dedup",
     "eddy.operators.expressions",
     "eddy.operators.stages.features",
     "eddy.sources.base",

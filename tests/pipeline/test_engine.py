@@ -149,6 +149,24 @@ def test_an_outcome_naming_another_arm_is_kept_with_its_reason_and_not_learned(r
     assert res.tables["rewards"]["decision_id"].tolist() == ["q0"]  # still waiting: learned
 
 
+def test_a_repeated_request_id_is_a_dead_letter_and_decided_once(reference) -> None:
+    spec = reference()
+    req_p, _ = _parts(spec)
+    eng = PipelineEngine(spec)
+    first = decoded(spec, "requests", [_req(0, T0), _req(1, T0 + 10)])
+    again = decoded(spec, "requests", [_req(2, T0 + 20), _req(0, T0 + 30)], start=3)
+    eng.process_many([(req_p, first)], NOW_NS)
+    res = eng.process_many([(req_p, again)], NOW_NS)
+    assert res.tables["decisions"]["decision_id"].tolist() == ["q2"]
+    dead = res.tables["dead_letters"]
+    assert dead["dead_letter_id"].tolist() == ["duplicate:requests:q0#2"]
+    assert "id 'q0' repeats an event of stream 'requests'" in dead["reason"][0]
+    assert "+30 ms" in dead["reason"][0]
+    raw = orjson.loads(dead["raw"][0])
+    assert raw["id"] == "q0" and raw["ts"] == T0 + 30 and raw["floor_price"] == 0.1
+    assert res.counters["duplicates"] == 1
+
+
 def test_anomaly_rows_are_complete(reference) -> None:
     total, _ = drive(reference(events=40_000, rate_per_s=250.0, incident_every="8s"))
     an = total.tables.get("anomalies")

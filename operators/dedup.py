@@ -1,0 +1,106 @@
+"""`RecentIds`: repeated event ids of one stream, found within a horizon of event time.
+
+A stream that declares an ``id`` promises one event per id; producers that retry, or a source
+read twice, break the promise. A repeat is not processed a second time (it would be counted
+twice by windows and detectors, and its stored rows would silently lose the conflict on their
+primary key): the engine writes it to ``dead_letters`` with the id, how far apart in event time
+the two events were, and which occurrence it is.
+
+Memory is bounded by time, not by stream length: ids live in two generations, each spanning
+``horizon_ms`` of event time. When an event reaches the end of the current generation, the
+older one is dropped whole, so an id is remembered for at least ``horizon_ms`` and at most twice
+that. The common batch (no repeats) costs two set operations and a dict update, all in C.
+
+>>> import numpy as np
+>>> seen = RecentIds(horizon_ms=1_000)
+>>> ids = np.array(["a", "b", "a"], dtype=object)
+>>> rep = seen.repeats(ids, np.array([0, 10, 20]))
+>>> rep.index.tolist(), rep.occurrence.tolist(), rep.first_ts.tolist()
+([2], [2], [0])
+>>> seen.repeats(np.array(["b"], dtype=object), np.array([5_000])).index.tolist()  # forgotten
+[]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["RecentIds", "Repeats"]
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """Rows of a batch whose id was seen before: their ``index`` in the batch, which
+    ``occurrence`` of the id each is (2 for the first repeat) and the ``first_ts`` event time of
+    the id's first event."""
+
+    index: np.ndarray
+    occurrence: np.ndarray
+    first_ts: np.ndarray
+
+
+class RecentIds:
+    """See the module docstring."""
+
+    def __init__(self, horizon_ms: int) -> None:
+        if horizon_ms <= 0:
+            raise ValueError(f"RecentIds.horizon_ms: expected an int > 0, got {horizon_ms!r}")
+        self.horizon_ms = horizon_ms
+        # id -> [first event time, occurrences]; the current and the previous generation
+        self._cur: dict[object, list[int]] = {}
+        self._old: dict[object, list[int]] = {}
+        self._cur_start: int | None = None
+
+    def repeats(self, ids: np.ndarray, ts: np.ndarray) -> Repeats:
+        """Remember the batch's ids (rows in arrival order) and return its repeats."""
+        lst = ids.tolist()
+        times = ts.tolist()
+        if (
+            times
+            and (self._cur_start is None or max(times) < self._cur_start + self.horizon_ms)
+            and len(set(lst)) == len(lst)
+            and self._cur.keys().isdisjoint(lst)
+            and self._old.keys().isdisjoint(lst)
+        ):  # the common case: new ids, all inside the current generation
+            if self._cur_start is None:
+                self._cur_start = min(times)
+            self._cur.update(zip(lst, ([t, 1] for t in times), strict=True))
+            return _none()
+        index: list[int] = []
+        occurrence: list[int] = []
+        first: list[int] = []
+        for i, (key, t) in enumerate(zip(lst, times, strict=True)):
+            self._rotate(t)
+            entry = self._cur.get(key) or self._old.get(key)
+            if entry is None:
+                self._cur[key] = [t, 1]
+                continue
+            entry[1] += 1
+            index.append(i)
+            occurrence.append(entry[1])
+            first.append(entry[0])
+        return Repeats(
+            np.array(index, dtype=np.int64),
+            np.array(occurrence, dtype=np.int64),
+            np.array(first, dtype=np.int64),
+        )
+
+    def _rotate(self, t: int) -> None:
+        if self._cur_start is None:
+            self._cur_start = t
+        elif t >= self._cur_start + self.horizon_ms:
+            self._old, self._cur = self._cur, {}
+            # a jump of more than a generation leaves nothing worth remembering
+            if t >= self._cur_start + 2 * self.horizon_ms:
+                self._old = {}
+            self._cur_start = t
+
+    def __len__(self) -> int:
+        return len(self._cur) + len(self._old)
+
+
+def _none() -> Repeats:
+    empty = np.empty(0, dtype=np.int64)
+    return Repeats(empty, empty, empty)
