@@ -17,7 +17,10 @@ ignored except in string fields):
 * ``list[string]``: a cell holding a JSON array (``["a","b"]``) is that array; any other
   cell is split on ``;`` with each item stripped and empty items dropped (``a; b;`` is
   ``["a", "b"]``); a cell starting with ``[`` that is not a JSON array stays a string;
-* ``string`` and the id: the text as is;
+* ``string`` and a string id: the text as is;
+* an int id: a JSON integer when the text is one, or when it parses as a 64-bit integer
+  (`` 7 ``, ``+7``, ``007`` are ``7``); anything else (``7.0``, ``x7``) as text, which the
+  decoder rejects with ``field 'x': expected an integer id, got the string '7.0'``;
 * the time field: a number as a number (epoch ms), anything else as text, so ISO-8601 with a
   zone passes and a timestamp without one gets the decoder's reason.
 """
@@ -41,6 +44,7 @@ from eddy.sources.files.json_lines import (
 __all__ = ["csv_lines"]
 
 _JSON_NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
+_JSON_INTEGER = r"^-?(?:0|[1-9][0-9]*)$"
 # a list cell the plain `;` split cannot take as is (spaces to strip, empty items, a JSON array)
 _LIST_NOT_PLAIN = r'^\s|\s$|\s;|;\s|^;|;;|;$|^\[|[\x00-\x1f"\\]'
 _BOOL_WORDS = {"true": "true", "1": "true", "false": "false", "0": "false"}
@@ -52,6 +56,8 @@ def _csv_fast(out: Out) -> pl.Expr:
     c = pl.col(out.name)
     if out.kind in ("float", "int", "time"):
         return c.str.contains(_JSON_NUMBER).all()
+    if out.kind == "int id":
+        return c.str.contains(_JSON_INTEGER).all()
     if out.kind == "bool":
         return c.is_in(list(_BOOL_FAST)).fill_null(True).all()
     if out.kind == "list[string]":
@@ -65,6 +71,17 @@ def _csv_value(out: Out, fast: bool) -> Parts:
     kind = out.kind
     if kind in ("string", "id"):
         return json_text(c, out, fast)
+    if kind == "int id":
+        if fast:
+            return [c]
+        as_int = c.str.strip_chars().cast(pl.Int64, strict=False)
+        return [
+            pl.when(c.str.contains(_JSON_INTEGER))
+            .then(c)
+            .when(as_int.is_not_null())
+            .then(as_int.cast(pl.String))
+            .otherwise(json_encoded(c, out))
+        ]
     if kind in ("float", "int", "time"):
         if fast:
             return [c]

@@ -15,7 +15,8 @@ UTF-8 or a quote that never closes is one dead letter with that reason, and the 
 it survive. Resuming after ``n`` rows re-splits the file from the start (no parsing) and
 skips them.
 
-Rows are numbered from 1 after the header; blank lines are skipped and not numbered. The
+Rows are numbered from 1 after the header; blank lines are skipped and not numbered. A UTF-8
+byte-order mark before the header is dropped; a row that starts with one is rejected. The
 header names columns (surrounding whitespace ignored, the first of equal names wins); a
 declared field without a column is absent in every row. Quotes follow RFC 4180: a cell holding
 ``,``, ``"`` or a newline is quoted and its ``"`` doubled. Rows the split rejects carry their
@@ -38,6 +39,7 @@ from typing import BinaryIO
 import numpy as np
 import polars as pl
 
+from eddy.schemas.records import BOM_REASON, DEAD_LETTER_RAW_BYTES, UTF8_BOM
 from eddy.sources.base import RecordBytes, dead_line
 from eddy.sources.files.csv_blocks import Records, is_utf8, split_records
 from eddy.sources.files.csv_cells import csv_lines
@@ -88,6 +90,8 @@ class CsvRows:
             data = self._buf
             if data:
                 starts, ends, cells = split_records(data, self._eof)
+                if ends.size and ends[0] > _MAX_ROW_BYTES:  # grown read by read until it ended
+                    return self._too_long(data, int(ends[0]))
                 if ends.size:
                     self._buf = data[int(ends[-1]) + 1 :]
                     return Records(data, starts, ends, cells)
@@ -108,22 +112,29 @@ class CsvRows:
 
     def _cut(self, data: bytes) -> Records:
         """No record ends in ``data``: a quote is never closed, or a line is too long. Reject
-        the first line (cut at ``_MAX_ROW_BYTES``, the rest of a longer line skipped) and go
-        on after it with quotes reset."""
+        the first line (the rest of a line longer than ``_MAX_ROW_BYTES`` skipped) and go on
+        after it with quotes reset. The dead letter keeps the line's first
+        ``DEAD_LETTER_RAW_BYTES``."""
         nl = data.find(b"\n", 0, _MAX_ROW_BYTES)
         if nl >= 0:  # the newline is inside a quoted cell that does not close
-            cut, reason = nl, _QUOTE_REASON
+            size, reason = nl, _QUOTE_REASON
             self._buf = data[nl + 1 :]
+        elif len(data) <= _MAX_ROW_BYTES:  # the file ends inside a quoted cell
+            size, reason = len(data), _QUOTE_REASON
+            self._buf = b""
         else:
-            cut, reason = (
-                min(len(data), _MAX_ROW_BYTES),
-                f"row is longer than {_size(_MAX_ROW_BYTES)}",
-            )
-            nl = data.find(b"\n", cut)
+            size, reason = _MAX_ROW_BYTES, f"row is longer than {_size(_MAX_ROW_BYTES)}"
+            nl = data.find(b"\n", _MAX_ROW_BYTES)
             self._buf = data[nl + 1 :] if nl >= 0 else b""
             self._rest_of_line = nl < 0 and not self._eof
-        one = np.zeros(1, np.int64)
-        return Records(data, one, one + cut, one, reason)
+        of = f" of its {size:,}" if reason == _QUOTE_REASON else ""
+        return _first_bytes(data, size, reason, of)
+
+    def _too_long(self, data: bytes, end: int) -> Records:
+        """The first record of ``data`` ends at ``end``, past ``_MAX_ROW_BYTES``: reject it."""
+        self._buf = data[end + 1 :]
+        reason = f"row of {end:,} bytes is longer than {_size(_MAX_ROW_BYTES)}"
+        return _first_bytes(data, end, reason, "")
 
     def read(self) -> tuple[list[bytes], RecordBytes]:
         """JSON lines of the next rows (maybe none) and each row's original bytes; ``done`` is
@@ -186,6 +197,10 @@ class CsvRows:
             for i in range(n):
                 if not is_utf8(record(i)):
                     reasons[i] = "not valid UTF-8"
+        if UTF8_BOM in chunk:  # e.g. files joined with `cat`, each with its BOM
+            for i in range(n):
+                if record(i).startswith(UTF8_BOM):
+                    reasons[i] = BOM_REASON
         for i in np.flatnonzero(cells != self._ncols).tolist():
             k = int(cells[i])
             reasons.setdefault(i, f"row has {k} cell{'s' * (k != 1)}, the header has {self._ncols}")
@@ -237,6 +252,16 @@ class CsvRows:
             for i, o in self._cols:
                 columns[o.name].append(cells[i] or None if i < len(cells) else None)
         return pl.DataFrame(columns, schema={name: pl.String for name in columns})
+
+
+def _first_bytes(data: bytes, size: int, reason: str, of: str) -> Records:
+    """A rejected record of ``size`` bytes at the start of ``data``, cut to what a dead letter
+    keeps (``of``: how the reason names the size it was cut from, if at all)."""
+    cut = min(size, DEAD_LETTER_RAW_BYTES)
+    if cut < size:
+        reason = f"{reason}; the first {cut:,}{of} bytes are kept"
+    one = np.zeros(1, np.int64)
+    return Records(data, one, one + cut, one, reason)
 
 
 def _row_bytes(data: bytes, starts: np.ndarray, ends: np.ndarray) -> RecordBytes:

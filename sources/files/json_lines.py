@@ -30,7 +30,7 @@ class Out:
     """One key of the JSON line: the time, the id or a declared field."""
 
     name: str
-    kind: str  # time, id, string, float, int, bool, list[string]
+    kind: str  # time, id (a string id), int id, string, float, int, bool, list[string]
 
     @property
     def key(self) -> str:
@@ -40,7 +40,7 @@ class Out:
 def outputs(stream: StreamSpec) -> tuple[Out, ...]:
     outs = [Out(stream.time, "time")]
     if stream.id is not None:
-        outs.append(Out(stream.id, "id"))
+        outs.append(Out(stream.id, "int id" if stream.id_type == "int" else "id"))
     outs.extend(Out(f.name, f.type) for f in stream.fields)
     return tuple(outs)
 

@@ -3,6 +3,8 @@ line is a dead letter with a reason naming the field."""
 
 from __future__ import annotations
 
+import dataclasses
+import doctest
 import json
 from typing import Any
 
@@ -12,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eddy.schemas.decode as dec
+import eddy.schemas.records as records
 from eddy.schemas.decode import EligibleArms, decode_lines
 from eddy.schemas.spec_load import loads_spec
 from eddy.sources.base import dead_line
@@ -183,3 +186,110 @@ def test_a_dead_letter_keeps_the_raw_record_given_for_its_line() -> None:
     assert [d.raw for d in dead] == [b"not json", b"a,b"]
     with pytest.raises(ValueError, match="raw records"):
         decode_lines(STREAM, lines, [1, 2, 3, 4, 5], "csv:x", raw=raw[:2])
+
+
+# -- the id keeps its declared type ------------------------------------------------------
+INT_ID = dataclasses.replace(STREAM, id_type="int")
+
+
+def test_a_string_id_takes_only_strings() -> None:
+    """777 and "777" must not become one id: a number in a string id field is a dead letter
+    naming the field, the type expected and what came, on the fast path and the careful one."""
+    lines = [_line(("set", "sid", "777")), _line(("set", "sid", 777))]
+    for batch, dead in (decode_lines(STREAM, lines, [1, 2], "jsonl:x"), _careful(lines)):
+        assert batch.ids.tolist() == ["777"]
+        assert [(d.position, d.reason) for d in dead] == [
+            (2, "field 'sid': expected a non-empty string id, got the integer 777")
+        ]
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("777", "the string '777'"),
+        (7.0, "the number 7.0"),
+        (True, "a boolean"),
+        (2**64, "the number 1.8446744073709552e+19"),  # beyond 64 bits JSON readers differ
+        ([1], "a list"),
+    ],
+)
+def test_an_int_id_takes_only_integers(value: Any, why: str) -> None:
+    lines = [_line(("set", "sid", 777)), _line(("set", "sid", value)), _line(("set", "sid", -5))]
+    fast = decode_lines(INT_ID, lines, [1, 2, 3], "jsonl:x")
+    slow = _careful_of(INT_ID, lines)
+    for batch, dead in (fast, slow):
+        assert batch.ids.tolist() == ["777", "-5"]  # kept as decimal strings
+        assert [(d.position, d.reason) for d in dead] == [
+            (2, f"field 'sid': expected an integer id, got {why}")
+        ]
+
+
+def test_all_good_int_ids_stay_on_the_fast_path() -> None:
+    lines = [_line(("set", "sid", i)) for i in (0, 2**64 - 1, -(2**63))]
+    batch, dead = decode_lines(INT_ID, lines, [1, 2, 3], "jsonl:x")
+    assert dead == []
+    assert batch.ids.tolist() == ["0", str(2**64 - 1), str(-(2**63))]
+    assert dec._fast(dec._columns(INT_ID), lines, 65_536) is not None
+
+
+def test_an_unknown_id_type_is_refused() -> None:
+    with pytest.raises(ValueError, match="id_type must be 'string' or 'int'"):
+        decode_lines(dataclasses.replace(STREAM, id_type="uuid"), [_line(None)], [1], "x")
+
+
+def _careful_of(stream: Any, lines: list[bytes]) -> tuple[Any, Any]:
+    orig = dec._fast
+    dec._fast = lambda *a, **k: None  # type: ignore[assignment]
+    try:
+        return decode_lines(stream, lines, list(range(1, len(lines) + 1)), "jsonl:x")
+    finally:
+        dec._fast = orig  # type: ignore[assignment]
+
+
+# -- lines that are not JSON: both paths, the same reasons ------------------------------
+WORDS = ["NaN", "Infinity", "-Infinity", "nan", "inf", "é", "NaN é", '"NaN"', "\\"]
+
+
+@st.composite
+def _odd_lines(draw: st.DrawFn) -> tuple[bytes, str]:
+    """A good line whose note holds NaN-like words, then cut short, given a bare token, or
+    left whole; with what its reason must be about."""
+    rec = dict(GOOD, note=" ".join(draw(st.lists(st.sampled_from(WORDS), max_size=3))))
+    line = json.dumps(rec, ensure_ascii=draw(st.booleans())).encode()
+    how = draw(st.sampled_from(["cut", "token", "whole"]))
+    if how == "cut":
+        return line[: draw(st.integers(1, len(line) - 1))], "truncated"
+    if how == "token":
+        token = draw(st.sampled_from(["NaN", "Infinity", "-Infinity"]))
+        return line.replace(b'"rate": 1.5', b'"rate": ' + token.encode()), "nan"
+    return line, "good"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_odd_lines(), min_size=1, max_size=8))
+def test_cut_lines_and_nan_words_get_the_same_reason_on_both_paths(
+    cases: list[tuple[bytes, str]],
+) -> None:
+    """A line cut short is truncated JSON, whatever words its strings hold; NaN or Infinity is
+    named only for a bare token where a value belongs."""
+    lines = [line for line, _ in cases]
+    positions = list(range(1, len(lines) + 1))
+    fast_batch, fast_dead = decode_lines(STREAM, lines, positions, "jsonl:x")
+    slow_batch, slow_dead = _careful(lines)
+    _same(fast_batch, slow_batch)
+    assert [(d.position, d.reason) for d in fast_dead] == [
+        (d.position, d.reason) for d in slow_dead
+    ]
+    reasons = {d.position: d.reason for d in fast_dead}
+    for pos, (_, kind) in enumerate(cases, start=1):
+        if kind == "good":
+            assert pos not in reasons
+        elif kind == "nan":
+            assert reasons[pos] == "contains NaN or Infinity, which JSON does not allow"
+        else:
+            assert reasons[pos].startswith("not valid JSON: truncated: "), reasons[pos]
+
+
+def test_the_records_module_examples_run() -> None:
+    result = doctest.testmod(records, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
