@@ -236,7 +236,13 @@ def _source(opts: RunOptions, spec: str, stream: str, stop: threading.Event, bas
     kind, _, path = spec.partition(":")
     if kind == "jsonl":
         return JsonlSource(
-            [path], stream, batch_lines=batch, follow=opts.follow, stop=stop, partition_base=base
+            [path],
+            stream,
+            batch_lines=batch,
+            follow=opts.follow,
+            stop=stop,
+            partition_base=base,
+            max_line_bytes=opts.spec.max_event_bytes,  # a longer line is a dead letter anyway
         )
     from eddy.sources.files import FrameSource
 

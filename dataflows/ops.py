@@ -39,7 +39,7 @@ from bytewax.operators import StatefulBatchLogic
 from eddy.operators.engine import PipelineEngine
 from eddy.operators.stats import lag_gauge
 from eddy.schemas.batch import EventBatch
-from eddy.schemas.decode import decode_lines, eligibility_checks
+from eddy.schemas.decode import TimeBound, decode_lines, eligibility_checks
 from eddy.schemas.results import Results, dead_letter_results
 from eddy.schemas.spec import DecideSpec, DetectSpec, FeaturesSpec, PipelineSpec, StreamSpec
 from eddy.sources.base import RawBatch
@@ -66,6 +66,7 @@ def decode(step_id: str, up: Stream[RawBatch], spec: PipelineSpec) -> DecodeStre
     checks = eligibility_checks(spec)
 
     def one(item: RawBatch) -> list[Any]:
+        now_ms = time.time_ns() // 1_000_000
         batch, dead = decode_lines(
             streams[item.stream],
             item.lines,
@@ -75,8 +76,9 @@ def decode(step_id: str, up: Stream[RawBatch], spec: PipelineSpec) -> DecodeStre
             spec.max_event_bytes,
             checks.get(item.stream, ()),
             raw=item.raw,
+            time_bound=TimeBound(now_ms, spec.max_ahead_ms),
         )
-        report = dead_letter_results(dead, time.time_ns() // 1_000_000)
+        report = dead_letter_results(dead, now_ms)
         report.count("decode.events_in", len(item))
         report.count("decode.events_out", len(batch))
         report.count("decode.dead_letters", len(dead))

@@ -11,12 +11,18 @@ Two paths, both driven only by the stream's declaration (``schemas.spec.StreamSp
 
 A dead letter keeps the line it was decoded from, or, when the caller passes ``raw`` (the
 original record of each line, for lines that are conversions such as a CSV row as a JSON line),
-that record: what was read, not what it was converted to.
+that record: what was read, not what it was converted to. A record longer than ``max_bytes``
+keeps only its first bytes (``schemas.records.keep_raw``), and its reason gives its size.
 
-Both paths give the same values for good lines (``tests/schemas/test_decode.py``). Nothing
+Both paths give the same values for good lines and the same dead letters for bad ones
+(``tests/schemas/test_decode.py``): the fast path never words a reason, it declines. Nothing
 raises on bad input. Undeclared fields are ignored. An absent or null optional field takes
-its default, or stays absent (NaN / None) without one; an int id is kept as its decimal
-string.
+its default, or stays absent (NaN / None) without one.
+
+The id keeps its declared type (``StreamSpec.id_type``): a string id is a non-empty JSON
+string, an int id a JSON integer (kept as its decimal string, the type of every id column).
+Anything else is a dead letter, so that ``777`` and ``"777"`` are never two spellings of one
+id.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from eddy.schemas.records import (
     DeadLetter,
     InvalidRecord,
     dead_letter_raw,
+    keep_raw,
     parse_line,
     parse_time,
 )
@@ -46,6 +53,7 @@ from eddy.schemas.spec import PipelineSpec, StreamSpec
 __all__ = [
     "MAX_STRING_CHARS",
     "EligibleArms",
+    "TimeBound",
     "decode_lines",
     "eligibility_checks",
     "stream_dtypes",
@@ -54,6 +62,9 @@ __all__ = [
 #: longest string value (or list item) accepted, in characters
 MAX_STRING_CHARS = 4_096
 _MISSING = object()
+# the integers orjson reads as int (beyond them it gives a float): an int id must be one, so
+# that both paths agree on every line
+_INT_ID_MIN, _INT_ID_MAX = -(2**63), 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,7 @@ class _Col:
     """One column to decode: the id, the time, or a declared field."""
 
     name: str
-    kind: str  # id, time, string, float, int, bool, list[string]
+    kind: str  # id, int id, time, string, float, int, bool, list[string]
     lo: float | None = None
     hi: float | None = None
     optional: bool = False
@@ -76,7 +87,11 @@ class _Col:
 def _columns(stream: StreamSpec) -> tuple[_Col, ...]:
     cols = [_Col(stream.time, "time")]
     if stream.id is not None:
-        cols.append(_Col(stream.id, "id"))
+        if stream.id_type not in ("string", "int"):
+            raise ValueError(
+                f"stream {stream.name!r}: id_type must be 'string' or 'int', got {stream.id_type!r}"
+            )
+        cols.append(_Col(stream.id, "id" if stream.id_type == "string" else "int id"))
     for f in stream.fields:
         default = list(f.default) if isinstance(f.default, tuple) else f.default
         cols.append(_Col(f.name, f.type, f.min, f.max, f.optional, default))
@@ -123,6 +138,47 @@ class EligibleArms:
         return out
 
 
+@dataclass(frozen=True)
+class TimeBound:
+    """No event may be dated more than ``max_ahead_ms`` past the wall clock ``now_ms``: one
+    record with a wrong clock (a year 2099, a timestamp in microseconds) would otherwise move
+    its stream's watermark so far ahead that every later event is late. Such an event is a
+    dead letter here, where its raw line and position are still known."""
+
+    now_ms: int
+    max_ahead_ms: int
+
+    def failures(self, ts: np.ndarray) -> list[tuple[int, str]]:
+        latest = self.now_ms + self.max_ahead_ms
+        bad = np.flatnonzero(ts > latest)
+        return [
+            (
+                int(i),
+                f"event time {_iso(int(ts[i]))} is {_span(int(ts[i]) - self.now_ms)} ahead of "
+                f"the wall clock, more than [time] max_ahead ({_span(self.max_ahead_ms)})",
+            )
+            for i in bad.tolist()
+        ]
+
+
+def _iso(ms: int) -> str:
+    return np.datetime_as_string(np.datetime64(ms, "ms"), unit="s") + "Z"
+
+
+def _span(ms: int) -> str:
+    """A duration for people: ``3 days 4 h``, ``2 h 5 min``, ``42 s``."""
+    days, rest = divmod(ms, 86_400_000)
+    hours, rest = divmod(rest, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    if days:
+        return f"{days:,} days {hours} h" if hours else f"{days:,} days"
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min {rest // 1000} s" if rest >= 1000 else f"{minutes} min"
+    return f"{rest / 1000:g} s"
+
+
 def eligibility_checks(spec: PipelineSpec) -> dict[str, tuple[EligibleArms, ...]]:
     """Stream -> the eligibility checks of the decide stages on it."""
     out: dict[str, list[EligibleArms]] = {}
@@ -141,9 +197,11 @@ def decode_lines(
     max_bytes: int = 65_536,
     checks: Sequence[EligibleArms] = (),
     raw: Sequence[bytes] | None = None,
+    time_bound: TimeBound | None = None,
 ) -> tuple[EventBatch, list[DeadLetter]]:
     """Decode raw JSON lines of ``stream`` read from ``source`` at ``positions`` (``checks``:
-    what a decide stage needs of its events, see :class:`EligibleArms`). ``raw``, when given,
+    what a decide stage needs of its events, see :class:`EligibleArms`; ``time_bound``: how far
+    past the wall clock an event may be dated, see :class:`TimeBound`). ``raw``, when given,
     holds the original record of each line (``sources.base.RawBatch.raw``): a dead letter keeps
     ``raw[i]`` instead of line ``i``."""
     if raw is not None and len(raw) != len(lines):
@@ -169,12 +227,14 @@ def decode_lines(
     columns = {c.name: v for c, v in zip(cols[len(cols) - len(fields) :], fields, strict=True)}
     batch = EventBatch(stream.name, ts, ids, columns, np.full(n, ingest_ns, dtype=np.int64))
     failed = {i: why for check in checks for i, why in check.failures(columns[check.field])}
+    if time_bound is not None:
+        failed.update(time_bound.failures(ts))
     if failed:  # rare: the raw records of the failed rows, by position
         records = lines if raw is None else raw
         index_at = {p: i for i, p in enumerate(positions)}
         for i in sorted(failed):
-            record = bytes(records[index_at[good_pos[i]]])
-            dead.append(DeadLetter(source, good_pos[i], stream.name, record, failed[i]))
+            record = records[index_at[good_pos[i]]]
+            dead.append(_dead(source, good_pos[i], stream.name, record, failed[i], max_bytes))
         keep = np.ones(n, bool)
         keep[list(failed)] = False
         batch = batch.take(keep)
@@ -185,6 +245,7 @@ def decode_lines(
 # -- the fast path -----------------------------------------------------------------------
 _MSGSPEC_TYPES: dict[str, Any] = {
     "id": str,
+    "int id": int,
     "time": int | float,
     "string": str,
     "float": int | float,
@@ -240,6 +301,14 @@ def _column(c: _Col, col: list[Any]) -> tuple[np.ndarray | None, np.ndarray]:
         col = [fill if a else v for v, a in zip(col, absent.tolist(), strict=True)]
         types = set(map(type, col))
     kind = c.kind
+    if kind == "int id":  # never optional: the id is required
+        values = np.empty(n, dtype=object)
+        if types == {int} and min(col) >= _INT_ID_MIN and max(col) <= _INT_ID_MAX:
+            values[:] = list(map(str, col))
+            return values, np.zeros(n, bool)
+        ok = np.fromiter((_good_int_id(v) for v in col), bool, n)
+        values[:] = [str(v) if good else v for v, good in zip(col, ok.tolist(), strict=True)]
+        return values, ~ok
     if kind in ("id", "string"):
         values = np.empty(n, dtype=object)
         values[:] = col
@@ -297,6 +366,10 @@ def _column(c: _Col, col: list[Any]) -> tuple[np.ndarray | None, np.ndarray]:
     return arr, ~ok
 
 
+def _good_int_id(v: Any) -> bool:
+    return type(v) is int and _INT_ID_MIN <= v <= _INT_ID_MAX
+
+
 def _good_list(v: Any, c: _Col) -> bool:
     if type(v) is not list or not all(type(x) is str and len(x) <= MAX_STRING_CHARS for x in v):
         return False
@@ -315,11 +388,12 @@ def _check(c: _Col, obj: dict[str, Any]) -> Any:
     kind, name = c.kind, c.name
     if kind == "time":
         return parse_time(v, name)
-    if kind == "id":
-        if isinstance(v, int) and not isinstance(v, bool):
+    if kind == "int id":
+        if _good_int_id(v):
             return str(v)
-        if not isinstance(v, str) or not v:
-            raise InvalidRecord(f"field {name!r}: expected a non-empty string id, got {_kind(v)}")
+        raise InvalidRecord(f"field {name!r}: expected an integer id, got {_shown(v)}")
+    if kind == "id" and (not isinstance(v, str) or not v):
+        raise InvalidRecord(f"field {name!r}: expected a non-empty string id, got {_shown(v)}")
     if kind in ("id", "string"):
         if not isinstance(v, str):
             raise InvalidRecord(f"field {name!r}: expected a string, got {_kind(v)}")
@@ -369,6 +443,17 @@ def _kind(v: Any) -> str:
     )
 
 
+def _shown(v: Any) -> str:
+    """A value's JSON type with the value itself when it is short: what an id field got."""
+    if type(v) is int:
+        return f"the integer {v}" if abs(v) < 10**40 else "an integer"
+    if type(v) is float:
+        return f"the number {v!r}"
+    if type(v) is str:
+        return f"the string {v!r:.40}" if v else "an empty string"
+    return _kind(v)
+
+
 # -- the careful path --------------------------------------------------------------------
 def _careful(
     cols: tuple[_Col, ...],
@@ -394,8 +479,8 @@ def _careful(
                 pos_ok.append(pos)
                 at_ok.append(i)
             except InvalidRecord as e:
-                kept = dead_letter_raw(line) if raw is None else bytes(raw[i])
-                dead.append(DeadLetter(source, pos, stream, kept, str(e)))
+                kept = dead_letter_raw(line) if raw is None else raw[i]
+                dead.append(_dead(source, pos, stream, kept, str(e), max_bytes))
     n = len(objs)
     reason: dict[int, str] = {}
     out: list[np.ndarray] = []
@@ -418,14 +503,22 @@ def _careful(
         out.append(values)
     if reason:
         for r in sorted(reason):
-            record = bytes(records[at_ok[r]])
-            dead.append(DeadLetter(source, pos_ok[r], stream, record, reason[r]))
+            record = records[at_ok[r]]
+            dead.append(_dead(source, pos_ok[r], stream, record, reason[r], max_bytes))
         keep = np.ones(n, bool)
         keep[list(reason)] = False
         out = [v[keep] for v in out]
         pos_ok = [p for p, k in zip(pos_ok, keep.tolist(), strict=True) if k]
     dead.sort(key=lambda d: d.position)
     return out, pos_ok, dead
+
+
+def _dead(
+    source: str, position: int, stream: str, record: bytes, reason: str, max_bytes: int
+) -> DeadLetter:
+    """A dead letter keeping ``record`` whole, or its first bytes when it is over-long."""
+    kept, why = keep_raw(record, reason, max_bytes)
+    return DeadLetter(source, position, stream, kept, why)
 
 
 def _parse_all(lines: Sequence[bytes], max_bytes: int) -> list[dict[str, Any]] | None:

@@ -233,6 +233,7 @@ class PipelineSpec:
     decide: tuple[DecideSpec, ...] = ()
     allowed_lateness_ms: int = 2_000
     late_policy: str = "drop"
+    max_ahead_ms: int = 3_600_000
     duckdb: str | None = None
     topic_prefix: str | None = None
     batch_size: int = 4_000

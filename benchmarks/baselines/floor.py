@@ -29,7 +29,7 @@ from eddy.benchmarks.baselines.common import Recording, VariantResult, db_path, 
 from eddy.dataflows.flow import PARTITIONS_PER_STREAM
 from eddy.operators.stats import RunStats
 from eddy.schemas.batch import EventBatch
-from eddy.schemas.decode import decode_lines
+from eddy.schemas.decode import TimeBound, decode_lines
 from eddy.schemas.results import Results, dead_letter_results
 from eddy.schemas.spec import PipelineSpec
 from eddy.schemas.tables import Column, Table, pipeline_tables
@@ -130,6 +130,7 @@ def _decoder(spec: PipelineSpec) -> Callable[[RawBatch], list[Results]]:
 
     def decode(item: RawBatch) -> list[Results]:
         stream = spec.stream(item.stream)
+        now_ms = time.time_ns() // 1_000_000
         batch, dead = decode_lines(
             stream,
             item.lines,
@@ -137,8 +138,9 @@ def _decoder(spec: PipelineSpec) -> Callable[[RawBatch], list[Results]]:
             item.source,
             item.ingest_ns,
             spec.max_event_bytes,
+            time_bound=TimeBound(now_ms, spec.max_ahead_ms),
         )
-        res = dead_letter_results(dead, time.time_ns() // 1_000_000)
+        res = dead_letter_results(dead, now_ms)
         res.count("decode.events_in", len(item))
         if len(batch):
             table, cols = _rows(spec, batch, tables)
@@ -167,6 +169,7 @@ def run(rec: Recording, workdir: str, max_seconds: float | None = None) -> Varia
                 s.name,
                 batch_lines=spec.batch_size,
                 partition_base=i * PARTITIONS_PER_STREAM,
+                max_line_bytes=spec.max_event_bytes,
             ),
         )
         for i, s in enumerate(spec.streams)
