@@ -9,8 +9,9 @@ Every ``next_batch`` call returns at most one :class:`~sources.base.RawBatch` of
 positions and the raw value bytes as lines. Nothing is silently dropped:
 
 * a tombstone (``null`` value) becomes an empty line, so decoding dead-letters it;
-* a record the client reports as failed (it has an offset but no usable value) becomes a line
-  ``b"\\x00kafka-error: <reason>"`` at its offset, and reading continues after it;
+* a record the client reports as failed (it has an offset but no usable value) becomes a dead
+  letter at its offset whose reason is the client's error (``sources.base.dead_line``), and
+  reading continues after it;
 * oversize values are passed on as they are; decoding enforces the size limit;
 * transient client errors (broker down, rebalancing metadata) carry no record: they are
   logged and counted in ``errors`` while librdkafka retries; fatal client errors raise.
@@ -36,10 +37,9 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from eddy.sources.base import RawBatch
+from eddy.sources.base import RawBatch, dead_line
 
 __all__ = [
-    "ERROR_LINE_PREFIX",
     "KafkaSource",
     "KafkaSourcePartition",
     "list_partitions",
@@ -48,9 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Lines for records that the client reported as failed start with this (never valid JSON).
-ERROR_LINE_PREFIX = b"\x00kafka-error: "
 
 _STARTUP_TIMEOUT_S = 30.0
 _TRANSIENT = frozenset(
@@ -219,7 +216,7 @@ class KafkaSourcePartition(StatefulSourcePartition[RawBatch, int]):
                     self.errors += 1
                     log.warning("%s: Kafka consumer error (retrying): %s", self._source, err)
                     continue
-                value: bytes = ERROR_LINE_PREFIX + err.str().encode()
+                value = dead_line(f"Kafka could not deliver the record at this offset: {err.str()}")
                 # A failed record is delivered once; continue reading after it.
                 self._consumer.seek(TopicPartition(self._topic, self._partition, offset + 1))
             else:
