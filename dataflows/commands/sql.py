@@ -1,13 +1,16 @@
 """`eddy sql`: ad-hoc read-only SQL over the results, also while a run is going on.
 
-If a running engine advertises a query endpoint for the file (``<db>.endpoint.json``), the
-query goes there; otherwise the file is opened read-only. Only single read statements run.
-Start-up stays fast: nothing from bytewax/river/numba is imported on this path.
+If a running engine advertises a query endpoint for the file (``<db>.endpoint.json``) and
+the advertisement can be trusted (ours, private, loopback, live pid), the query goes there;
+otherwise the file is opened read-only, and a file that is present but not trusted is named on
+stderr with the reason. Only single read statements run, and they read nothing but the
+database. Start-up stays fast: nothing from bytewax/river/numba is imported on this path.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -52,14 +55,14 @@ def add_parser(sub: Any) -> None:
         type=int,
         default=10_000,
         metavar="N",
-        help="print at most N rows (default: 10000; the table says when it truncated)",
+        help="print at most N >= 1 rows (default: 10000; the table says when it truncated)",
     )
     p.add_argument(
         "--timeout",
         type=float,
         default=60.0,
         metavar="SECONDS",
-        help="give up on a query after this long (endpoint only; default: 60)",
+        help="give up on a query after this long (default: 60; the engine caps it at 30)",
     )
     p.add_argument(
         "-v",
@@ -72,21 +75,27 @@ def add_parser(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from eddy.dataflows.cli import UsageError
-    from eddy.sinks.query_client import QueryError, format_result, run_query
+    from eddy.sinks.query_client import QueryError, format_result, run_query, truncation
 
+    if args.max_rows < 1:
+        raise UsageError(f"--max-rows: expected >= 1, got {args.max_rows}")
+    if not math.isfinite(args.timeout) or args.timeout <= 0:
+        raise UsageError(f"--timeout: expected a finite number of seconds > 0, got {args.timeout}")
     sql = sys.stdin.read() if args.query == "-" else args.query
-    if args.max_rows < 0:
-        raise UsageError(f"--max-rows: expected >= 0, got {args.max_rows}")
-    if args.timeout <= 0:
-        raise UsageError(f"--timeout: expected > 0 seconds, got {args.timeout:g}")
+
+    def warn(message: str) -> None:
+        print(f"eddy sql: {message}", file=sys.stderr)
+
     try:
-        result = run_query(args.duckdb, sql, max_rows=args.max_rows, timeout_s=args.timeout)
+        result = run_query(
+            args.duckdb, sql, max_rows=args.max_rows, timeout_s=args.timeout, warn=warn
+        )
     except QueryError as e:
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "query failed")
         raise UsageError(first) from None
     sys.stdout.write(format_result(result, args.format))
     if args.verbose:
         print(f"-- via {result.via}, {result.elapsed_ms:.1f} ms", file=sys.stderr)
-    elif result.truncated and args.format != "table":
-        print(f"eddy sql: output truncated at {args.max_rows} rows (--max-rows)", file=sys.stderr)
+    if result.truncated and args.format != "table":
+        print(f"eddy sql: output {truncation(result)}", file=sys.stderr)
     return 0
