@@ -16,12 +16,17 @@ incidents only: those that start ``warmup`` after the run's start and end before
 Precision counts records; recall counts scored incidents with at least one true positive;
 delay is the first true positive's event time minus the incident's start.
 
+A run with no scored incident (too short for the warm-up, or no incident injected) is not
+scored: its report says so instead of a recall of NaN, the summary over seeds leaves it out,
+and the JSON form holds null, never NaN, for every number that is undefined.
+
 The defaults (grace 10 s, warm-up 20 s) suit the reference spec's one-second buckets; a spec
 whose detectors bucket by the hour needs hours (``eddy eval incidents --grace 6h``).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,13 +65,26 @@ class IncidentReport:
     missed: tuple[Incident, ...] = ()
     false_alarms: tuple[tuple[str, str, int], ...] = ()  # (key, metric, event_time_ms)
 
+    @property
+    def scored(self) -> bool:
+        """Whether any incident counted for recall (else the run was too short to score)."""
+        return self.incidents > 0
+
     def lines(self) -> list[str]:
         out = [
             f"incidents {self.incidents}, detected {self.detected}; anomaly records "
-            f"{self.anomalies}, true positives {self.true_positives}",
-            f"precision {self.precision:.3f}  recall {self.recall:.3f}  "
-            f"median detection delay {self.median_delay_s:.1f} s",
+            f"{self.anomalies}, true positives {self.true_positives}"
         ]
+        if not self.scored:
+            out.append(
+                "not scored: no incident started after the warm-up and ended before the run did"
+            )
+            return out
+        out.append(
+            f"precision {_show(self.precision, '.3f', 'n/a (no anomaly record)')}  "
+            f"recall {self.recall:.3f}  "
+            f"median detection delay {_show(self.median_delay_s, '.1f', 'n/a', ' s')}"
+        )
         for kind, (d, n) in sorted(self.by_kind.items()):
             out.append(f"  {kind:<14} detected {d}/{n}")
         return out
@@ -77,9 +95,9 @@ class IncidentReport:
             "detected": self.detected,
             "anomalies": self.anomalies,
             "true_positives": self.true_positives,
-            "precision": self.precision,
-            "recall": self.recall,
-            "median_delay_s": self.median_delay_s,
+            "precision": _number(self.precision),
+            "recall": _number(self.recall),
+            "median_delay_s": _number(self.median_delay_s),
             "delays_s": list(self.delays_s),
             "by_kind": {k: {"detected": d, "total": n} for k, (d, n) in self.by_kind.items()},
             "missed": [vars(i) for i in self.missed],
@@ -177,14 +195,13 @@ class SeedsReport:
 
     @property
     def precision(self) -> tuple[float, float]:
-        """(mean, min) over seeds."""
-        p = [r.precision for r in self.reports]
-        return statistics.fmean(p), min(p)
+        """(mean, min) over the scored seeds that wrote anomaly records (NaN: none did)."""
+        return _mean_min([r.precision for r in self.reports if r.scored])
 
     @property
     def recall(self) -> tuple[float, float]:
-        r = [x.recall for x in self.reports]
-        return statistics.fmean(r), min(r)
+        """(mean, min) over the scored seeds (NaN: none was)."""
+        return _mean_min([r.recall for r in self.reports if r.scored])
 
     @property
     def median_delay_s(self) -> float:
@@ -200,23 +217,50 @@ class SeedsReport:
         (pm, pn), (rm, rn) = self.precision, self.recall
         inc = sum(r.incidents for r in self.reports)
         det = sum(r.detected for r in self.reports)
+        scored = sum(r.scored for r in self.reports)
+        head = f"all seeds: incidents {inc}, detected {det}"
+        if not scored:
+            out.append(f"{head}; no seed scored")
+            return out
+        of = (
+            ""
+            if scored == len(self.reports)
+            else f" ({scored} of {len(self.reports)} seeds scored)"
+        )
+        delay = _show(self.median_delay_s, ".1f", "n/a", " s")
         out.append(
-            f"all seeds: incidents {inc}, detected {det}; precision mean {pm:.3f} min {pn:.3f}; "
-            f"recall mean {rm:.3f} min {rn:.3f}; median detection delay {self.median_delay_s:.1f} s"
+            f"{head}; precision mean {_show(pm, '.3f')} min {_show(pn, '.3f')}; "
+            f"recall mean {rm:.3f} min {rn:.3f}; median detection delay {delay}{of}"
         )
         return out
 
     def as_dict(self) -> dict[str, object]:
+        """The report as JSON values: an undefined number (nothing scored) is None, so that
+        the JSON holds null and never the NaN that strict readers refuse."""
         (pm, pn), (rm, rn) = self.precision, self.recall
         return {
             "seeds": list(self.seeds),
-            "precision_mean": pm,
-            "precision_min": pn,
-            "recall_mean": rm,
-            "recall_min": rn,
-            "median_delay_s": self.median_delay_s,
+            "scored_seeds": [s for s, r in zip(self.seeds, self.reports, strict=True) if r.scored],
+            "precision_mean": _number(pm),
+            "precision_min": _number(pn),
+            "recall_mean": _number(rm),
+            "recall_min": _number(rn),
+            "median_delay_s": _number(self.median_delay_s),
             "runs": [r.as_dict() for r in self.reports],
         }
+
+
+def _mean_min(values: list[float]) -> tuple[float, float]:
+    v = [x for x in values if not math.isnan(x)]
+    return (statistics.fmean(v), min(v)) if v else (math.nan, math.nan)
+
+
+def _number(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def _show(x: float, fmt: str, missing: str = "n/a", unit: str = "") -> str:
+    return missing if math.isnan(x) else f"{x:{fmt}}{unit}"
 
 
 def evaluate_seeds(

@@ -9,6 +9,9 @@ naming the key.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from eddy.operators.anomaly.keyed import KeyedDetector
 from eddy.operators.bandits import POLICIES
@@ -24,6 +27,7 @@ __all__ = ["check_engine", "describe"]
 
 def check_engine(spec: PipelineSpec) -> None:
     """Raise :class:`SpecError` for anything the engine cannot run."""
+    _check_integers(spec)
     for i, d in enumerate(spec.decide):
         where = f"decide[{i}]"
         if d.policy not in POLICIES:
@@ -42,10 +46,64 @@ def check_engine(spec: PipelineSpec) -> None:
             raise SpecError(f"key '{where}.reward.value': {e}") from None
     for i, det in enumerate(spec.detect):
         try:
-            KeyedDetector(detector_config(det, spec.stream(det.stream), spec.seed))
+            detector = KeyedDetector(detector_config(det, spec.stream(det.stream), spec.seed))
         except ValueError as e:
             raise SpecError(_keyed(f"detect[{i}].", "params", str(e))) from None
+        if det.detector.startswith("river:"):
+            _trial_run(detector, as_mapping(det.params), f"detect[{i}]")
     _check_simulator(spec)
+
+
+# TOML integers are 64-bit, but Python's reader takes any size; a larger one passes every
+# "expected an int >= N" check and then overflows inside numpy or numba mid-run
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _check_integers(spec: PipelineSpec) -> None:
+    tables: list[tuple[str, Any]] = [("simulator", as_mapping(spec.simulator))]
+    tables += [(f"decide[{i}].params", as_mapping(d.params)) for i, d in enumerate(spec.decide)]
+    tables += [(f"detect[{i}].params", as_mapping(d.params)) for i, d in enumerate(spec.detect)]
+    tables += [
+        (f"streams.{s.name}.fields.{f.name}.default", f.default)
+        for s in spec.streams
+        for f in s.fields
+    ]
+    for key, value in tables:
+        _int64(value, key)
+
+
+def _int64(value: Any, key: str) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _int64(v, f"{key}.{k}")
+    elif isinstance(value, list | tuple):
+        for j, v in enumerate(value):
+            _int64(v, f"{key}[{j}]")
+    elif isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        raise SpecError(f"key '{key}': expected a 64-bit integer, got {value}")
+
+
+# A river model may fail only once it has seen enough values (HalfSpaceTrees with n_trees = 0
+# divides by zero when its first window of `window_size` values is full): run it on a series
+# longer than that before the dataflow starts, where the failure would end the run.
+_TRIAL_VALUES = 512
+
+
+def _trial_run(detector: KeyedDetector, params: Any, where: str) -> None:
+    window = params.get("window_size")
+    n = max(_TRIAL_VALUES, window + 2 if isinstance(window, int) else 0)
+    n = min(n, 5_000)  # a few seconds of River at most
+    m = len(detector.config.metrics)
+    values = np.tile((np.arange(n) % 3 == 0).astype(np.float64)[:, None], (1, m))
+    ts = 946_684_800_000 + np.arange(n, dtype=np.int64) * 1_000  # 2000-01-01, one per second
+    try:
+        detector.update(np.full(n, "trial", dtype=object), ts, values, 0)
+        detector.flush(0)
+    except Exception as e:  # any error of the model's own code
+        raise SpecError(
+            f"key '{where}.params': {detector.config.detector} fails on a trial series: "
+            f"{type(e).__name__}: {e}"
+        ) from None
 
 
 def _keyed(prefix: str, fallback: str, message: str) -> str:

@@ -47,6 +47,7 @@ class RunOptions:
     process_id: int = 0
     addresses: list[str] | None = None
     topic_prefix: str = ""  # output topics are prefix + "<pipeline>.<table>"
+    duckdb_memory_limit: str | None = None  # DuckDB's memory_limit (None: the writer's default)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def source_of(self, stream: str) -> str:

@@ -22,7 +22,7 @@ from eddy.dataflows.run_options import RunOptions
 from eddy.operators.stats import RunStats
 from eddy.schemas.spec_load import as_mapping
 from eddy.schemas.tables import pipeline_tables
-from eddy.sinks.duckdb import DuckDBWriter
+from eddy.sinks.duckdb import DEFAULT_MEMORY_LIMIT, DuckDBWriter
 from eddy.sources.simulators import SIMULATORS, make_simulator
 from eddy.sources.simulators.base import ClosedLoopSimulator
 
@@ -50,8 +50,14 @@ class RunResult:
 
 def open_writer(opts: RunOptions) -> DuckDBWriter:
     """The DuckDB file with every table of the pipeline (``SchemaMismatch`` if it holds
-    another pipeline's tables)."""
-    return DuckDBWriter(opts.db, tables=pipeline_tables(opts.spec))
+    another pipeline's tables), DuckDB's memory held to the run's limit, rows past the spec's
+    ``retention`` deleted as the run goes."""
+    return DuckDBWriter(
+        opts.db,
+        tables=pipeline_tables(opts.spec),
+        memory_limit=opts.duckdb_memory_limit or DEFAULT_MEMORY_LIMIT,
+        retention_ms=opts.spec.retention_ms,
+    )
 
 
 def simulator_streams(opts: RunOptions) -> dict[str, str]:
@@ -119,13 +125,22 @@ def run_pipeline(
     sim: ClosedLoopSimulator | None = None,
 ) -> RunResult:
     """Run until the input ends (or ``stop`` is set). With ``processes > 1`` this process is
-    member ``process_id`` of a cluster over ``addresses``; process 0 owns the DuckDB file."""
+    member ``process_id`` of a cluster over ``addresses``; process 0 owns the DuckDB file.
+
+    Raises :class:`~eddy.sinks.duckdb.WriteFailed` when the DuckDB file fails during the run
+    (disk full, I/O error, the file deleted)."""
     stop = stop or threading.Event()
     stats = stats or RunStats()
     owner = opts.process_id == 0
     own_writer = writer is None and owner
     if own_writer:
         writer = open_writer(opts)
+    if writer is not None and opts.processes == 1:
+        # the file failed (disk full, deleted): end the input like Ctrl-C and report it below.
+        # A cluster cannot stop this way (the other members' inputs go on), so there the
+        # sink raises and the failure takes the cluster down.
+        stopping = stop
+        writer.on_failure(lambda _failure: stopping.set())
     if sim is None:
         sim = make_run_simulator(opts)
     recovery = None
@@ -143,11 +158,19 @@ def run_pipeline(
                 )
             else:
                 run_main(flow, epoch_interval=epoch, recovery_config=recovery)
+    except Exception:
+        failure = writer.failure if writer is not None else None
+        if failure is not None:  # what Bytewax's error wraps, without Bytewax's wrapping
+            raise failure from failure.__cause__
+        raise
     finally:
         wall = time.perf_counter() - t0
-        tables = writer.counts() if writer is not None else {}
+        failed = writer is not None and writer.failure is not None
+        tables = writer.counts() if writer is not None and not failed else {}
         if own_writer and writer is not None:
             writer.close()
+    if writer is not None and writer.failure is not None:
+        raise writer.failure
     counters, hist = stats.view()
     return RunResult(
         run_id=opts.run_id,

@@ -1,8 +1,13 @@
 """Run statistics: counters and a log-bucket latency histogram, cheap to update per batch.
 
 The histogram has fixed log-spaced buckets (about 2% wide) from 1 microsecond to about 28 hours,
-so quantiles carry at most ~2% relative error, updates are one ``np.add.at`` per batch and two
+so quantiles carry at most ~2% relative error, updates are one ``np.bincount`` per batch and two
 histograms merge by addition.
+
+:class:`RunStats` keeps two: the whole run's (the end-of-run summary, the status line,
+Prometheus) and the current interval's, which :meth:`RunStats.take_interval` hands out and
+restarts. A ``metrics`` row reports the interval since the previous row, so a stall shows in
+the rows of the seconds it happened and not, diluted, in every later one.
 """
 
 from __future__ import annotations
@@ -25,12 +30,21 @@ class LatencyHistogram:
 
     counts: np.ndarray = field(default_factory=lambda: np.zeros(_N_BUCKETS, np.int64))
 
-    def add(self, values_ms: np.ndarray) -> None:
-        v = np.asarray(values_ms, dtype=np.float64)
-        if v.size == 0:
-            return
+    @staticmethod
+    def bucket_counts(values_ms: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """How many of ``values_ms`` fall in each bucket (what :meth:`add` adds); with
+        ``weights``, value ``i`` counts ``weights[i]`` times."""
+        v = np.asarray(values_ms, dtype=np.float64).reshape(-1)
         b = np.log(np.maximum(v, _LO_MS) / _LO_MS) / np.log(_GROWTH)
-        np.add.at(self.counts, np.minimum(b.astype(np.int64), _N_BUCKETS - 1), 1)
+        idx = np.minimum(b.astype(np.int64), _N_BUCKETS - 1)
+        if weights is None:
+            return np.bincount(idx, minlength=_N_BUCKETS)
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        return np.rint(np.bincount(idx, weights=w, minlength=_N_BUCKETS)).astype(np.int64)
+
+    def add(self, values_ms: np.ndarray) -> None:
+        if np.size(values_ms):
+            self.counts += self.bucket_counts(values_ms)
 
     @property
     def total(self) -> int:
@@ -55,11 +69,13 @@ class RunStats:
     """Counters and latency of a running pipeline, shared with the status line and metrics.
 
     Written by the pipeline thread, read by the status and metrics threads: readers take
-    ``lock`` to get a consistent view.
+    ``lock`` to get a consistent view. ``latency`` covers the whole run, ``interval`` the
+    latencies recorded since the last :meth:`take_interval`; :meth:`add_latency` feeds both.
     """
 
     counters: dict[str, float] = field(default_factory=dict)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    interval: LatencyHistogram = field(default_factory=LatencyHistogram)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, value: float = 1) -> None:
@@ -68,9 +84,25 @@ class RunStats:
     def get(self, name: str) -> float:
         return self.counters.get(name, 0)
 
+    def add_latency(self, values_ms: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Record latencies (ms; value ``i`` ``weights[i]`` times) in the run's and the
+        interval's histogram; the caller holds ``lock``."""
+        if np.size(values_ms):
+            counts = LatencyHistogram.bucket_counts(values_ms, weights)
+            self.latency.counts += counts
+            self.interval.counts += counts
+
     def view(self) -> tuple[dict[str, float], LatencyHistogram]:
         with self.lock:
             return dict(self.counters), LatencyHistogram(self.latency.counts.copy())
+
+    def take_interval(self) -> LatencyHistogram:
+        """The latencies recorded since the previous call (or the start), and start a new
+        interval."""
+        with self.lock:
+            taken = LatencyHistogram(self.interval.counts.copy())
+            self.interval.reset()
+        return taken
 
 
 def lag_gauge(stream: str, partition: int, unit: str) -> str:

@@ -4,6 +4,10 @@
 90000
 >>> duration_label(90_000)
 '90s'
+>>> parse_duration("99999999d")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+ValueError: expected a duration of at most "36500d" (a century: ...), got '99999999d'
 """
 
 from __future__ import annotations
@@ -11,21 +15,39 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["duration_label", "parse_duration"]
+__all__ = ["MAX_DURATION_MS", "duration_label", "parse_duration"]
 
 _DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+#: The longest duration: event times lie between 2000 and 2100, so a longer window, TTL or
+#: lateness means nothing more, while event time plus it must stay far inside int64 ms.
+MAX_DURATION_MS = 36_500 * _UNIT["d"]
 
 
 def parse_duration(value: Any) -> int:
     """Milliseconds from ``"10s"``-style strings (units ms, s, m, h, d); an int is taken as ms.
 
     Raises ``ValueError`` saying what was expected and what came."""
+    ms: float
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and (m := _DUR.match(value)):
-        return int(float(m.group(1)) * _UNIT[m.group(2)])
-    raise ValueError(f'expected a duration like "500ms", "10s", "5m" or "2h", got {value!r}')
+        ms = value
+    elif isinstance(value, str) and (m := _DUR.match(value)):
+        ms = float(m.group(1)) * _UNIT[m.group(2)]  # inf for hundreds of digits: refused below
+    else:
+        raise ValueError(
+            f'expected a duration like "500ms", "10s", "5m" or "2h", got {_show(value)}'
+        )
+    if not ms <= MAX_DURATION_MS:
+        raise ValueError(
+            f'expected a duration of at most "36500d" (a century: '
+            f"event times lie between 2000 and 2100), got {_show(value)}"
+        )
+    return int(ms)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def duration_label(ms: int) -> str:

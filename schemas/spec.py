@@ -238,6 +238,7 @@ class PipelineSpec:
     topic_prefix: str | None = None
     batch_size: int = 4_000
     max_event_bytes: int = 65_536
+    retention_ms: int | None = None  # result rows older than this are deleted (None: kept)
     seed: int = 0
     simulator: tuple[tuple[str, Any], ...] = ()
     path: str | None = None

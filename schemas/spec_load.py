@@ -255,10 +255,12 @@ def _pipeline(root: _Table, path: str | None) -> PipelineSpec:
     batch_size = pipe.get("batch_size", _int_in(1, 1_000_000), 4_000)
     max_bytes = pipe.get("max_event_bytes", _int_in(64, 64 * 1024 * 1024), 65_536)
     seed = pipe.get("seed", _int_in(0, 2**63 - 1), 0)
+    retention = pipe.get("retention", _window, None)
     pipe.done()
     tm = root.sub("time")
     lateness = tm.get("allowed_lateness", _duration, 2_000)
     late_policy = tm.get("late_policy", _choice("drop", "include"), "drop")
+    max_ahead = tm.get("max_ahead", _window, Window(3_600_000, "1h")).ms
     tm.done()
     sim = root.get("simulator", _params, ())
     streams_t = root.sub("streams")
@@ -280,10 +282,12 @@ def _pipeline(root: _Table, path: str | None) -> PipelineSpec:
         decide=decide,
         allowed_lateness_ms=lateness,
         late_policy=late_policy,
+        max_ahead_ms=max_ahead,
         duckdb=duckdb,
         topic_prefix=topic_prefix,
         batch_size=batch_size,
         max_event_bytes=max_bytes,
+        retention_ms=None if retention is None else retention.ms,
         seed=seed,
         simulator=sim,
         path=path,
@@ -391,21 +395,42 @@ def _features(t: _Table) -> FeaturesSpec:
         )
     if out.store and not out.trailing:
         raise SpecError(f"key '{t.key('store')}': store = true needs trailing windows")
-    for what, ws in (("trailing", out.trailing), ("tumbling", out.tumbling)):
-        ms = [w.ms for w in ws]
+    # "1m" and "60s" are one window under two names: the engine keeps one state per duration
+    durations: tuple[tuple[str, list[Any]], ...] = (
+        ("trailing", [w.ms for w in out.trailing]),
+        ("tumbling", [w.ms for w in out.tumbling]),
+        ("sliding", [(s.ms, h.ms) for s, h in out.sliding]),
+        ("session_gap", [w.ms for w in out.session_gap]),
+    )
+    for what, ms in durations:
         for i, m in enumerate(ms):
             if m in ms[:i]:
                 raise SpecError(f"key '{t.key(what)}[{i}]': the same duration is listed twice")
     return out
 
 
+#: most sliding windows an event falls in (size / slide): each is a row of window_aggregates
+#: per key and metric when it closes, so ["1h", "1ms"] would write millions per event
+MAX_WINDOWS_PER_EVENT = 10_000
+
+
 def _slide_pair(v: Any, key: str) -> tuple[Window, Window]:
     if not isinstance(v, list) or len(v) != 2:
         raise SpecError(f'key \'{key}\': expected [size, slide] like ["5m", "1m"], got {_show(v)}')
     size, slide = _window(v[0], f"{key}[0]"), _window(v[1], f"{key}[1]")
+    if slide.ms > size.ms:
+        raise SpecError(
+            f"key '{key}[1]': expected a slide no longer than the size ({size.label}), "
+            f"got {_show(v[1])}"
+        )
     if size.ms % slide.ms:
         raise SpecError(
             f"key '{key}': expected the size to be a multiple of the slide, got {_show(v)}"
+        )
+    if size.ms // slide.ms > MAX_WINDOWS_PER_EVENT:
+        raise SpecError(
+            f"key '{key}': expected at most {MAX_WINDOWS_PER_EVENT} windows per event "
+            f"(size / slide), got {size.ms // slide.ms} from {_show(v)}"
         )
     return size, slide
 

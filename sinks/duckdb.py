@@ -18,37 +18,66 @@ first row. Column conventions:
 The writer owns the only connection to the file. :meth:`DuckDBWriter.query` runs read-only
 SQL through cursors of the same database (DuckDB's MVCC lets readers see committed batches while
 the pipeline thread writes); it is what the query endpoint calls.
+
+When the file itself fails under a run (disk full, file size limit, I/O error, the file deleted
+or replaced), the write raises :class:`WriteFailed` naming the file and the cause, the writer
+refuses every later write, and the hooks of :meth:`DuckDBWriter.on_failure` are called once,
+so that the run stops itself and reports one line instead of dying inside the dataflow.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import queue
 import re
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from eddy.schemas.tables import TABLES, Table, arrow_schema, ddl
 from eddy.sinks.readonly_sql import check_read_only, fetch_rows
 
 __all__ = [
+    "DEFAULT_CHECKPOINT_EVERY_S",
     "DEFAULT_CHECKPOINT_THRESHOLD",
+    "DEFAULT_MEMORY_LIMIT",
+    "SIZE_RE",
     "BatchError",
     "DuckDBWriter",
     "SchemaMismatch",
+    "WriteFailed",
+    "retention_clock",
     "to_arrow",
 ]
 
 _BATCH_VIEW = "__eddy_batch"
 _SAFE_BATCHES = 16
-# An automatic checkpoint blocks the writer (seconds once the file holds ~10^5 rows at DuckDB's
-# default 16 MB threshold; benchmarks/duckdb_sink.py): checkpoint rarely, and on close().
-DEFAULT_CHECKPOINT_THRESHOLD = "1GB"
+# Long runs (docs/benchmarks.md#long-runs). Until a checkpoint, everything written since the last
+# one is held in memory (the new rows and the primary-key index entries they add) and in the WAL,
+# which a restart replays; a checkpoint that finds more new index than the memory limit holds
+# fails and takes the database with it. So the sink's writer thread checkpoints often
+# (maintain(): every DEFAULT_CHECKPOINT_EVERY_S, each a short pause of the writer), and DuckDB's
+# automatic checkpoint, at DEFAULT_CHECKPOINT_THRESHOLD of WAL, bounds a burst in between.
+DEFAULT_CHECKPOINT_EVERY_S = 10.0
+DEFAULT_CHECKPOINT_THRESHOLD = "64MB"
+# DuckDB's buffer manager (blocks of the file it has read or written, rows not checkpointed yet,
+# index nodes, query intermediates) stays under this; beyond it DuckDB evicts blocks that are in
+# the file and spills query intermediates to <db>.tmp. DuckDB's own default, 80% of RAM, lets its
+# cache grow with the file for the whole run.
+DEFAULT_MEMORY_LIMIT = "256MB"
+# A retention pass deletes at most this many rows per table per statement: deleting a row costs
+# an index update, and the pass holds the writer meanwhile (a backlog is worked off over passes).
+_EXPIRE_ROWS = 20_000
+#: a size DuckDB settings take: "256MB", "1.5GB", "512MiB"
+SIZE_RE = r"\d+(\.\d+)?\s*[KMGT]i?B"
 
 
 class BatchError(ValueError):
@@ -57,6 +86,33 @@ class BatchError(ValueError):
 
 class SchemaMismatch(ValueError):
     """The file holds a table of the same name with other columns."""
+
+
+class WriteFailed(RuntimeError):
+    """The database file failed under the writer: ``writing <path>: <reason>``."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"writing {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+# what the OS said, as strerror words ("No space left on device"), found in DuckDB's message
+_OS_REASONS = tuple(
+    os.strerror(code)
+    for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOENT)
+)
+
+
+def _reason(e: duckdb.Error) -> str:
+    """The cause in a few words: the OS error when DuckDB's message carries one (``Failed to
+    commit: Could not write file "x.wal": No space left on device`` -> the last part), else
+    DuckDB's message on one line."""
+    text = " ".join(str(e).split())
+    for reason in _OS_REASONS:
+        if reason in text:
+            return reason
+    return text
 
 
 def _timestamps(name: str, values: Any, n: int) -> pa.Array:
@@ -165,27 +221,57 @@ class DuckDBWriter:
         max_query_cursors: int = 4,
         checkpoint_threshold: str | None = DEFAULT_CHECKPOINT_THRESHOLD,
         tables: Mapping[str, Table] | None = None,
+        memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+        retention_ms: int | None = None,
+        checkpoint_every_s: float | None = DEFAULT_CHECKPOINT_EVERY_S,
+        expire_every_s: float = 1.0,
     ) -> None:
         if not isinstance(path, str) or not path:
             raise ValueError(f"DuckDBWriter path: expected a non-empty str, got {path!r}")
         if max_query_cursors < 1:
             raise ValueError(f"max_query_cursors: expected >= 1, got {max_query_cursors!r}")
-        if checkpoint_threshold is not None and not re.fullmatch(
-            r"\d+(\.\d+)?\s*[KMGT]i?B", checkpoint_threshold, flags=re.IGNORECASE
+        for name, size in (
+            ("checkpoint_threshold", checkpoint_threshold),
+            ("memory_limit", memory_limit),
         ):
+            if size is not None and not (
+                isinstance(size, str) and re.fullmatch(SIZE_RE, size, flags=re.IGNORECASE)
+            ):
+                raise ValueError(f"{name}: expected a size such as '16MB' or '1GB', got {size!r}")
+        if retention_ms is not None and not retention_ms > 0:
+            raise ValueError(f"retention_ms: expected > 0 or None, got {retention_ms!r}")
+        if checkpoint_every_s is not None and not checkpoint_every_s > 0:
             raise ValueError(
-                "checkpoint_threshold: expected a size such as '16MB' or '1GB', "
-                f"got {checkpoint_threshold!r}"
+                f"checkpoint_every_s: expected > 0 or None, got {checkpoint_every_s!r}"
             )
         self.path = path
         self.tables: dict[str, Table] = dict(TABLES if tables is None else tables)
         self.max_query_cursors = max_query_cursors
         self.checkpoint_threshold = checkpoint_threshold
+        self.memory_limit = memory_limit
+        self.retention_ms = retention_ms
+        self.checkpoint_every_s = checkpoint_every_s
+        self.expire_every_s = expire_every_s
         self._lock = threading.Lock()
+        self._failure: WriteFailed | None = None
+        self._failure_hooks: list[Callable[[WriteFailed], None]] = []
         self._con: duckdb.DuckDBPyConnection | None = duckdb.connect(path)
+        # which file was opened: a path that later names no file, or another one, means the
+        # results go to a file nobody can open any more (see _check_file)
+        self._file = os.path.abspath(path)
+        self._identity = _identity(self._file)
         if checkpoint_threshold is not None:
             # WAL size that triggers an automatic checkpoint (None: DuckDB's 16 MB).
             self._con.execute(f"SET checkpoint_threshold = '{checkpoint_threshold}'")
+        if memory_limit is not None:  # before the query endpoint locks the configuration
+            self._con.execute(f"SET memory_limit = '{memory_limit}'")
+        # retention: table -> (its time column, "event" or "wall" clock); see expire()
+        self._clocks = {n: c for n, t in self.tables.items() if (c := retention_clock(t))}
+        self._newest_event_ms: int | None = None
+        self._dirty = False  # written since the last checkpoint
+        self._last_checkpoint = time.monotonic()
+        self._last_expire = float("-inf")
+        self._expire_backlog = False  # the last pass stopped at _EXPIRE_ROWS somewhere
         self._idle: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
         self._cursor_slots = threading.BoundedSemaphore(max_query_cursors)
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -213,6 +299,52 @@ class DuckDBWriter:
                 f"writes (it was made by another pipeline); use another DuckDB file"
             )
 
+    # ------------------------------------------------------------------ failures
+    @property
+    def failure(self) -> WriteFailed | None:
+        """How the file failed (None while it works)."""
+        return self._failure
+
+    def on_failure(self, hook: Callable[[WriteFailed], None]) -> None:
+        """Call ``hook(failure)`` once when the file fails, from the thread that saw it
+        (holding the writer's lock: the hook must be quick and must not use the writer)."""
+        with self._lock:
+            self._failure_hooks.append(hook)
+            failure = self._failure
+        if failure is not None:
+            hook(failure)
+
+    @property
+    def failure_hooked(self) -> bool:
+        """Someone acts on a failure (a run stops itself), so writers upstream need not
+        raise it where it would do harm (inside a Bytewax sink it is a Rust panic)."""
+        return bool(self._failure_hooks)
+
+    def _fail(self, reason: str, cause: BaseException | None = None) -> WriteFailed:
+        """Record the first failure and tell the hooks. Caller holds the lock."""
+        if self._failure is None:
+            failure = WriteFailed(self._file, reason)
+            failure.__cause__ = cause
+            self._failure = failure
+            for hook in self._failure_hooks:
+                hook(failure)
+        return self._failure
+
+    def _check_file(self) -> None:
+        """Raise :class:`WriteFailed` if the file failed before, or if the path no longer
+        names the file that was opened: DuckDB would go on writing to the deleted file
+        (its descriptor stays open), and the rows would be lost at close. Caller holds the
+        lock."""
+        if self._failure is not None:
+            raise self._failure
+        if self._identity is None:
+            return
+        now = _identity(self._file)
+        if now is None:
+            raise self._fail("the file was deleted while the pipeline was writing it")
+        if now != self._identity:
+            raise self._fail("the file was replaced by another while the pipeline was writing it")
+
     # ------------------------------------------------------------------ writes
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
@@ -231,18 +363,32 @@ class DuckDBWriter:
         return int(row[0]) if row else 0
 
     def _commit(self, arrow: Mapping[str, pa.Table]) -> dict[str, int]:
-        """Insert every batch in one transaction. Caller holds the lock.
-
-        A plain INSERT is ~1.4x faster than ``ON CONFLICT DO NOTHING`` in DuckDB, so new keys
-        take the plain path; a primary-key conflict rolls the transaction back and redoes it
-        with ``ON CONFLICT DO NOTHING``, and that table stays on the conflict-tolerant path for
-        the next ``_SAFE_BATCHES`` batches (a replay after a restart conflicts in a run).
-        """
+        """Insert every batch in one transaction; an error of the file (not of a batch) is a
+        :class:`WriteFailed`, and every later write raises it too. Caller holds the lock."""
         con = self._connection()
         todo = {t: b for t, b in arrow.items() if b.num_rows}
         inserted = dict.fromkeys(arrow, 0)
         if not todo:
             return inserted
+        self._check_file()
+        try:
+            return self._transaction(con, todo, inserted)
+        except duckdb.ConstraintException:
+            raise  # the batch's fault (a NULL key): the file is fine
+        except duckdb.Error as e:  # the file's: full disk, I/O error, invalidated database
+            raise self._fail(_reason(e), e) from e
+
+    def _transaction(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        todo: dict[str, pa.Table],
+        inserted: dict[str, int],
+    ) -> dict[str, int]:
+        """A plain INSERT is ~1.4x faster than ``ON CONFLICT DO NOTHING`` in DuckDB, so new keys
+        take the plain path; a primary-key conflict rolls the transaction back and redoes it
+        with ``ON CONFLICT DO NOTHING``, and that table stays on the conflict-tolerant path for
+        the next ``_SAFE_BATCHES`` batches (a replay after a restart conflicts in a run).
+        """
         for retry in (False, True):
             ignore = {t: retry or self._safe_left[t] > 0 for t in todo}
             con.execute("BEGIN TRANSACTION")
@@ -276,7 +422,9 @@ class DuckDBWriter:
         if batch.num_rows == 0:
             return 0
         with self._lock:
-            return self._commit({table: batch})[table]
+            inserted = self._commit({table: batch})[table]
+            self._written({table: batch})
+            return inserted
 
     def write_many(self, batches: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
         """Insert several tables' batches in ONE transaction (all or nothing).
@@ -285,7 +433,24 @@ class DuckDBWriter:
         """
         arrow = {t: to_arrow(self._table(t), cols) for t, cols in batches.items()}
         with self._lock:
-            return self._commit(arrow)
+            inserted = self._commit(arrow)
+            self._written(arrow)
+            return inserted
+
+    def _written(self, arrow: Mapping[str, pa.Table]) -> None:
+        """Note committed batches: the newest event time (retention's clock). Caller holds
+        the lock."""
+        for name, batch in arrow.items():
+            if not batch.num_rows:
+                continue
+            self._dirty = True
+            column, clock = self._clocks.get(name, ("", "wall"))
+            if clock == "event":
+                newest = pc.max(batch.column(column)).value
+                if newest is not None and (
+                    self._newest_event_ms is None or newest > self._newest_event_ms
+                ):
+                    self._newest_event_ms = int(newest)
 
     def _table(self, name: str) -> Table:
         table = self.tables.get(name)
@@ -304,7 +469,70 @@ class DuckDBWriter:
         """Write the WAL into the database file now (blocks writes meanwhile; call it at a
         quiet moment, e.g. the end of a bounded input)."""
         with self._lock:
-            self._connection().execute("CHECKPOINT")
+            con = self._connection()
+            self._check_file()
+            try:
+                con.execute("CHECKPOINT")
+            except duckdb.Error as e:
+                raise self._fail(_reason(e), e) from e
+            self._dirty = False
+            self._last_checkpoint = time.monotonic()
+
+    # ------------------------------------------------------------------ long runs
+    def expire(self, max_rows: int = _EXPIRE_ROWS, now_ms: int | None = None) -> dict[str, int]:
+        """Delete rows older than ``retention_ms``, at most ``max_rows`` per table (any of
+        those past the bound). Returns rows deleted per table (tables with none left out).
+
+        Event time is the clock where a table has one (``event_time``; ``window_end`` for
+        windows): rows older than the newest event time this writer has written minus the
+        retention go, so a replay of old data keeps its last stretch. Tables stamped only by
+        the wall clock (``metrics``, ``dead_letters``) go by ``now_ms`` (default: now). The
+        space is reused after the next checkpoint; the file does not shrink.
+        """
+        if self.retention_ms is None:
+            return {}
+        wall = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        deleted: dict[str, int] = {}
+        for name, (column, clock) in self._clocks.items():
+            newest = wall if clock == "wall" else self._newest_event_ms
+            if newest is None:
+                continue
+            sql = (
+                f'DELETE FROM "{name}" WHERE rowid IN (SELECT rowid FROM "{name}" '
+                f'WHERE "{column}" < epoch_ms(?::BIGINT) LIMIT ?)'
+            )
+            with self._lock:  # one table at a time: inserts go on in between
+                con = self._connection()
+                self._check_file()
+                try:
+                    row = con.execute(sql, [newest - self.retention_ms, max_rows]).fetchone()
+                except duckdb.Error as e:
+                    raise self._fail(_reason(e), e) from e
+                n = int(row[0]) if row else 0
+                if n:
+                    deleted[name] = n
+                    self._dirty = True
+        return deleted
+
+    def maintain(self) -> tuple[int, float | None]:
+        """What a long run's writer calls between batches: :meth:`expire` every
+        ``expire_every_s`` (at once again while a backlog is left), then a checkpoint every
+        ``checkpoint_every_s`` when something changed. Returns (rows deleted, seconds the
+        checkpoint took or None)."""
+        now = time.monotonic()
+        deleted = 0
+        due = self._expire_backlog or now - self._last_expire >= self.expire_every_s
+        if self.retention_ms is not None and due:
+            self._last_expire = now
+            counts = self.expire()
+            self._expire_backlog = any(n >= _EXPIRE_ROWS for n in counts.values())
+            deleted = sum(counts.values())
+        every = self.checkpoint_every_s
+        if every is None or not self._dirty or time.monotonic() - self._last_checkpoint < every:
+            return deleted, None
+        t0 = time.perf_counter()
+        self.checkpoint()
+        return deleted, time.perf_counter() - t0
 
     # ------------------------------------------------------------------ reads
     def _take_cursor(self) -> duckdb.DuckDBPyConnection:
@@ -370,7 +598,8 @@ class DuckDBWriter:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Checkpoint and close the file (idempotent)."""
+        """Checkpoint and close the file (idempotent). A failure of the file (also one only
+        the checkpoint meets) does not raise here: it is in :attr:`failure`."""
         with self._lock:
             con, self._con = self._con, None
             if con is None:
@@ -379,9 +608,15 @@ class DuckDBWriter:
                 with contextlib.suppress(duckdb.Error):
                     cur.close()
             self._cursors.clear()
+            with contextlib.suppress(WriteFailed):
+                self._check_file()
+            if self._failure is None:
+                try:
+                    con.execute("CHECKPOINT")
+                except duckdb.Error as e:
+                    self._fail(_reason(e), e)
             with contextlib.suppress(duckdb.Error):
-                con.execute("CHECKPOINT")
-            con.close()
+                con.close()
 
     @property
     def closed(self) -> bool:
@@ -395,3 +630,24 @@ class DuckDBWriter:
 
     def __repr__(self) -> str:
         return f"DuckDBWriter({self.path!r}{', closed' if self.closed else ''})"
+
+
+def retention_clock(table: Table) -> tuple[str, str] | None:
+    """The column retention compares with, and its clock: a table's event time
+    (``event_time``, or ``window_end`` for windows), else its first wall-clock timestamp
+    (``metrics.ts``, ``dead_letters.received_at``); None without a timestamp."""
+    names = table.column_names
+    for column in ("event_time", "window_end"):
+        if column in names:
+            return column, "event"
+    stamps = [c.name for c in table.columns if c.sql_type == "TIMESTAMP"]
+    return (stamps[0], "wall") if stamps else None
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of ``path``; None when no such file (or ``:memory:``)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

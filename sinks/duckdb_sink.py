@@ -7,7 +7,9 @@ few large ones beat many small ones, while the delay bounds what a reader waits 
 A writer thread does the inserts (and flushes a buffer no new item comes to push out);
 Bytewax's epoch snapshot and ``close`` wait for it, so nothing acknowledged is left behind.
 Each flush also updates the run statistics and, once per wall-clock second, writes them to
-``metrics``.
+``metrics`` (the latency quantiles of that second, the counters since the start). Between
+flushes the writer thread keeps a long run flat (``DuckDBWriter.maintain``): it deletes rows
+past the retention and checkpoints every few seconds.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from eddy.operators.stats import RunStats, split_metric_name
 from eddy.schemas.results import Results
-from eddy.sinks.duckdb import DuckDBWriter
+from eddy.sinks.duckdb import DuckDBWriter, WriteFailed
 
 __all__ = ["DuckDBSink", "metrics_rows"]
 
@@ -30,11 +32,15 @@ PART = "duckdb"
 
 
 def metrics_rows(run_id: str, stats: RunStats, ts_ms: int, step: str = "pipeline") -> dict:
-    """The current counters and latency quantiles as ``metrics`` table columns."""
-    counters, hist = stats.view()
+    """The current counters, and the latency quantiles of the interval since the previous
+    call (``RunStats.take_interval``), as ``metrics`` table columns. An interval in which no
+    event became readable has no latency rows (rather than NaN, which ``max()`` in SQL
+    would return over any range that holds one)."""
+    counters, _ = stats.view()
+    hist = stats.take_interval()
     qualified = sorted(counters)
     values = [float(counters[n]) for n in qualified]
-    for q in (0.5, 0.95, 0.99):
+    for q in (0.5, 0.95, 0.99) if hist.total else ():
         qualified.append(f"{PART}.latency_p{round(q * 100)}_ms")  # ingest -> readable here
         values.append(hist.quantile(q))
     steps, names = zip(*(split_metric_name(n, step) for n in qualified), strict=True)
@@ -54,8 +60,10 @@ class _Partition(StatefulSinkPartition[Results, None]):
     DuckDB releases the GIL while it inserts, so the writer thread's inserts overlap with the
     dataflow's work on the other core. ``write_batch`` only appends (and waits when four
     buffers' worth are pending: backpressure); Bytewax's epoch ``snapshot`` and ``close``
-    wait until everything handed over is in the file. A failed write is raised in the worker
-    at its next call: it fails the run, it is never dropped.
+    wait until everything handed over is in the file. After a failed write nothing more is
+    written, and the failure is never dropped: either the run stops itself and reports it
+    (the file failed and someone registered ``DuckDBWriter.on_failure``), or it is raised in
+    the worker at its next call, once.
     """
 
     def __init__(
@@ -85,6 +93,7 @@ class _Partition(StatefulSinkPartition[Results, None]):
         self._flush_now = False
         self._closed = False
         self._error: BaseException | None = None
+        self._raised = False  # the error went up the worker once
         self._cv = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="eddy-duckdb-writer", daemon=True)
         self._thread.start()
@@ -92,6 +101,8 @@ class _Partition(StatefulSinkPartition[Results, None]):
     def write_batch(self, values: list[Results]) -> None:
         with self._cv:
             self._raise_failure()
+            if self._error is not None:
+                return  # the run is stopping on the file's failure: nothing can be written
             if not self._buf:
                 self._since = time.monotonic()
             self._buf.extend(values)
@@ -120,8 +131,10 @@ class _Partition(StatefulSinkPartition[Results, None]):
                 batch, self._buf, self._rows = self._buf, [], 0
                 self._flush_now = False
                 self._busy = True
+                failed = self._error is not None
             try:
-                self._write(batch)
+                if not failed:  # after a failure the batch is dropped: the run fails anyway
+                    self._write(batch)
             except BaseException as e:  # surfaced in the worker thread
                 with self._cv:
                     self._error = e
@@ -141,31 +154,56 @@ class _Partition(StatefulSinkPartition[Results, None]):
             self._stats.counters.update(merged.gauges)
             if merged.ingest:  # end to end: read -> its results readable in DuckDB
                 read_ms, events = np.array(merged.ingest, dtype=np.float64).T
-                self._stats.latency.add(np.repeat(now_ms - read_ms, events.astype(np.int64)))
+                self._stats.add_latency(now_ms - read_ms, events)
         if self._on_write is not None:
             self._on_write(merged)
+        # a long run's upkeep between batches: retention deletes and regular checkpoints
+        expired, checkpoint_s = self._writer.maintain()
+        if expired or checkpoint_s is not None:
+            with self._stats.lock:
+                if expired:
+                    self._stats.add(f"{PART}.expired_rows", expired)
+                if checkpoint_s is not None:
+                    self._stats.add(f"{PART}.checkpoints")
+                    self._stats.add(f"{PART}.checkpoint_ms", round(checkpoint_s * 1000, 1))
         if time.monotonic() - self._last_metrics >= 1.0:
             self._last_metrics = time.monotonic()
             rows = metrics_rows(self._run_id, self._stats, int(time.time() * 1000))
             self._writer.write("metrics", rows)
 
-    def _raise_failure(self) -> None:
-        if self._error is not None:
-            raise RuntimeError(f"DuckDB sink: writing to {self._writer!r} failed") from self._error
+    def _raise_failure(self, committing: bool = False) -> None:
+        """Raise the writer thread's error in the worker, once: a second raise would come
+        from ``close``, which Bytewax calls while unwinding the first, and a Python error
+        there aborts the process (a Rust panic inside a panic).
 
-    def _drain(self) -> None:
+        Not raised when the file failed and the run stops itself on it (``on_failure``): an
+        error raised inside a Bytewax sink is a Rust panic with pages of backtrace, and the run
+        reports the failure in one line. Except when ``committing`` an epoch's snapshot: with
+        recovery on, the snapshot must not be committed for results not in the file."""
+        e = self._error
+        if e is None or self._raised:
+            return
+        stopping = isinstance(e, WriteFailed) and self._writer.failure_hooked
+        if stopping and not committing:
+            return
+        self._raised = True
+        if isinstance(e, WriteFailed):
+            raise e
+        raise RuntimeError(f"DuckDB sink: writing to {self._writer!r} failed") from e
+
+    def _drain(self, committing: bool = False) -> None:
         with self._cv:
             self._flush_now = True
             self._cv.notify_all()
             while (self._buf or self._busy) and self._error is None:
                 self._cv.wait()
-            self._raise_failure()
+            self._raise_failure(committing)
 
     def snapshot(self) -> None:
         # an epoch ends: with recovery, what it produced must be in the file before the
         # snapshot commits; without, waiting would only stall the worker once per epoch
         if self._drain_on_snapshot:
-            self._drain()
+            self._drain(committing=True)
         return None
 
     def close(self) -> None:

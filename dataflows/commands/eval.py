@@ -212,11 +212,15 @@ def _run_incidents(args: argparse.Namespace) -> int:
     except ValueError as e:  # the simulator refused its options
         raise UsageError(str(e)) from None
     print("\n".join(report.lines()))
-    if not any(r.incidents for r in report.reports):
-        print("no incident was scored: more --events, a shorter --warmup, or a simulator option")
+    if not any(r.scored for r in report.reports):
+        print(
+            "warning: no incident was scored (the run is too short for the warm-up, or none "
+            "was injected): more --events, a shorter --warmup, or a simulator option"
+        )
     if args.json is not None:
+        text = json.dumps(report.as_dict(), indent=2, allow_nan=False)  # null, never NaN
         try:
-            args.json.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+            args.json.write_text(text + "\n", encoding="utf-8")
         except OSError as e:
             raise UsageError(f"--json {args.json}: cannot write: {e}") from None
         print(f"report written to {args.json}")

@@ -57,6 +57,17 @@ def add_parser(sub: Any) -> None:
         metavar="PORT",
         help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port)",
     )
+    p.add_argument(
+        "--retention",
+        metavar="DURATION",
+        help="delete result rows older than this as the run goes, e.g. 1h (default: the "
+        "spec's [pipeline] retention; none: keep everything)",
+    )
+    p.add_argument(
+        "--duckdb-memory-limit",
+        metavar="SIZE",
+        help="most memory DuckDB may hold, e.g. 512MB (default 256MB)",
+    )
     k = p.add_argument_group("kafka, recovery and scale-out")
     k.add_argument("--until-end", action="store_true", help="kafka: stop at the topics' end")
     k.add_argument(
@@ -103,19 +114,32 @@ def load_pipeline(path: str | None) -> Any:
 _Rule = tuple[Callable[[argparse.Namespace, Any], bool], str]
 _RULES: tuple[_Rule, ...] = (
     (lambda a, s: a.processes < 1, "--processes: expected a number >= 1"),
-    (lambda a, s: a.snapshot_interval <= 0, "--snapshot-interval: expected seconds > 0"),
+    (  # NaN and inf pass a "<= 0" test, then fail in Bytewax's timedelta
+        lambda a, s: not 0 < a.snapshot_interval <= 86_400,
+        "--snapshot-interval: expected seconds > 0, at most 86400 (a day)",
+    ),
     (
         lambda a, s: a.forever and (a.events is not None or a.seconds is not None),
         "--forever cannot be combined with --events or --seconds",
     ),
-    (lambda a, s: a.events is not None and a.events < 0, "--events: expected a number >= 0"),
+    # a simulator takes 0 events as "no end": --events 0 would run until Ctrl-C
+    (
+        lambda a, s: a.events is not None and a.events < 1,
+        "--events: expected a number >= 1 (--forever runs without end)",
+    ),
     (
         lambda a, s: a.batch_size is not None and a.batch_size < 1,
         "--batch-size: expected a number >= 1",
     ),
     (lambda a, s: a.seconds is not None and not a.seconds > 0, "--seconds: expected a number > 0"),
-    (lambda a, s: a.speed is not None and not a.speed > 0, "--speed: expected a number > 0"),
-    (lambda a, s: a.seed is not None and a.seed < 0, "--seed: expected a number >= 0"),
+    (  # event time runs speed x wall time ahead: a huge factor overflows the simulator
+        lambda a, s: a.speed is not None and not 0 < a.speed <= 1e6,
+        "--speed: expected a number > 0, at most 1000000 (without --speed: as fast as it goes)",
+    ),
+    (
+        lambda a, s: a.seed is not None and not 0 <= a.seed < 2**63,
+        "--seed: expected a number from 0 to 2**63 - 1 (as [pipeline] seed)",
+    ),
     (
         lambda a, s: (
             a.addresses is not None
@@ -180,6 +204,8 @@ def _options(args: argparse.Namespace) -> Any:
             raise UsageError(message)
     if args.seed is not None:
         spec = replace(spec, seed=args.seed, simulator=_with(spec.simulator, "seed", args.seed))
+    if args.retention is not None:
+        spec = replace(spec, retention_ms=_retention(args.retention))
     sources = _sources(args, spec)
     opts = RunOptions(
         spec=spec,
@@ -195,6 +221,7 @@ def _options(args: argparse.Namespace) -> Any:
         recovery=args.recovery,
         snapshot_interval_s=args.snapshot_interval,
         topic_prefix=args.topic_prefix,
+        duckdb_memory_limit=_memory_limit(args.duckdb_memory_limit),
     )
     kinds = {opts.source_of(s.name).split(":", 1)[0] for s in spec.streams}
     _check_run(args, opts, kinds)
@@ -212,6 +239,32 @@ def _options(args: argparse.Namespace) -> Any:
     if opts.processes > 1 and "simulator" in kinds:
         raise UsageError("--processes: a simulator runs in one process; feed a cluster from Kafka")
     return opts
+
+
+def _retention(value: str) -> int:
+    from eddy.dataflows.cli import UsageError
+    from eddy.schemas.durations import parse_duration
+
+    try:
+        ms = parse_duration(value)
+    except ValueError as e:
+        raise UsageError(f"--retention: {e}") from None
+    if ms <= 0:
+        raise UsageError(f"--retention: expected a duration > 0, got {value!r}")
+    return ms
+
+
+def _memory_limit(value: str | None) -> str | None:
+    import re
+
+    from eddy.dataflows.cli import UsageError
+    from eddy.sinks.duckdb import SIZE_RE
+
+    if value is not None and not re.fullmatch(SIZE_RE, value, flags=re.IGNORECASE):
+        raise UsageError(
+            f"--duckdb-memory-limit: expected a size such as 512MB or 2GB, got {value!r}"
+        )
+    return value
 
 
 def _with(params: tuple[tuple[str, Any], ...], key: str, value: Any) -> tuple[tuple[str, Any], ...]:
@@ -266,7 +319,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from eddy.dataflows.status import StatusPrinter, format_summary
     from eddy.operators.stats import RunStats
-    from eddy.sinks.duckdb import SchemaMismatch
+    from eddy.sinks.duckdb import SchemaMismatch, WriteFailed
     from eddy.sinks.query_server import QueryServer
 
     try:
@@ -303,8 +356,11 @@ def _run(args: argparse.Namespace) -> int:
     status = None
     if not args.quiet:
         status = StatusPrinter(stats, lambda: None if sim is None else sim.scoreboard()).start()
+    result = None
     try:
         result = run_pipeline(opts, stop=stop, writer=writer, stats=stats, sim=sim)
+    except WriteFailed:
+        pass  # in writer.failure, reported below once everything is shut down
     finally:
         if status is not None:
             status.stop()
@@ -313,6 +369,11 @@ def _run(args: argparse.Namespace) -> int:
             metrics.stop()
         writer.close()
         signal.signal(signal.SIGINT, previous)
+    if writer.failure is not None or result is None:
+        # a runtime failure, not bad input: exit 1 (the last checkpoint can fail too)
+        sys.stdout.flush()
+        print(f"eddy run: error: {writer.failure}", file=sys.stderr)
+        return 1
     print(format_summary(result, opts.db, opts.spec))
     sys.stdout.flush()
     return 0

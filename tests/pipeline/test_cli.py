@@ -41,6 +41,16 @@ ENGINE_ERRORS = [
         'placement = "string"\nmood = "string"',
         "streams.requests.fields.mood",
     ),
+    # TOML integers are 64-bit; a larger one overflowed in numba at the end of the input
+    ('bucket = "1s"', 'bucket = "1s", warmup = 99999999999999999999', "detect[0].params.warmup"),
+    ("events = 120000", "events = 99999999999999999999", "simulator.events"),
+    # River's model divided by zero once its first window was full
+    (
+        'detector = "rates"\nparams = { bucket = "1s", alert = { filled = "drop 50%", revenue = '
+        '"drop 50%", latency_ms = "rise 100%", error = "rise 0.1" } }',
+        'detector = "river:anomaly.HalfSpaceTrees"\nparams = { n_trees = 0 }',
+        "detect[0].params",
+    ),
 ]
 
 
@@ -66,6 +76,15 @@ def test_check_refuses_what_the_engine_cannot_run(
         ["run", "--source", "jsonl:/nonexistent.jsonl"],
         ["run", "--source", "nostream=jsonl:/tmp/x"],
         ["run", "--events", "-5"],
+        ["run", "--events", "0", "--seconds", "30"],  # 0 events: a simulator without end
+        ["run", "--seed", "-1"],
+        ["run", "--seed", str(2**63)],
+        ["run", "--snapshot-interval", "nan", "--events", "2000"],
+        ["run", "--snapshot-interval", "inf", "--events", "2000"],
+        ["run", "--snapshot-interval", "0"],
+        ["run", "--speed", "0"],
+        ["run", "--speed", "inf", "--events", "2000"],
+        ["run", "--speed", "1e308", "--events", "2000"],
         ["run", "--forever", "--events", "10"],
         ["run", "--seconds", "abc"],
         ["run", "--frobnicate"],

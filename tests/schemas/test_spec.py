@@ -122,6 +122,23 @@ BAD = [
     pytest.param(('arm_features = ["cdn_health.startup_ms_mean_2m"]', 'arm_features = ["cdn_health.nope"]'), "decide[0].context.arm_features[0]", "no column 'nope'", id="feature-ref"),
     pytest.param(('join = "session_id"', 'join = "sid"'), "decide[0].reward.join", "declares no field 'sid'", id="join"),
     pytest.param(('id = "session_id"\n', ""), "streams.sessions.id", "needs an id field", id="decision-id"),
+    # values that parse but the engine cannot run
+    pytest.param(('tumbling = ["1m"]', 'tumbling = ["0s"]'), "features[0].tumbling[0]", "duration > 0", id="zero-window"),
+    pytest.param(('trailing = ["10s", "2m"]', 'trailing = ["10s", "0.5ms"]'), "features[0].trailing[1]", "duration > 0", id="sub-ms-window"),
+    pytest.param(('session_gap = "30s"', 'session_gap = "0s"'), "features[0].session_gap[0]", "duration > 0", id="zero-session-gap"),
+    pytest.param(('ttl = "1m"', 'ttl = "0s"'), "decide[0].reward.ttl", "duration > 0", id="zero-ttl"),
+    pytest.param(('allowed_lateness = "2s"', 'allowed_lateness = "-2s"'), "time.allowed_lateness", "duration", id="negative-lateness"),
+    pytest.param(('allowed_lateness = "2s"', "allowed_lateness = -5"), "time.allowed_lateness", "duration", id="negative-int-lateness"),
+    pytest.param(('sliding = [["5m", "1m"]]', 'sliding = [["5m", "90s"]]'), "features[0].sliding[0]", "multiple of the slide", id="slide-not-dividing"),
+    pytest.param(('sliding = [["5m", "1m"]]', 'sliding = [["1m", "5m"]]'), "features[0].sliding[0][1]", "no longer than the size", id="slide-longer-than-size"),
+    pytest.param(('sliding = [["5m", "1m"]]', 'sliding = [["1h", "1ms"]]'), "features[0].sliding[0]", "windows per event", id="too-many-sliding-windows"),
+    pytest.param(('sliding = [["5m", "1m"]]', 'sliding = [["5m", "1m"], ["300s", "60s"]]'), "features[0].sliding[1]", "listed twice", id="duplicate-sliding"),
+    pytest.param(('session_gap = "30s"', 'session_gap = ["30s", "30000ms"]'), "features[0].session_gap[1]", "listed twice", id="duplicate-session-gap"),
+    pytest.param(('trailing = ["10s", "2m"]', 'trailing = ["2m", "2m"]'), "features[0].trailing[1]", "listed twice", id="duplicate-trailing"),
+    pytest.param(('tumbling = ["1m"]', 'tumbling = ["1m", "60s"]'), "features[0].tumbling[1]", "listed twice", id="duplicate-tumbling"),
+    pytest.param(('tumbling = ["1m"]', 'tumbling = ["999999999999d"]'), "features[0].tumbling[0]", "at most", id="window-beyond-int64"),
+    pytest.param(('ttl = "1m"', f'ttl = "{"9" * 400}d"'), "decide[0].reward.ttl", "at most", id="ttl-beyond-float"),
+    pytest.param(('cooldown = "30s"', "cooldown = 99999999999999999999"), "detect[0].cooldown", "at most", id="cooldown-beyond-int64"),
 ]  # fmt: skip
 
 
