@@ -310,6 +310,9 @@ def _stream(parent: _Table, name: str) -> StreamSpec:
     source = t.need("source", check_source)
     time_field = t.need("time", _name)
     id_field = t.get("id", _name, None)
+    id_type = t.get("id_type", _choice("string", "int"), "string")
+    if id_field is None and "id_type" in t.raw:
+        raise SpecError(f"key '{t.key('id_type')}': there is no 'id' for it to type")
     ftab = t.sub("fields")
     fields = tuple(_field(ftab, f) for f in ftab.raw)
     ftab.done()
@@ -323,7 +326,9 @@ def _stream(parent: _Table, name: str) -> StreamSpec:
             )
     if id_field is not None and id_field == time_field:
         raise SpecError(f"key '{t.key('id')}': the id and time fields must differ")
-    return StreamSpec(name=name, source=source, time=time_field, fields=fields, id=id_field)
+    return StreamSpec(
+        name=name, source=source, time=time_field, fields=fields, id=id_field, id_type=id_type
+    )
 
 
 def _field(parent: _Table, name: str) -> FieldSpec:

@@ -153,6 +153,16 @@ def test_each_kind_of_mistake_is_one_line_naming_the_key(
     assert key in msg and phrase in msg, msg
 
 
+def test_an_id_may_be_declared_an_integer() -> None:
+    spec = loads_spec(GOOD.replace('id = "session_id"', 'id = "session_id"\nid_type = "int"'))
+    assert spec.stream("sessions").id_type == "int"
+    assert loads_spec(GOOD).stream("sessions").id_type == "string"
+    with pytest.raises(SpecError, match=r"streams.sessions.id_type': expected one of string, int"):
+        loads_spec(GOOD.replace('id = "session_id"', 'id = "session_id"\nid_type = "uuid"'))
+    with pytest.raises(SpecError, match=r"streams.playback.id_type': there is no 'id'"):
+        loads_spec(GOOD.replace("[streams.playback]", '[streams.playback]\nid_type = "int"'))
+
+
 def test_a_spec_with_no_stage_is_refused() -> None:
     text = '[streams.s]\nsource = "jsonl:x"\ntime = "t"\nfields = { v = "float" }\n'
     with pytest.raises(SpecError, match="nothing to compute"):
