@@ -304,6 +304,9 @@ def _run(args: argparse.Namespace) -> int:
     if opts.processes > 1 and opts.addresses is None:
         return _run_local_cluster(args, opts)
     from eddy.dataflows.runner import idle_streams, make_run_simulator, open_writer, run_pipeline
+    from eddy.warmup import ensure_compiled
+
+    ensure_compiled()  # before any input is read: compile time stays out of the latency
 
     for stream in idle_streams(opts) if opts.process_id == 0 else ():
         print(

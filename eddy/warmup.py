@@ -1,0 +1,109 @@
+"""Compile eddy's numba kernels before a user's first run: ``python -m eddy.warmup``.
+
+The kernels are compiled on first call and cached on disk (``@njit(cache=True)``, next to their
+modules). Without this step the first ``eddy run`` spends tens of seconds compiling at 0
+events/s, and its latency figures include that time. ``make install`` runs it once: it plays
+the shipped examples through the engine, plus variants of the reference spec that reach the
+kernels no example uses (every policy, session windows, every aggregation, reward drift on
+and off), so
+every kernel is compiled for the argument types a run passes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from eddy.schemas.spec import AGGREGATIONS, PipelineSpec, Window
+
+__all__ = ["compile_kernels", "ensure_compiled", "main", "warm_specs"]
+
+_EVENTS = 3_000  # enough for every detector and window to get past its warm-up
+
+
+def warm_specs() -> list[PipelineSpec]:
+    """The shipped examples and the variants that cover the remaining kernels."""
+    import eddy.examples
+    from eddy.schemas.spec_load import load_spec
+
+    folder = Path(eddy.examples.__file__).parent
+    specs = [load_spec(p) for p in sorted(folder.glob("*.toml"))]
+    reference = next(s for s in specs if s.name == "adserving")
+    d = reference.decide[0]
+    for policy in ("lints", "epsilon_greedy"):
+        specs.append(replace(reference, decide=(replace(d, policy=policy, params=()),)))
+    # the ensemble on the reference's simulator too: an installed package has no NAB data
+    ensemble = tuple(replace(x, detector="ensemble", params=()) for x in reference.detect)
+    specs.append(replace(reference, detect=ensemble))
+    f = reference.features[0]
+    specs.append(
+        replace(
+            reference,
+            features=(
+                replace(f, aggregations=AGGREGATIONS, session_gap=(Window.of(5_000),)),
+                *reference.features[1:],
+            ),
+            decide=(replace(d, drift=not d.drift),),
+        )
+    )
+    return specs
+
+
+_STAMP = Path(__file__).resolve().parent / ".kernels-compiled"
+
+
+def _stamp() -> str:
+    """What the compiled kernels depend on: every module that defines one, and the versions."""
+    import numba
+
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256(f"{numba.__version__} {platform.python_version()}".encode())
+    for path in sorted(root.glob("*/**/*.py")):
+        text = path.read_bytes()
+        if b"@njit" in text:
+            h.update(str(path.relative_to(root)).encode() + b"\0" + text)
+    return h.hexdigest()
+
+
+def compile_kernels() -> float:
+    """Play every warm-up spec through the engine; the seconds it took."""
+    from eddy.benchmarks.closed_loop import SimFeed, play, spec_simulator
+
+    start = time.perf_counter()
+    for spec in warm_specs():
+        try:
+            feed = SimFeed(spec, spec_simulator(spec, events=_EVENTS))
+        except (OSError, ValueError):  # an example whose data is not installed
+            continue
+        for _ in play(feed, batch=500):
+            pass
+    with contextlib.suppress(OSError):  # a read-only install: each run compiles, and says so
+        _STAMP.write_text(_stamp())
+    return time.perf_counter() - start
+
+
+def ensure_compiled() -> None:
+    """Compile the kernels now, saying so, unless the stamp shows they already are."""
+    try:
+        if _STAMP.read_text() == _stamp():
+            return
+    except OSError:
+        pass
+    print("eddy: compiling numba kernels (once after an install or upgrade)...", file=sys.stderr)
+    took = compile_kernels()
+    print(f"eddy: kernels compiled in {took:.0f} s; starting", file=sys.stderr)
+
+
+def main() -> int:
+    took = compile_kernels()
+    print(f"eddy: numba kernels compiled and cached in {took:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
