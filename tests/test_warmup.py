@@ -1,0 +1,43 @@
+"""The kernels compile at install; a run whose kernels are stale compiles first and says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eddy import warmup
+
+
+def test_a_stale_stamp_compiles_before_the_run_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(warmup, "_STAMP", tmp_path / "stamp")
+    monkeypatch.setattr(warmup, "compile_kernels", lambda: calls.append(1) or 2.0)
+    warmup.ensure_compiled()  # no stamp at all: compile
+    assert calls == [1] and "compiling numba kernels" in capsys.readouterr().err
+    (tmp_path / "stamp").write_text(warmup._stamp())
+    warmup.ensure_compiled()  # the stamp matches: nothing to do, nothing said
+    assert calls == [1] and capsys.readouterr().err == ""
+    (tmp_path / "stamp").write_text("an older kernel")
+    warmup.ensure_compiled()
+    assert calls == [1, 1]
+
+
+def test_the_stamp_covers_every_kernel_module() -> None:
+    root = Path(warmup.__file__).resolve().parent
+    kernels = [p for p in root.glob("*/**/*.py") if b"@njit" in p.read_bytes()]
+    assert len(kernels) >= 10  # the symlinked folders are followed
+    assert any(p.name == "median_mad.py" for p in kernels)
+
+
+def test_every_warm_up_spec_is_a_valid_pipeline() -> None:
+    from eddy.dataflows.plan import check_engine
+
+    specs = warmup.warm_specs()
+    policies = {d.policy for s in specs for d in s.decide}
+    assert policies == {"linucb", "lints", "epsilon_greedy"}
+    assert {x.detector for s in specs for x in s.detect} >= {"ensemble", "rates"}
+    for spec in specs:
+        check_engine(spec)
