@@ -4,6 +4,7 @@
         -> decode (stateless: RawBatch -> EventBatch + dead letters; schemas.decode)
         -> engine (stateful_batch: operators.engine.PipelineEngine behind a start-up gate)
         -> DuckDB (one writer) [+ Kafka topics] [+ the simulator's feedback]
+           DuckDB's per-second metrics rows -> [the Kafka metrics topic]
 
 Only wiring lives here: the logic is in ``operators/``, the I/O in ``sources/`` and ``sinks/``.
 Input partitions are numbered ``1000 * <stream index> + <partition>``, so every stream keeps
@@ -34,6 +35,7 @@ from eddy.schemas.spec import PipelineSpec
 from eddy.schemas.topics import output_topics
 from eddy.sinks.duckdb import DuckDBWriter
 from eddy.sinks.duckdb_sink import DuckDBSink
+from eddy.sinks.kafka import KafkaTablePublisher
 from eddy.sinks.kafka_fenced import FencedKafkaResultsSink
 from eddy.sources.jsonl import JsonlSource
 from eddy.sources.kafka import KafkaSource, parse_kafka_spec, partitions_with_data
@@ -48,6 +50,7 @@ _SHARD = "engine"
 # whatever its size, so fewer, larger batches (benchmarks/kafka_latency.py).
 _KAFKA_LINGER_S = 0.02
 _KAFKA_FENCE_FILE = "kafka-fence-starts.json"  # in the recovery directory
+_KAFKA_PARTITIONS = 3  # of the output topics eddy creates
 
 
 class _EngineLogic(StatefulBatchLogic[Any, Results, bytes]):
@@ -163,6 +166,17 @@ def build_flow(
 
     results = op.key_rm("unshard", op.stateful_batch("engine", keyed, logic))
     everything = op.merge("results", decoded.errs, results)
+    topics = output_topics(spec.topics, opts.topic_prefix)
+    # the DuckDB sink computes the metrics rows (once a second) and hands each batch to Kafka
+    metrics_out = None
+    if opts.kafka_out:
+        metrics_out = KafkaTablePublisher(
+            opts.kafka_out,
+            "metrics",
+            topics=topics,
+            create_partitions=_KAFKA_PARTITIONS,
+            linger_ms=1,
+        )
     op.output(
         "duckdb",
         op.key_on("to_duckdb", everything, lambda _: "duckdb"),
@@ -173,13 +187,14 @@ def build_flow(
             local=writer is not None or open_writer is not None,
             drain_on_snapshot=keep_state,
             open_writer=open_writer,
+            on_metrics=metrics_out,
         ),
     )
     if opts.kafka_out:
         sink = FencedKafkaResultsSink(
             opts.kafka_out,
-            topics=output_topics(spec.topics, opts.topic_prefix),
-            create_partitions=3,
+            topics={t: name for t, name in topics.items() if t != "metrics"},
+            create_partitions=_KAFKA_PARTITIONS,
             local=opts.process_id == 0,
             flush_on_snapshot=keep_state,
             start_file=Path(opts.recovery) / _KAFKA_FENCE_FILE if opts.recovery else None,

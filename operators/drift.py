@@ -338,15 +338,3 @@ class DriftMonitor:
             st = _Stream(list(keys), {k: i for i, k in enumerate(keys)}, fs.copy(), ns.copy())
             mon._streams[name] = st
         return mon
-
-    def state_of(self, stream: str, key: str) -> dict[str, float]:
-        """Reference mean, std, CUSUM sums and sample count of one key (for dashboards)."""
-        st = self._streams[stream]
-        k = st.index[key]
-        return {
-            "mean": float(st.fs[k, _MEAN]),
-            "std": float(np.sqrt(st.fs[k, _VAR])),
-            "g_up": float(st.fs[k, _GPOS]),
-            "g_down": float(st.fs[k, _GNEG]),
-            "n": int(st.ns[k, _N]),
-        }

@@ -35,7 +35,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import numpy as np
@@ -53,6 +53,7 @@ __all__ = [
     "BatchError",
     "DuckDBWriter",
     "SchemaMismatch",
+    "Upkeep",
     "WriteFailed",
     "retention_clock",
     "to_arrow",
@@ -73,9 +74,10 @@ DEFAULT_CHECKPOINT_THRESHOLD = "64MB"
 # the file and spills query intermediates to <db>.tmp. DuckDB's own default, 80% of RAM, lets its
 # cache grow with the file for the whole run.
 DEFAULT_MEMORY_LIMIT = "256MB"
-# A retention pass deletes at most this many rows per table per statement: deleting a row costs
-# an index update, and the pass holds the writer meanwhile (a backlog is worked off over passes).
-_EXPIRE_ROWS = 20_000
+# A retention pass deletes at most this many rows per table: deleting a row updates its
+# primary-key index, and the pass holds the writer thread, so a second's worth of rows is
+# deleted over a few flushes rather than in one long pause (a backlog continues at the next one).
+_EXPIRE_ROWS = 5_000
 #: a size DuckDB settings take: "256MB", "1.5GB", "512MiB"
 SIZE_RE = r"\d+(\.\d+)?\s*[KMGT]i?B"
 
@@ -207,6 +209,15 @@ def to_arrow(table: str | Table, columns: Mapping[str, Any]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+class Upkeep(NamedTuple):
+    """What one :meth:`DuckDBWriter.maintain` did: rows deleted by retention and the seconds
+    that took, and the seconds its checkpoint took (None: no checkpoint)."""
+
+    deleted: int
+    delete_s: float
+    checkpoint_s: float | None
+
+
 class DuckDBWriter:
     """Owns one DuckDB file: creates every table, inserts batches idempotently, serves reads.
 
@@ -265,6 +276,12 @@ class DuckDBWriter:
             self._con.execute(f"SET checkpoint_threshold = '{checkpoint_threshold}'")
         if memory_limit is not None:  # before the query endpoint locks the configuration
             self._con.execute(f"SET memory_limit = '{memory_limit}'")
+        # No vacuum at checkpoints: DuckDB's vacuum merges the small row groups that frequent
+        # checkpoints leave and rewrites partly deleted ones, a pause of the writer that grows
+        # with the table (docs/benchmarks.md#long-runs). Without it a checkpoint writes what is
+        # new; retention deletes the oldest rows first, so the row groups it empties are dropped
+        # whole and their space is reused all the same.
+        self._con.execute("SET max_vacuum_tasks = 0")
         # retention: table -> (its time column, "event" or "wall" clock); see expire()
         self._clocks = {n: c for n, t in self.tables.items() if (c := retention_clock(t))}
         self._newest_event_ms: int | None = None
@@ -514,25 +531,26 @@ class DuckDBWriter:
                     self._dirty = True
         return deleted
 
-    def maintain(self) -> tuple[int, float | None]:
+    def maintain(self) -> Upkeep:
         """What a long run's writer calls between batches: :meth:`expire` every
         ``expire_every_s`` (at once again while a backlog is left), then a checkpoint every
-        ``checkpoint_every_s`` when something changed. Returns (rows deleted, seconds the
-        checkpoint took or None)."""
+        ``checkpoint_every_s`` when something changed."""
         now = time.monotonic()
-        deleted = 0
+        deleted, delete_s = 0, 0.0
         due = self._expire_backlog or now - self._last_expire >= self.expire_every_s
         if self.retention_ms is not None and due:
             self._last_expire = now
+            t0 = time.perf_counter()
             counts = self.expire()
+            delete_s = time.perf_counter() - t0
             self._expire_backlog = any(n >= _EXPIRE_ROWS for n in counts.values())
             deleted = sum(counts.values())
         every = self.checkpoint_every_s
         if every is None or not self._dirty or time.monotonic() - self._last_checkpoint < every:
-            return deleted, None
+            return Upkeep(deleted, delete_s, None)
         t0 = time.perf_counter()
         self.checkpoint()
-        return deleted, time.perf_counter() - t0
+        return Upkeep(deleted, delete_s, time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ reads
     def _take_cursor(self) -> duckdb.DuckDBPyConnection:

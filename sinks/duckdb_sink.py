@@ -43,7 +43,8 @@ def metrics_rows(run_id: str, stats: RunStats, ts_ms: int, step: str = "pipeline
     for q in (0.5, 0.95, 0.99) if hist.total else ():
         qualified.append(f"{PART}.latency_p{round(q * 100)}_ms")  # ingest -> readable here
         values.append(hist.quantile(q))
-    steps, names = zip(*(split_metric_name(n, step) for n in qualified), strict=True)
+    split = [split_metric_name(n, step) for n in qualified]  # empty before anything counted
+    steps, names = [s for s, _ in split], [m for _, m in split]
     n = len(names)
     return {
         "run_id": np.full(n, run_id, dtype=object),
@@ -76,8 +77,10 @@ class _Partition(StatefulSinkPartition[Results, None]):
         max_delay_s: float,
         drain_on_snapshot: bool,
         close_writer: bool = False,
+        on_metrics: Callable[[dict], None] | None = None,
     ) -> None:
         self._writer = writer
+        self._on_metrics = on_metrics
         self._close_writer = close_writer
         self._drain_on_snapshot = drain_on_snapshot
         self._stats = stats
@@ -158,18 +161,21 @@ class _Partition(StatefulSinkPartition[Results, None]):
         if self._on_write is not None:
             self._on_write(merged)
         # a long run's upkeep between batches: retention deletes and regular checkpoints
-        expired, checkpoint_s = self._writer.maintain()
-        if expired or checkpoint_s is not None:
+        upkeep = self._writer.maintain()
+        if upkeep.deleted or upkeep.checkpoint_s is not None:
             with self._stats.lock:
-                if expired:
-                    self._stats.add(f"{PART}.expired_rows", expired)
-                if checkpoint_s is not None:
+                if upkeep.deleted:
+                    self._stats.add(f"{PART}.expired_rows", upkeep.deleted)
+                    self._stats.add(f"{PART}.expire_ms", round(upkeep.delete_s * 1000, 1))
+                if upkeep.checkpoint_s is not None:
                     self._stats.add(f"{PART}.checkpoints")
-                    self._stats.add(f"{PART}.checkpoint_ms", round(checkpoint_s * 1000, 1))
+                    self._stats.add(f"{PART}.checkpoint_ms", round(upkeep.checkpoint_s * 1000, 1))
         if time.monotonic() - self._last_metrics >= 1.0:
             self._last_metrics = time.monotonic()
             rows = metrics_rows(self._run_id, self._stats, int(time.time() * 1000))
             self._writer.write("metrics", rows)
+            if self._on_metrics is not None:  # the same rows to Kafka (<prefix>.metrics)
+                self._on_metrics(rows)
 
     def _raise_failure(self, committing: bool = False) -> None:
         """Raise the writer thread's error in the worker, once: a second raise would come
@@ -226,7 +232,8 @@ class DuckDBSink(FixedPartitionedSink[Results, None]):
     passes ``local=True`` (and a writer, or ``open_writer`` to open one when the partition is
     built and close it when the dataflow ends), so the partition, and the file, has one writer.
     ``drain_on_snapshot=False`` (runs without recovery) lets an epoch end without waiting
-    for the writer; ``close`` still waits for everything.
+    for the writer; ``close`` still waits for everything. ``on_metrics`` gets each ``metrics``
+    batch once it is in the file (in the writer thread; what it raises fails the sink).
     """
 
     def __init__(
@@ -241,8 +248,10 @@ class DuckDBSink(FixedPartitionedSink[Results, None]):
         max_delay_s: float = 0.1,
         drain_on_snapshot: bool = True,
         open_writer: Callable[[], DuckDBWriter] | None = None,
+        on_metrics: Callable[[dict], None] | None = None,
     ) -> None:
         self._local = local
+        self._on_metrics = on_metrics
         self._open_writer = open_writer
         self._drain_on_snapshot = drain_on_snapshot
         self._writer = writer
@@ -272,4 +281,5 @@ class DuckDBSink(FixedPartitionedSink[Results, None]):
             self._max_delay,
             self._drain_on_snapshot,
             close_writer=self._writer is None,
+            on_metrics=self._on_metrics,
         )

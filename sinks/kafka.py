@@ -15,10 +15,11 @@ remembered and raised as :class:`KafkaDeliveryError` from the next ``write_batch
 
 :func:`encode_json_rows` turns a columnar batch (numpy arrays or lists) into JSON values,
 :func:`table_records` / :func:`results_records` map result tables to their output topics (key =
-primary key), :class:`KafkaResultsSink` publishes pipeline ``Results`` directly, and
-:func:`ensure_topics` creates the output topics (the test broker does not auto-create).
-:class:`sinks.kafka_fenced.FencedKafkaResultsSink` is the recoverable variant the pipeline
-uses: flushed at every epoch end, and a replay after a crash does not publish a record twice.
+primary key), and :func:`ensure_topics` creates the output topics (the test broker does not
+auto-create). The pipeline publishes its results through
+:class:`sinks.kafka_fenced.FencedKafkaResultsSink` (flushed at every epoch end; a replay after a
+crash does not publish a record twice), and the rows of its ``metrics`` table, which the DuckDB
+sink computes, through a :class:`KafkaTablePublisher`.
 """
 
 from __future__ import annotations
@@ -46,13 +47,12 @@ from eddy.schemas.topics import OUTPUT_TOPICS
 __all__ = [
     "KafkaDeliveryError",
     "KafkaRecords",
-    "KafkaResultsSink",
     "KafkaSink",
     "KafkaSinkPartition",
+    "KafkaTablePublisher",
     "check_create_partitions",
     "encode_json_rows",
     "ensure_topics",
-    "records_from_columns",
     "results_records",
     "table_records",
 ]
@@ -157,18 +157,15 @@ def _encode_by_column(columns: Mapping[str, np.ndarray | Sequence[Any]], n: int)
     return [row % values for values in zip(*fragments, strict=True)]
 
 
-def encode_json_rows(
-    columns: Mapping[str, np.ndarray | Sequence[Any]], *, fast: bool = True
-) -> list[bytes]:
+def encode_json_rows(columns: Mapping[str, np.ndarray | Sequence[Any]]) -> list[bytes]:
     """One JSON object per row of a columnar batch (all columns of equal length).
 
     numpy values become JSON numbers/strings/booleans/arrays; NaN and infinities become
     ``null`` (JSON has neither); float16/float32 values are written with the shortest digits
     that read back as the same float32; bytes become a string (UTF-8 text as is, anything else
-    as ``"base64:<base64>"``). With ``fast`` (default) each column is encoded at once and the
-    rows are assembled from the pieces (numbers, 2-D numeric arrays and plain strings in one
-    orjson call per column, not one per row); ``fast=False`` is the row-by-row reference. Both
-    give the same bytes.
+    as ``"base64:<base64>"``). Each column is encoded at once and the rows are assembled from
+    the pieces (numbers, 2-D numeric arrays and plain strings in one orjson call per column,
+    not one per row); the tests hold it to a row-by-row reference, byte for byte.
     """
     names = list(columns)
     if not names:
@@ -182,24 +179,7 @@ def encode_json_rows(
             )
     if n == 0:
         return []
-    if fast:
-        return _encode_by_column(columns, n)
-    cols = [_row_values(columns[k]) for k in names]
-    dumps = orjson.dumps
-    return [
-        dumps(dict(zip(names, row, strict=True)), default=_default, option=_OPT)
-        for row in zip(*cols, strict=True)
-    ]
-
-
-def records_from_columns(
-    topic: str, columns: Mapping[str, np.ndarray | Sequence[Any]], key: str
-) -> KafkaRecords:
-    """A :class:`KafkaRecords` of JSON rows keyed by column ``key`` (e.g. ``decision_id``)."""
-    if key not in columns:
-        raise ValueError(f"records_from_columns key: column {key!r} not in {sorted(columns)}")
-    keys = [str(k).encode() for k in _as_list(columns[key])]
-    return KafkaRecords(topic, keys, encode_json_rows(columns))
+    return _encode_by_column(columns, n)
 
 
 def table_records(
@@ -444,46 +424,48 @@ def results_records(
     return out
 
 
-class _ResultsPartition(StatelessSinkPartition[Results]):
-    def __init__(self, inner: KafkaSinkPartition, topics: Mapping[str, str]) -> None:
-        self.inner = inner
-        self._topics = topics
+class KafkaTablePublisher:
+    """Publishes the batches of one table that are made outside the dataflow's streams.
 
-    def write_batch(self, items: list[Results]) -> None:
-        self.inner.write_batch([r for res in items for r in results_records(res, self._topics)])
+    The run's ``metrics`` rows are computed by the DuckDB sink once per wall-clock second (its
+    rows written and the end-to-end latency are known only there); ``DuckDBSink(on_metrics=)``
+    hands each batch to this callable once it is in the file, so ``<prefix>.metrics`` gets the
+    same rows as the ``metrics`` table, keyed like every published table by its primary key.
 
-    def close(self) -> None:
-        self.inner.close()
-
-
-class KafkaResultsSink(DynamicSink[Results]):
-    """Publishes pipeline :class:`~schemas.results.Results` to Kafka, next to the DuckDB sink.
-
-    Each table in ``topics`` (default ``schemas.topics.OUTPUT_TOPICS``: decisions, anomalies,
-    metrics, dead letters, drift alerts) goes to its topic as JSON rows keyed by the table's
-    primary key; other tables are not published. With ``create_partitions`` set, missing
-    topics are created with that many partitions when the sink starts. ``sink_options`` are
-    passed to :class:`KafkaSink`.
+    Each call is from one thread at a time, encodes the batch (:func:`table_records`), produces
+    it with an idempotent producer (created at the first call, which also creates the topic when
+    ``create_partitions`` is set) and waits until it is delivered: a failure raises
+    :class:`KafkaDeliveryError` in the caller, and the last batch is in Kafka when the last call
+    returns (no close to forget). ``sink_options`` are passed to :class:`KafkaSink`.
     """
 
     def __init__(
         self,
         bootstrap: str,
+        table: str,
         *,
         topics: Mapping[str, str] = OUTPUT_TOPICS,
         create_partitions: int | None = None,
         **sink_options: Any,
     ) -> None:
-        check_create_partitions("KafkaResultsSink", create_partitions)
+        check_create_partitions("KafkaTablePublisher", create_partitions)
+        if table not in topics:
+            raise ValueError(
+                f"KafkaTablePublisher table: expected one of {sorted(topics)}, got {table!r}"
+            )
         self.sink = KafkaSink(bootstrap, **sink_options)
-        self.topics = dict(topics)
+        self.table = table
+        self.topic = topics[table]
         self.create_partitions = create_partitions
+        self._part: KafkaSinkPartition | None = None
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ResultsPartition:
-        if self.create_partitions is not None:
-            wanted = dict.fromkeys(self.topics.values(), self.create_partitions)
-            ensure_topics(self.sink.bootstrap, wanted)
-        return _ResultsPartition(self.sink.build(step_id, worker_index, worker_count), self.topics)
-
-
-# -- replay-fenced output for recoverable pipelines -----------------------------------------
+    def __call__(self, columns: Mapping[str, np.ndarray | Sequence[Any]]) -> None:
+        rec = table_records(self.table, columns, {self.table: self.topic})
+        if rec is None or not len(rec):
+            return
+        if self._part is None:
+            if self.create_partitions is not None:
+                ensure_topics(self.sink.bootstrap, {self.topic: self.create_partitions})
+            self._part = self.sink.build(self.table, 0, 1)
+        self._part.write_batch([rec])
+        self._part.flush()

@@ -31,9 +31,6 @@ from eddy.sinks.kafka import (
 __all__ = ["FencedKafkaResultsSink", "published_keys"]
 
 
-_NO_FENCE = frozenset({"metrics"})  # keys carry the run id: a replay never repeats them
-
-
 class _TrackingPartition(KafkaSinkPartition):
     """A :class:`KafkaSinkPartition` that remembers, per topic partition, the offset after the
     last record it delivered there."""
@@ -231,7 +228,8 @@ class FencedKafkaResultsSink(FixedPartitionedSink[Results, dict]):
     primary keys, e.g. ``decision_id``) and drops the replay's records with those keys, once each:
     the topic keeps the first copy, records are immediately visible (no transaction to wait
     for; latency is one produce round trip), and the skip set is part of the snapshot until it
-    is used up. ``metrics`` is not fenced (its key carries the run id, never repeated).
+    is used up. The pipeline's ``metrics`` rows do not come this way (no ``Results`` carries
+    them): the DuckDB sink hands them to a :class:`~sinks.kafka.KafkaTablePublisher`.
 
     The alternative, a transactional producer committing at epoch ends and ``read_committed``
     consumers, would delay every record by up to an epoch (``--snapshot-interval``, 1 s) and
@@ -281,7 +279,7 @@ class FencedKafkaResultsSink(FixedPartitionedSink[Results, dict]):
         bootstrap = self.sink.bootstrap
         if self.create_partitions is not None:
             ensure_topics(bootstrap, dict.fromkeys(self.topics.values(), self.create_partitions))
-        fenced = [t for table, t in self.topics.items() if table not in _NO_FENCE]
+        fenced = list(self.topics.values())
         if resume_state is None:
             first = _read_starts(self.start_file)
             if first is None:

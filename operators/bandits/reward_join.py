@@ -33,8 +33,6 @@ import numpy as np
 
 __all__ = ["Expired", "Matched", "RewardJoin"]
 
-_MATCHED, _EXPIRED = 1, 2
-
 
 @dataclass(frozen=True)
 class Matched:
@@ -290,13 +288,8 @@ class RewardJoin:
     @classmethod
     def restore(cls, snap: dict[str, Any]) -> RewardJoin:
         j = cls(snap["ttl_ms"], snap["default_reward"], snap["n_features"])
-        if "tombstones" in snap:  # snapshots before the split: id -> (ts, kind)
-            tombs = snap["tombstones"].items()
-            j._matched = {d: t for d, (t, kind) in tombs if kind == _MATCHED}
-            j._expired = {d: t for d, (t, kind) in tombs if kind == _EXPIRED}
-        else:
-            j._matched = dict(snap["matched"])
-            j._expired = dict(snap["expired"])
+        j._matched = dict(snap["matched"])
+        j._expired = dict(snap["expired"])
         j._tomb_min_ts = _min_ts(j._matched, j._expired)
         n = len(snap["ids"])
         j._alloc(max(1024, 2 * n))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["P95", "quantile_sorted", "quantile_top", "select_two", "stats_exact"]
+__all__ = ["P95", "quantile_sorted", "select_two", "stats_exact"]
 
 P95 = 0.95
 
@@ -115,34 +115,3 @@ def select_two(a, n, q):  # pragma: no cover - numba
         if a[j] < nxt:
             nxt = a[j]
     return a[lo] + (h - lo) * (nxt - a[lo])
-
-
-@njit(cache=True, inline="always")
-def quantile_top(a, n, q, top):  # pragma: no cover - numba
-    """Type-7 quantile of ``a[:n]`` for a high ``q``: keeps only the ``n - floor((n-1)q)``
-    largest values (a short sorted list, ``top`` is scratch) - one pass, no reordering.
-    Falls back to :func:`select_two` when that list would be long."""
-    if n == 0:
-        return np.nan
-    h = (n - 1) * q
-    lo = int(np.floor(h))
-    r = n - lo  # we need the r largest values: a[lo] is the smallest of them
-    if r > len(top):
-        return select_two(a, n, q)
-    c = 0
-    for j in range(n):
-        x = a[j]
-        if c < r:
-            p = c
-            c += 1
-        elif x > top[r - 1]:
-            p = r - 1
-        else:
-            continue
-        while p > 0 and top[p - 1] < x:  # descending order
-            top[p] = top[p - 1]
-            p -= 1
-        top[p] = x
-    if r == 1:
-        return top[0]
-    return top[r - 1] + (h - lo) * (top[r - 2] - top[r - 1])

@@ -118,15 +118,12 @@ def test_bad_construction_and_shapes_raise() -> None:
         )
 
 
-def test_restore_reads_snapshots_with_the_older_tombstone_layout() -> None:
+def test_restore_keeps_matched_and_expired_tombstones() -> None:
     j = _join()
     _add(j, ["a", "b", "c"], [0, 100, 200])
     j.match(np.array(["b"], dtype=object), np.array([150]), np.ones(1))
     j.expire(100 + j.ttl_ms + 1)  # "a" times out
-    snap = j.snapshot()
-    old = {k: v for k, v in snap.items() if k not in ("matched", "expired")}
-    old["tombstones"] = {"b": (100, 1), "a": (0, 2)}
-    k = RewardJoin.restore(old)
+    k = RewardJoin.restore(pickle.loads(pickle.dumps(j.snapshot())))
     m = k.match(np.array(["a", "b", "c"], dtype=object), np.array([300, 300, 300]), np.ones(3))
     assert list(m.decision_ids) == ["c"]
     assert list(m.unmatched_reason) == ["expired", "duplicate outcome"]

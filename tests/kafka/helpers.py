@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import bytewax.operators as op
+import numpy as np
+import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from confluent_kafka import Consumer, TopicPartition
 
-from eddy.sinks.kafka import KafkaRecords, KafkaSink
+from eddy.sinks.kafka import KafkaRecords, KafkaSink, _default
 from eddy.sources.base import RawBatch
 from eddy.sources.kafka import KafkaSource
 
-__all__ = ["consume_all", "error_chain", "run_sink", "run_source"]
+__all__ = ["consume_all", "error_chain", "json_rows_reference", "run_sink", "run_source"]
 
 
 def error_chain(exc: BaseException) -> str:
@@ -67,3 +71,27 @@ def consume_all(
             out.append((msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value()))
     consumer.close()
     return out
+
+
+def json_rows_reference(columns: Mapping[str, np.ndarray | Sequence[Any]]) -> list[bytes]:
+    """What ``sinks.kafka.encode_json_rows`` must write, the slow and obvious way: one
+    ``orjson.dumps`` of a dict per row, float16/float32 values as float32 (shortest digits
+    that read back as the same float32). It shares the encoder's rule for single values
+    (bytes, numpy scalars: checked on their own in test_sink.py); what it checks is how the
+    encoder assembles rows from whole columns."""
+
+    def values(col: np.ndarray | Sequence[Any]) -> list[Any]:
+        if not isinstance(col, np.ndarray):
+            return list(col)
+        if col.dtype.kind == "f" and col.dtype.itemsize < 8:
+            return list(np.ascontiguousarray(col, dtype=np.float32))
+        return col.tolist()
+
+    names = list(columns)
+    cols = [values(columns[k]) for k in names]
+    return [
+        orjson.dumps(
+            dict(zip(names, row, strict=True)), default=_default, option=orjson.OPT_SERIALIZE_NUMPY
+        )
+        for row in zip(*cols, strict=True)
+    ]

@@ -7,16 +7,29 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import duckdb
 from confluent_kafka import Consumer, TopicPartition
 
+from eddy.benchmarks.kafka_events import open_loop_events, produce_records
 from tests.fixtures_kafka import ROOT
 
-__all__ = ["TopicFollower", "eddy_run_cmd", "log_tail", "query"]
+__all__ = ["TopicFollower", "eddy_run_cmd", "log_tail", "open_loop_topics", "query"]
+
+
+def open_loop_topics(
+    bootstrap: str, make_topic: Callable[..., str], n: int, seed: int, partitions: int
+) -> tuple[str, str, set[str]]:
+    """Two fresh topics of ``partitions`` partitions holding ``n`` open-loop requests and
+    their outcomes: ``(requests topic, outcomes topic, the requests' ids)``."""
+    req_topic, out_topic = make_topic(partitions=partitions), make_topic(partitions=partitions)
+    requests, outcomes = open_loop_events(n, seed=seed, partitions=partitions)
+    produce_records(bootstrap, req_topic, requests)
+    produce_records(bootstrap, out_topic, outcomes)
+    return req_topic, out_topic, {k.decode() for k in requests.keys}
 
 
 def eddy_run_cmd(bootstrap: str, requests: str, outcomes: str, db: Path, *extra: str) -> list[str]:

@@ -20,4 +20,9 @@ def test_tiny_latency_run_answers_every_request_and_reports_the_cpu_split(
     assert set(r["breakdown_ms"]) == {"kafka_in", "engine", "kafka_out"}
     cores = r["cpu_cores"]
     assert set(cores) == {"eddy", "eddy_runqueue_wait", "broker", "load_generator", "machine"}
-    assert cores["machine"] >= cores["eddy"]  # the machine's CPU use includes eddy's
+    # 800 requests decided, published and consumed in 2 s: each process did measurable work
+    # (a meter reading the wrong process or no clock reads 0), and the machine's CPU use
+    # includes eddy's
+    assert 0 < cores["eddy"] <= cores["machine"]
+    assert cores["broker"] is not None and cores["broker"] > 0
+    assert cores["load_generator"] is not None and cores["load_generator"] > 0

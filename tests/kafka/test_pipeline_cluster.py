@@ -9,10 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from eddy.benchmarks.kafka_events import open_loop_events, produce_records
 from eddy.sinks.kafka import ensure_topics
 from tests.fixtures_kafka import KafkaBroker
-from tests.kafka.pipeline_runs import TopicFollower, eddy_run_cmd, query, run_to_end
+from tests.kafka.pipeline_runs import (
+    TopicFollower,
+    eddy_run_cmd,
+    open_loop_topics,
+    query,
+    run_to_end,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -45,11 +50,7 @@ def test_two_process_cluster_matches_one_process(
     kafka_broker: KafkaBroker, make_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap
-    req_topic, out_topic = make_topic(partitions=PARTITIONS), make_topic(partitions=PARTITIONS)
-    requests, outcomes = open_loop_events(N, seed=23, partitions=PARTITIONS)
-    produce_records(bootstrap, req_topic, requests)
-    produce_records(bootstrap, out_topic, outcomes)
-    ids = {k.decode() for k in requests.keys}
+    req_topic, out_topic, ids = open_loop_topics(bootstrap, make_topic, N, 23, PARTITIONS)
 
     results = {}
     for procs in (1, 2):

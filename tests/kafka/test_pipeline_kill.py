@@ -12,10 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eddy.benchmarks.kafka_events import open_loop_events, produce_records
 from eddy.sinks.kafka import ensure_topics
 from tests.fixtures_kafka import ROOT, KafkaBroker
-from tests.kafka.pipeline_runs import TopicFollower, eddy_run_cmd, log_tail, query, run_to_end
+from tests.kafka.pipeline_runs import (
+    TopicFollower,
+    eddy_run_cmd,
+    log_tail,
+    open_loop_topics,
+    query,
+    run_to_end,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -27,10 +33,7 @@ def test_sigkill_three_times_then_restart_gives_every_decision_once_and_continue
     kafka_broker: KafkaBroker, make_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap
-    req_topic, out_topic = make_topic(partitions=PARTITIONS), make_topic(partitions=PARTITIONS)
-    requests, outcomes = open_loop_events(N, seed=11, partitions=PARTITIONS)
-    produce_records(bootstrap, req_topic, requests)
-    produce_records(bootstrap, out_topic, outcomes)
+    req_topic, out_topic, ids = open_loop_topics(bootstrap, make_topic, N, 11, PARTITIONS)
     prefix = f"{req_topic}."
     decisions_topic = prefix + "eddy.decisions"
     ensure_topics(bootstrap, {decisions_topic: PARTITIONS})
@@ -68,7 +71,6 @@ def test_sigkill_three_times_then_restart_gives_every_decision_once_and_continue
     finally:
         records = follower.stop()
 
-    ids = {k.decode() for k in requests.keys}
     # Kafka: every decision id, and a key seen twice only with identical bytes.
     by_key: dict[bytes, set[bytes]] = defaultdict(set)
     for key, value in records:

@@ -1,4 +1,5 @@
-"""KafkaSink against the real broker: keys, partitions, and loud delivery failures."""
+"""KafkaSink against the real broker: keys, partitions, and loud delivery failures; the JSON
+encoding of result rows; the pipeline's results and metrics on their topics."""
 
 from __future__ import annotations
 
@@ -19,16 +20,15 @@ from eddy.schemas.results import Results
 from eddy.sinks.kafka import (
     KafkaDeliveryError,
     KafkaRecords,
-    KafkaResultsSink,
     KafkaSink,
     encode_json_rows,
     ensure_topics,
-    records_from_columns,
     table_records,
 )
+from eddy.sinks.kafka_fenced import FencedKafkaResultsSink
 from eddy.sources.kafka import list_partitions
 from tests.fixtures_kafka import KafkaBroker
-from tests.kafka.helpers import consume_all, error_chain, run_sink
+from tests.kafka.helpers import consume_all, error_chain, json_rows_reference, run_sink
 
 
 @pytest.mark.kafka
@@ -42,7 +42,8 @@ def test_every_keyed_record_arrives_and_a_key_keeps_its_partition(
     for b in range(20):
         ids = rng.integers(0, 60, 100)
         cols = {"decision_id": np.array([f"d{i}" for i in ids]), "batch": np.full(100, b)}
-        rec = records_from_columns(topic, cols, key="decision_id")
+        rec = table_records("decisions", cols, {"decisions": topic})
+        assert rec is not None
         items.append(rec)
         for k, v in zip(rec.keys, rec.values, strict=True):
             expected[k].append(v)
@@ -158,8 +159,9 @@ def test_results_sink_publishes_output_tables_keyed_by_primary_key(
         )
         items.append(res)
     flow = Dataflow("kafka_results_test")
-    sink = KafkaResultsSink(kafka_broker.bootstrap, topics=topics, create_partitions=2)
-    op.output("out", op.input("in", flow, TestingSource(items)), sink)
+    sink = FencedKafkaResultsSink(kafka_broker.bootstrap, topics=topics, create_partitions=2)
+    stream = op.key_on("to_kafka", op.input("in", flow, TestingSource(items)), lambda _: "k")
+    op.output("out", stream, sink)
     run_main(flow)
 
     decisions = consume_all(kafka_broker.bootstrap, "res.decisions", 2, expected=30)
@@ -219,7 +221,7 @@ def test_column_and_row_json_encodings_give_the_same_bytes() -> None:
         'odd "%s" key': np.arange(n),
     }
     fast = encode_json_rows(cols)
-    assert fast == encode_json_rows(cols, fast=False)
+    assert fast == json_rows_reference(cols)
     row = orjson.loads(fast[1])
     assert row['odd "%s" key'] == 1 and len(row["ctx32"]) == 3
     # float32 as the shortest digits that read back as the same float32
@@ -256,7 +258,7 @@ def test_column_encoding_matches_the_row_reference(
     rng = np.random.default_rng(seed)
     cols = {f"c{i}": make(rng, n) for i, make in enumerate(makers)}
     fast = encode_json_rows(cols)
-    assert fast == encode_json_rows(cols, fast=False)
+    assert fast == json_rows_reference(cols)
     assert [list(orjson.loads(x)) for x in fast] == [list(cols)] * n
 
 
@@ -290,5 +292,3 @@ def test_records_validate_their_shape() -> None:
         KafkaRecords("t", [b"a", b"b"], [b"x"])
     with pytest.raises(ValueError, match="topic"):
         KafkaRecords("", [], [])
-    with pytest.raises(ValueError, match="key: column 'id'"):
-        records_from_columns("t", {"x": [1]}, key="id")
