@@ -3,11 +3,9 @@ no configuration change, through the HTTP endpoint and through `eddy sql` on the
 
 from __future__ import annotations
 
-import http.client
 from pathlib import Path
 
 import duckdb
-import orjson
 import pytest
 
 from eddy.dataflows.cli import main
@@ -16,6 +14,7 @@ from eddy.sinks.query_client import endpoint_path
 from eddy.sinks.query_server import QueryServer
 from eddy.sinks.readonly_sql import LockdownError, fetch_rows, lock_down
 from tests.sinks.conftest import make_batch
+from tests.sinks.endpoint_http import post_query
 
 SECRET = "top-secret-line"
 
@@ -82,39 +81,24 @@ def live(tmp_path):
     w.close()
 
 
-def post(server: QueryServer, sql: str) -> tuple[int, dict]:
-    conn = http.client.HTTPConnection(server.host, server.port, timeout=60)
-    try:
-        conn.request(
-            "POST",
-            "/query",
-            body=orjson.dumps({"sql": sql}),
-            headers={"Authorization": f"Bearer {server.token}"},
-        )
-        resp = conn.getresponse()
-        return resp.status, orjson.loads(resp.read())
-    finally:
-        conn.close()
-
-
 @pytest.mark.parametrize(("template", "creates"), ESCAPES, ids=IDS)
 def test_endpoint_refuses_what_reaches_past_the_database(live, outside, template, creates):
     writer, server = live
     sql, created = escape(outside, template, creates)
-    status, data = post(server, sql)
+    status, data = post_query(server, sql)
     assert status == 403, data
     _assert_refusal_line(data["error"])
     if created is not None:
         assert not created.exists()
     # the endpoint and the writer both keep working afterwards
     writer.write("decisions", make_batch("decisions", 1, start=100))
-    status, data = post(server, "SELECT count(*) AS n FROM decisions")
+    status, data = post_query(server, "SELECT count(*) AS n FROM decisions")
     assert (status, data["rows"]) == (200, [[6]])
 
 
 def test_endpoint_cannot_read_its_own_token_file(live):
     _, server = live
-    status, data = post(server, f"SELECT * FROM read_text('{endpoint_path(server.db)}')")
+    status, data = post_query(server, f"SELECT * FROM read_text('{endpoint_path(server.db)}')")
     assert status == 403 and server.token not in data["error"]
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from eddy.sinks.duckdb import DuckDBWriter
 from eddy.sinks.query_server import QueryServer
+from tests.sinks.endpoint_http import post_query
 
 # Generous: the server's deadline below is 1 s; a loaded machine may be slow to notice.
 CLOSE_WITHIN_S = 15.0
@@ -24,19 +25,8 @@ def writer(tmp_path):
     w.close()
 
 
-def query(server: QueryServer, sql: str = "SELECT 42 AS answer") -> tuple[int, dict]:
-    conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
-    try:
-        conn.request(
-            "POST",
-            "/query",
-            body=orjson.dumps({"sql": sql}),
-            headers={"Authorization": f"Bearer {server.token}"},
-        )
-        resp = conn.getresponse()
-        return resp.status, orjson.loads(resp.read())
-    finally:
-        conn.close()
+def query(server: QueryServer) -> tuple[int, dict]:
+    return post_query(server, "SELECT 42 AS answer", timeout_s=30)
 
 
 def wait_closed(sock: socket.socket, within: float = CLOSE_WITHIN_S) -> tuple[float, bytes]:

@@ -27,6 +27,7 @@ from eddy.sources.base import RawBatch, dead_line
 from eddy.sources.files import FrameSource, csv_rows, frame_rows
 from eddy.sources.files import source as frame_source
 from eddy.sources.jsonl import JsonlReader
+from tests.sources.drain import drain
 
 
 def _stream(source: str = "csv:x.csv") -> StreamSpec:
@@ -101,15 +102,7 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def _batches(src: FrameSource, resume: int | None = None) -> list[RawBatch]:
-    (part_key,) = src.list_parts()
-    part = src.build_part("in", part_key, resume)
-    out: list[RawBatch] = []
-    try:
-        while True:
-            out.extend(part.next_batch())
-    except StopIteration:
-        pass
-    return out
+    return drain(src, resume)[0]
 
 
 def _decode(batches: list[RawBatch]) -> tuple[EventBatch, list[DeadLetter]]:

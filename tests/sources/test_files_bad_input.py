@@ -16,6 +16,7 @@ from eddy.schemas.spec import StreamSpec
 from eddy.schemas.spec_load import loads_spec
 from eddy.sources.base import RawBatch
 from eddy.sources.files import FrameSource
+from tests.sources.drain import drain
 
 STREAM = loads_spec(
     """
@@ -36,16 +37,7 @@ BOM = b"\xef\xbb\xbf"
 
 
 def _read(path: Path, kind: str, stream: StreamSpec) -> list[RawBatch]:
-    src = FrameSource(str(path), kind, stream, batch_rows=3)
-    (key,) = src.list_parts()
-    part = src.build_part("in", key, None)
-    out: list[RawBatch] = []
-    try:
-        while True:
-            out.extend(part.next_batch())
-    except StopIteration:
-        pass
-    return out
+    return drain(FrameSource(str(path), kind, stream, batch_rows=3))[0]
 
 
 def _decode(

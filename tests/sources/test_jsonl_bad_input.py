@@ -15,6 +15,7 @@ from eddy.schemas.records import DEAD_LETTER_RAW_BYTES, DeadLetter, dead_letter_
 from eddy.schemas.spec_load import load_spec
 from eddy.sources.base import RawBatch
 from eddy.sources.jsonl import JsonlReader, JsonlSource
+from tests.sources.drain import drain
 
 SPEC = load_spec(reference_spec_path())
 STREAM = SPEC.stream("requests")
@@ -29,15 +30,8 @@ def _good(i: int) -> bytes:
 
 
 def _read_all(src: JsonlSource) -> tuple[list[RawBatch], tuple[int, int]]:
-    (key,) = src.list_parts()
-    part = src.build_part("in", key, None)
-    out: list[RawBatch] = []
-    try:
-        while True:
-            out.extend(part.next_batch())
-    except StopIteration:
-        pass
-    return out, part.snapshot()
+    batches, snapshot = drain(src)
+    return batches, snapshot
 
 
 def _decode(batches: list[RawBatch]) -> tuple[EventBatch, list[DeadLetter]]:
