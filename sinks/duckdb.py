@@ -518,7 +518,7 @@ class DuckDBWriter:
                 f'DELETE FROM "{name}" WHERE rowid IN (SELECT rowid FROM "{name}" '
                 f'WHERE "{column}" < epoch_ms(?::BIGINT) LIMIT ?)'
             )
-            with self._lock:  # one table at a time: inserts go on in between
+            with self._lock:  # per statement, not for the whole pass
                 con = self._connection()
                 self._check_file()
                 try:

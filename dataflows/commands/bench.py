@@ -2,7 +2,10 @@
 
 Suites are a name -> runner table (:data:`SUITES`); a runner takes ``quick`` and returns a
 JSON-able dict. Add a suite by adding an entry. ``eddy bench throughput --pipeline FILE``
-measures any spec against its floor (``benchmarks/throughput.py``).
+measures any spec against its floor (``benchmarks/throughput.py``). ``eddy bench soak --minutes
+M [--rate R] [--pipeline FILE] [--out DIR]`` runs a pipeline ``--forever`` and records memory,
+WAL and file size, throughput and per-second p99 over time (``benchmarks/soak.py``); it takes
+minutes, so it is never part of "all suites".
 """
 
 from __future__ import annotations
@@ -42,9 +45,14 @@ SUITES: dict[str, Callable[[bool], dict[str, Any]]] = {
 
 
 def add_parser(sub: Any) -> None:
+    from eddy.benchmarks.soak import add_arguments
+
     p = sub.add_parser("bench", help="run a benchmark suite and write JSON results")
     p.add_argument(
-        "suite", nargs="?", default=None, help=f"one of: {', '.join(SUITES)} (default: all)"
+        "suite",
+        nargs="?",
+        default=None,
+        help=f"one of: {', '.join(SUITES)} (default: all), or soak (a long run: --minutes M)",
     )
     p.add_argument("--quick", action="store_true", help="smaller sizes (a quick check)")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the results here")
@@ -53,14 +61,17 @@ def add_parser(sub: Any) -> None:
         "--pipeline",
         metavar="FILE",
         help="throughput only: measure this spec against its floor (default: the reference, "
-        "against every baseline)",
+        "against every baseline); soak: the spec to run",
     )
+    add_arguments(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from eddy.dataflows.cli import UsageError
 
+    if args.suite == "soak":
+        return _run_soak(args)
     if args.pipeline is not None and args.suite != "throughput":
         raise UsageError("--pipeline applies to the throughput suite: eddy bench throughput ...")
     if args.suite is None or args.suite in HARNESS_SUITES:
@@ -78,6 +89,33 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as e:
             raise UsageError(f"cannot write --json {args.json!r}: {e}") from e
     print(text)
+    return 0
+
+
+def _run_soak(args: argparse.Namespace) -> int:
+    """``eddy bench soak``: soak.json and soak.png to --out (--json: a copy of the JSON), the
+    summary on stdout, progress on stderr."""
+    from eddy.benchmarks.soak import run, settings_from
+    from eddy.dataflows.cli import UsageError
+
+    try:
+        result = run(settings_from(args))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot write results ({e})") from e
+    except RuntimeError as e:  # the run under test failed: its log says why
+        import sys
+
+        print(f"eddy bench soak: error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        try:
+            with open(args.json, "w") as f:
+                f.write(json.dumps(result, indent=1) + "\n")
+        except OSError as e:
+            raise UsageError(f"cannot write --json {args.json!r}: {e}") from e
+    print(json.dumps(result["summary"], indent=2))
     return 0
 
 
