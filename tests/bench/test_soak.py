@@ -37,6 +37,8 @@ def test_a_short_soak_records_the_curves_and_plots_them(
     p99 = [r["p99_ms"] for r in data["per_second"] if r.get("p99_ms") is not None]
     assert p99 and all(v > 0 for v in p99)
     assert summary["db_mb_after_stop"] > 0
+    # and the decisions' own latency (read to decided) per second, from the file
+    assert data["decide_per_second"] and summary["decide_p99_ms_per_second"]["max"] > 0
     png = (out / "soak.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
     width, height = struct.unpack(">II", png[16:24])
