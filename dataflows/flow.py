@@ -2,7 +2,8 @@
 
     per stream: simulator | jsonl | csv | parquet | kafka     micro-batches, never single events
         -> decode (stateless: RawBatch -> EventBatch + dead letters; schemas.decode)
-        -> engine (stateful_batch: operators.engine.PipelineEngine behind a start-up gate)
+        -> keyed shards (stateful_batch: operators.engine.KeyedEngine behind a start-up gate;
+           rows routed by their stage key) -> decide shards (DecideEngine; by decision id)
         -> DuckDB (one writer) [+ Kafka topics] [+ the simulator's feedback]
            DuckDB's per-second metrics rows -> [the Kafka metrics topic]
 
@@ -13,30 +14,31 @@ its own watermark over its own partitions.
 
 from __future__ import annotations
 
-import pickle
 import threading
 import time
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
-from bytewax.operators import StatefulBatchLogic
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.operators import KeyedStream
 
-from eddy.dataflows import ops
+from eddy.dataflows.ops import raw_decoder
+from eddy.dataflows.routing import shard_names
 from eddy.dataflows.run_options import RunOptions
-from eddy.operators.engine import PipelineEngine
-from eddy.operators.partition_gate import PartitionGate
+from eddy.dataflows.shards import BatchNumbers, DecideLogic, KeyedLogic
+from eddy.operators.engine.routing import Router
+from eddy.operators.sharding import Piece
 from eddy.operators.stats import RunStats
 from eddy.schemas.results import Results
-from eddy.schemas.spec import PipelineSpec
 from eddy.schemas.topics import output_topics
+from eddy.sinks.counting import CountingSink
 from eddy.sinks.duckdb import DuckDBWriter
 from eddy.sinks.duckdb_sink import DuckDBSink
 from eddy.sinks.kafka import KafkaTablePublisher
 from eddy.sinks.kafka_fenced import FencedKafkaResultsSink
+from eddy.sources.base import RawBatch
 from eddy.sources.jsonl import JsonlSource
 from eddy.sources.kafka import KafkaSource, parse_kafka_spec, partitions_with_data
 from eddy.sources.simulators.base import ClosedLoopSimulator
@@ -45,68 +47,11 @@ from eddy.sources.simulators.source import ClosedLoopFeedbackSink, ClosedLoopSou
 __all__ = ["PARTITIONS_PER_STREAM", "build_flow"]
 
 PARTITIONS_PER_STREAM = 1_000
-_SHARD = "engine"
 # A caught-up Kafka partition waits this long between polls: an engine call costs ~1-2 ms
 # whatever its size, so fewer, larger batches (benchmarks/kafka_latency.py).
 _KAFKA_LINGER_S = 0.02
 _KAFKA_FENCE_FILE = "kafka-fence-starts.json"  # in the recovery directory
 _KAFKA_PARTITIONS = 3  # of the output topics eddy creates
-
-
-class _EngineLogic(StatefulBatchLogic[Any, Results, bytes]):
-    """The engine behind a start-up :class:`PartitionGate` (no partition starts late).
-
-    Bytewax asks for a snapshot at every epoch end, with or without recovery; the engine's
-    costs milliseconds (a stall of the whole worker), so without recovery (``keep_state``
-    false) it is not taken."""
-
-    def __init__(
-        self,
-        spec: PipelineSpec,
-        resume: bytes | None,
-        expected: Iterable[int],
-        keep_state: bool,
-        step_rows: int,
-    ) -> None:
-        self._keep_state = keep_state
-        self._step_rows = step_rows
-        if resume:
-            state = pickle.loads(resume)
-            self._engine = PipelineEngine.restore(spec, state["engine"])
-            self._gate: PartitionGate = state["gate"]
-            self._finished: bool = state["finished"]
-        else:
-            self._engine = PipelineEngine(spec)
-            self._gate = PartitionGate(expected)
-            self._finished = False
-
-    def _process(self, items: list[Any]) -> list[Results]:
-        if not items:
-            return []
-        return [self._engine.process_many(items, time.time_ns(), self._step_rows)]
-
-    def on_batch(self, values: list[Any]) -> tuple[list[Results], bool]:
-        return self._process(self._gate.push(values, time.time())), StatefulBatchLogic.RETAIN
-
-    def notify_at(self) -> datetime | None:
-        deadline = self._gate.deadline()
-        return None if deadline is None else datetime.fromtimestamp(deadline, UTC)
-
-    def on_notify(self) -> tuple[list[Results], bool]:
-        return self._process(self._gate.release_all()), StatefulBatchLogic.RETAIN
-
-    def on_eof(self) -> tuple[list[Results], bool]:
-        out = self._process(self._gate.release_all())
-        if not self._finished:
-            self._finished = True
-            out.append(self._engine.finish(time.time_ns()))
-        return out, StatefulBatchLogic.RETAIN
-
-    def snapshot(self) -> bytes:
-        if not self._keep_state:
-            return b""
-        state = {"engine": self._engine.snapshot(), "gate": self._gate, "finished": self._finished}
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def build_flow(
@@ -156,16 +101,9 @@ def build_flow(
         )
         inputs.append(op.input("in_simulator", flow, sim_source))
     items = inputs[0] if len(inputs) == 1 else op.merge("inputs", *inputs)
-    decoded = ops.decode("decode", items, spec)
-    keyed = op.key_on("shard", decoded.oks, lambda _: _SHARD)
-    expected = _partitions_with_data(opts)
+    dead, results = _engine(items, opts)
     keep_state = opts.recovery is not None
-
-    def logic(resume: bytes | None) -> _EngineLogic:
-        return _EngineLogic(spec, resume, expected, keep_state, opts.batch)
-
-    results = op.key_rm("unshard", op.stateful_batch("engine", keyed, logic))
-    everything = op.merge("results", decoded.errs, results)
+    everything = op.merge("results", dead, results)
     topics = output_topics(spec.topics, opts.topic_prefix)
     # the DuckDB sink computes the metrics rows (once a second) and hands each batch to Kafka
     metrics_out = None
@@ -177,19 +115,22 @@ def build_flow(
             create_partitions=_KAFKA_PARTITIONS,
             linger_ms=1,
         )
-    op.output(
-        "duckdb",
-        op.key_on("to_duckdb", everything, lambda _: "duckdb"),
-        DuckDBSink(
-            writer,
-            stats,
-            opts.run_id,
-            local=writer is not None or open_writer is not None,
-            drain_on_snapshot=keep_state,
-            open_writer=open_writer,
-            on_metrics=metrics_out,
-        ),
-    )
+    if opts.no_duckdb:  # counted where computed: Kafka (below) is the only output
+        op.output("count", everything, CountingSink(stats))
+    else:
+        op.output(
+            "duckdb",
+            op.key_on("to_duckdb", everything, lambda _: "duckdb"),
+            DuckDBSink(
+                writer,
+                stats,
+                opts.run_id,
+                local=writer is not None or open_writer is not None,
+                drain_on_snapshot=keep_state,
+                open_writer=open_writer,
+                on_metrics=metrics_out,
+            ),
+        )
     if opts.kafka_out:
         sink = FencedKafkaResultsSink(
             opts.kafka_out,
@@ -206,6 +147,66 @@ def build_flow(
         stages = {d.name for d in spec.decide if d.stream == stream}
         op.output("feedback", results, ClosedLoopFeedbackSink(sim_source, _decisions_of(stages)))
     return flow
+
+
+def _engine(items: Stream[RawBatch], opts: RunOptions) -> tuple[Stream[Results], Stream[Results]]:
+    """Decode, then keyed shards, then decide shards (``dataflows/shards.py``): the dead
+    letters and decode counters, and the stages' results. Shard ``i`` of each step lives on
+    worker ``i % workers``. With several workers, raw batches are numbered where they are read
+    and spread over every worker to be decoded; each keyed shard puts its pieces back in order
+    (``operators/sequence.py``)."""
+    spec = opts.spec
+    router = Router(spec, opts.n_shards)
+    workers = opts.processes
+    keyed_keys = shard_names("keyed-", router.shards, workers)
+    # a decide stage's shards go to the workers with the fewest keyed shards first
+    decide_keys = {
+        d.name: shard_names(f"{d.name}-", d.shards, workers, start=router.shards)
+        for d in spec.decide
+    }
+    expected = _partitions_with_data(opts)
+    keep_state = opts.recovery is not None
+    decode = raw_decoder(spec)
+
+    def decode_and_split(item: tuple[tuple[str, int] | None, RawBatch]) -> list[Any]:
+        order, raw = item
+        report, batch = decode(raw)
+        if not len(batch) and order is None:
+            return [report]
+        pieces = router.pieces(raw.partition, batch, order)
+        return [report, *((keyed_keys[i], (i, piece)) for i, piece in enumerate(pieces))]
+
+    numbered: Stream[tuple[tuple[str, int] | None, RawBatch]]
+    if workers > 1:
+        numbered = op.redistribute("spread", op.map("number", items, BatchNumbers()))
+    else:
+        numbered = op.map("unnumbered", items, _unnumbered)
+    decoded = op.branch(
+        "decoded",
+        op.flat_map("decode", numbered, decode_and_split),
+        lambda x: isinstance(x, Results),
+    )
+    pieces: KeyedStream[tuple[int, Piece]] = decoded.falses
+
+    def keyed_logic(resume: bytes | None) -> KeyedLogic:
+        return KeyedLogic(spec, router.shards, resume, expected, keep_state, opts.batch)
+
+    def decide_logic(resume: bytes | None) -> DecideLogic:
+        return DecideLogic(spec, router.shards, resume, keep_state)
+
+    keyed = op.key_rm("keyed_out", op.stateful_batch("engine", pieces, keyed_logic))
+    results = op.map("keyed_results", keyed, lambda k: k.results)
+    if not spec.decide:
+        return decoded.trues, results
+    parcels = op.flat_map(
+        "parcels", keyed, lambda k: [(decide_keys[p.stage][p.shard], p) for p in k.parcels]
+    )
+    decided = op.key_rm("decided", op.stateful_batch("decide", parcels, decide_logic))
+    return decoded.trues, op.merge("engine_results", results, decided)
+
+
+def _unnumbered(raw: RawBatch) -> tuple[tuple[str, int] | None, RawBatch]:
+    return None, raw
 
 
 def _decisions_of(stages: set[str]) -> Callable[[Any], Any]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,7 +45,7 @@ from eddy.schemas.results import Results, dead_letter_results
 from eddy.schemas.spec import DecideSpec, DetectSpec, FeaturesSpec, PipelineSpec, StreamSpec
 from eddy.sources.base import RawBatch
 
-__all__ = ["DecodeStreams", "decide", "decode", "detect", "features", "stages"]
+__all__ = ["DecodeStreams", "decide", "decode", "detect", "features", "raw_decoder", "stages"]
 
 _KEY = "eddy"
 
@@ -57,15 +58,14 @@ class DecodeStreams:
     errs: Stream[Results]
 
 
-@operator
-def decode(step_id: str, up: Stream[RawBatch], spec: PipelineSpec) -> DecodeStreams:
-    """Decode raw JSON-line batches of ``spec``'s streams (``schemas.decode``). ``errs``
-    carries, per input batch, its dead letters and the decode counters (events in and out,
-    dead letters, what the input partition still holds)."""
+def raw_decoder(spec: PipelineSpec) -> Callable[[RawBatch], tuple[Results, EventBatch]]:
+    """Decode one raw batch of ``spec``'s streams (``schemas.decode``): its dead letters and
+    decode counters (events in and out, dead letters, what the input partition still holds),
+    and its valid events."""
     streams = {s.name: s for s in spec.streams}
     checks = eligibility_checks(spec)
 
-    def one(item: RawBatch) -> list[Any]:
+    def one(item: RawBatch) -> tuple[Results, EventBatch]:
         now_ms = time.time_ns() // 1_000_000
         batch, dead = decode_lines(
             streams[item.stream],
@@ -84,9 +84,22 @@ def decode(step_id: str, up: Stream[RawBatch], spec: PipelineSpec) -> DecodeStre
         report.count("decode.dead_letters", len(dead))
         if item.lag >= 0:  # what the partition still holds (Kafka records, file bytes)
             report.gauges[lag_gauge(item.stream, item.partition, item.lag_unit)] = item.lag
-        return [report, (item.partition, batch)] if len(batch) else [report]
+        return report, batch
 
-    decoded = op.flat_map("decode", up, one)
+    return one
+
+
+@operator
+def decode(step_id: str, up: Stream[RawBatch], spec: PipelineSpec) -> DecodeStreams:
+    """Decode raw JSON-line batches of ``spec``'s streams (:func:`raw_decoder`). ``errs``
+    carries, per input batch, its dead letters and the decode counters."""
+    one = raw_decoder(spec)
+
+    def items(raw: RawBatch) -> list[Any]:
+        report, batch = one(raw)
+        return [report, (raw.partition, batch)] if len(batch) else [report]
+
+    decoded = op.flat_map("decode", up, items)
     split = op.branch("split", decoded, lambda x: isinstance(x, Results))
     return DecodeStreams(oks=split.falses, errs=split.trues)
 

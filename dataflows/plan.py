@@ -172,6 +172,25 @@ def _check_simulator(spec: PipelineSpec) -> None:
         raise SpecError(_keyed("", "simulator", str(e))) from None
 
 
+def _sharding(spec: PipelineSpec) -> list[str]:
+    """How the keyed stages and the decide stages split over workers."""
+    from eddy.operators.engine.routing import ID, keyed_routes, why_unsplit
+
+    count = f"{spec.shards} shards" if spec.shards else "one shard per worker"
+    routes = keyed_routes(spec)
+    if routes is None:
+        lines = [f"shards: keyed stages on one shard ({why_unsplit(spec)})"]
+    else:
+        by = ", ".join(f"{s} by {'id' if f == ID else f}" for s, f in routes.items())
+        lines = [f"shards: keyed state in {count}; rows routed {by}"]
+    for d in spec.decide:
+        lines.append(
+            f"  decide {d.name}: {d.shards} shard{'s' if d.shards > 1 else ''} "
+            f"(decisions by id, outcomes by {d.reward.join})"
+        )
+    return lines
+
+
 def describe(spec: PipelineSpec) -> str:
     """What the pipeline will compute, for people: streams, stages, tables and columns."""
     lines = [f"pipeline {spec.name!r}: results in {spec.duckdb_path}, topics {spec.topics}.*"]
@@ -210,6 +229,8 @@ def describe(spec: PipelineSpec) -> str:
             f"{dec.policy}; reward = {dec.reward.value} from {dec.reward.stream} joined on "
             f"{dec.reward.join} within {dec.reward.ttl_ms} ms (else {dec.reward.default:g})"
         )
+    lines.append("")
+    lines.extend(_sharding(spec))
     lines.append("")
     lines.append("tables:")
     for t in pipeline_tables(spec).values():

@@ -43,7 +43,9 @@ class RunOptions:
     kafka_out: str | None = None  # bootstrap to publish results to (None: no Kafka output)
     recovery: str | None = None  # Bytewax recovery directory
     snapshot_interval_s: float = 1.0
-    processes: int = 1
+    processes: int = 1  # cluster members, one Bytewax worker each (``--workers``/``--processes``)
+    shards: int | None = None  # overrides the spec's ``[pipeline] shards``
+    no_duckdb: bool = False  # results only counted (and published to Kafka, if configured)
     process_id: int = 0
     addresses: list[str] | None = None
     topic_prefix: str = ""  # output topics are prefix + "<pipeline>.<table>"
@@ -60,6 +62,11 @@ class RunOptions:
     @property
     def db(self) -> str:
         return self.duckdb or self.spec.duckdb_path
+
+    @property
+    def n_shards(self) -> int:
+        """Shards of keyed state: as asked, else the spec's, else one per worker."""
+        return self.shards or self.spec.shards or self.processes
 
     @property
     def batch(self) -> int:

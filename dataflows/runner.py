@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import socket
 import threading
 import time
@@ -28,12 +29,14 @@ from eddy.sources.simulators.base import ClosedLoopSimulator
 
 __all__ = [
     "RunResult",
+    "check_recovery_layout",
     "idle_streams",
     "local_addresses",
     "make_run_simulator",
     "open_writer",
     "prepare_recovery",
     "run_pipeline",
+    "shard_layout",
     "simulator_streams",
 ]
 
@@ -132,7 +135,7 @@ def run_pipeline(
     stop = stop or threading.Event()
     stats = stats or RunStats()
     owner = opts.process_id == 0
-    own_writer = writer is None and owner
+    own_writer = writer is None and owner and not opts.no_duckdb
     if own_writer:
         writer = open_writer(opts)
     if writer is not None and opts.processes == 1:
@@ -145,7 +148,9 @@ def run_pipeline(
         sim = make_run_simulator(opts)
     recovery = None
     if opts.recovery is not None:
-        recovery = RecoveryConfig(str(prepare_recovery(opts.recovery, opts.processes)))
+        check_recovery_layout(opts)
+        layout = shard_layout(opts)
+        recovery = RecoveryConfig(str(prepare_recovery(opts.recovery, opts.processes, layout)))
     epoch = timedelta(seconds=opts.snapshot_interval_s)
     t0 = time.perf_counter()
     try:
@@ -187,13 +192,47 @@ def _scoreboard(sim: ClosedLoopSimulator) -> dict[str, float] | None:
     return dict(board) if board and board.get("decisions") else None
 
 
-def prepare_recovery(directory: str, processes: int) -> Path:
+_LAYOUT_FILE = "eddy-shards.json"  # in the recovery directory
+
+
+def shard_layout(opts: RunOptions) -> dict[str, Any]:
+    """How a run splits its state: what a restart from its snapshots must split the same way."""
+    from eddy.operators.engine.routing import Router
+
+    return {
+        "keyed_shards": Router(opts.spec, opts.n_shards).shards,
+        "decide_shards": {d.name: d.shards for d in opts.spec.decide},
+    }
+
+
+def check_recovery_layout(opts: RunOptions) -> None:
+    """Raise ``ValueError`` when ``opts.recovery`` holds snapshots of a run split otherwise
+    (a shard's state would be lost or read by the wrong shard)."""
+    if opts.recovery is None:
+        return
+    path = Path(opts.recovery) / _LAYOUT_FILE
+    if not path.exists():
+        return
+    saved, now = json.loads(path.read_text()), shard_layout(opts)
+    if saved != now:
+        raise ValueError(
+            f"--recovery: {opts.recovery!r} holds the state of a run split as "
+            f"{json.dumps(saved, sort_keys=True)}; this run is split as "
+            f"{json.dumps(now, sort_keys=True)} (keyed shards: --shards, else one per worker): "
+            "restart with the same split, or use a new recovery directory"
+        )
+
+
+def prepare_recovery(directory: str, processes: int, layout: dict[str, Any] | None = None) -> Path:
     """Create Bytewax's recovery partitions in ``directory`` unless they exist (one per
-    process; a restart reuses them and resumes from the last complete snapshot)."""
+    process; a restart reuses them and resumes from the last complete snapshot), and record
+    ``layout`` (:func:`shard_layout`) beside them."""
     path = Path(directory)
     if not any(path.glob("part-*.sqlite3")):
         path.mkdir(parents=True, exist_ok=True)
         init_db_dir(path, processes)
+        if layout is not None:
+            (path / _LAYOUT_FILE).write_text(json.dumps(layout, sort_keys=True))
     return path
 
 

@@ -22,18 +22,17 @@ open, it stays open across restarts).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
+
+from eddy.operators.sharding import Piece
 
 __all__ = ["PartitionGate"]
 
 
 class PartitionGate:
-    """Holds ``(partition, batch)`` items until every ``expected`` partition has delivered one.
-
-    ``batch`` is an :class:`~eddy.schemas.batch.EventBatch` (an int64 ``ts`` array, ``take``
-    cuts it)."""
+    """Holds pieces of batches (:class:`~eddy.operators.sharding.Piece`) until every
+    ``expected`` partition has delivered one."""
 
     def __init__(self, expected: Iterable[int], timeout_s: float = 5.0) -> None:
         if not timeout_s > 0:
@@ -41,7 +40,7 @@ class PartitionGate:
         self.expected = frozenset(int(p) for p in expected)
         self.timeout_s = float(timeout_s)
         self._waiting = set(self.expected)
-        self._held: list[tuple[int, Any]] = []
+        self._held: list[Piece] = []
         self._since: float | None = None  # wall-clock time of the first held item
 
     @property
@@ -58,36 +57,41 @@ class PartitionGate:
             return None
         return self._since + self.timeout_s
 
-    def push(self, items: list[tuple[int, Any]], now_s: float) -> list[tuple[int, Any]]:
-        """Take a list of items; return those that may be processed now, in processing order."""
+    def push(self, items: list[Piece], now_s: float) -> list[Piece]:
+        """Take a list of pieces; return those that may be processed now, in processing
+        order."""
         if self.is_open:
             return items
         if items and self._since is None:
             self._since = now_s
         self._held.extend(items)
-        self._waiting.difference_update(int(p) for p, _ in items)
+        self._waiting.difference_update(p.partition for p in items)
         if self._waiting and self._since is not None and now_s - self._since >= self.timeout_s:
             self._waiting.clear()
         return self.release_all() if self.is_open else []
 
-    def release_all(self) -> list[tuple[int, Any]]:
+    def release_all(self) -> list[Piece]:
         """Open the gate and return everything held.
 
         First the FIRST ROW of every partition (earliest first), so each partition is
         registered in the watermark before any of them advances it (a whole first batch could
         span more than the allowed lateness); then the rest, per partition in arrival order,
-        merged across partitions by the first event time of each partition's next batch."""
+        merged across partitions by the first event time of each partition's next batch. A
+        shard's pieces are cut where the whole batches are, so every shard releases the same
+        sequence."""
         self._waiting.clear()
         held, self._held, self._since = self._held, [], None
-        queues: dict[int, list[tuple[int, Any]]] = {}
+        queues: dict[int, list[Piece]] = {}
         for item in held:
-            queues.setdefault(int(item[0]), []).append(item)
-        out: list[tuple[int, Any]] = []
-        for p in sorted(queues, key=lambda k: (_first_ts(queues[k][0][1]), k)):
-            part, b = queues[p][0]
-            if len(b.ts) > 1:
-                out.append((part, b.take(np.arange(1))))
-                queues[p][0] = (part, b.take(np.arange(1, len(b.ts))))
+            queues.setdefault(item.partition, []).append(item)
+        out: list[Piece] = []
+        for p in sorted(queues, key=lambda k: (_first_ts(queues[k][0]), k)):
+            piece = queues[p][0]
+            if len(piece.ts_all) > 1:
+                first = np.zeros(len(piece.ts_all), dtype=bool)
+                first[0] = True
+                head, queues[p][0] = piece.split(first)
+                out.append(head)
             else:
                 out.append(queues[p].pop(0))
                 if not queues[p]:
@@ -95,12 +99,12 @@ class PartitionGate:
         for q in queues.values():
             q.reverse()  # pop() from the end = arrival order
         while queues:
-            p = min(queues, key=lambda k: (_first_ts(queues[k][-1][1]), k))
+            p = min(queues, key=lambda k: (_first_ts(queues[k][-1]), k))
             out.append(queues[p].pop())
             if not queues[p]:
                 del queues[p]
         return out
 
 
-def _first_ts(batch: Any) -> int:
-    return int(batch.ts[0]) if len(batch.ts) else np.iinfo(np.int64).min
+def _first_ts(piece: Piece) -> int:
+    return int(piece.ts_all[0]) if len(piece.ts_all) else np.iinfo(np.int64).min

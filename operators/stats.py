@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["LatencyHistogram", "RunStats", "lag_gauge", "split_metric_name"]
+__all__ = ["LatencyHistogram", "RunStats", "lag_gauge", "shard_gauge", "split_metric_name"]
 
 _LO_MS = 1e-3
 _GROWTH = 1.02
@@ -84,6 +84,14 @@ class RunStats:
     def get(self, name: str) -> float:
         return self.counters.get(name, 0)
 
+    def set_gauges(self, gauges: dict[str, float]) -> None:
+        """Set gauges (the latest value wins); a gauge a shard reports for itself
+        (:func:`shard_gauge`) also updates the total of its name over the shards."""
+        self.counters.update(gauges)
+        for total in {name.partition("@")[0] for name in gauges if "@" in name}:
+            prefix = total + "@"
+            self.counters[total] = sum(v for k, v in self.counters.items() if k.startswith(prefix))
+
     def add_latency(self, values_ms: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Record latencies (ms; value ``i`` ``weights[i]`` times) in the run's and the
         interval's histogram; the caller holds ``lock``."""
@@ -103,6 +111,12 @@ class RunStats:
             taken = LatencyHistogram(self.interval.counts.copy())
             self.interval.reset()
         return taken
+
+
+def shard_gauge(name: str, stage: str, shard: int) -> str:
+    """Name of a gauge one shard of a stage reports (``bandit_updates@pick#0``): the run's
+    ``name`` is the sum over them."""
+    return f"{name}@{stage}#{shard}"
 
 
 def lag_gauge(stream: str, partition: int, unit: str) -> str:

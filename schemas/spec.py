@@ -212,6 +212,7 @@ class DecideSpec:
     context: ContextSpec = field(default_factory=ContextSpec)
     log: tuple[str, ...] = ()  # extra fields of the event stored in `decisions`
     drift: bool = True  # watch the learned reward for drops (overall and per arm)
+    shards: int = 1  # decisions spread over this many shards by id, each learning on its own
 
     @property
     def logged_fields(self) -> tuple[str, ...]:
@@ -239,6 +240,7 @@ class PipelineSpec:
     batch_size: int = 4_000
     max_event_bytes: int = 65_536
     retention_ms: int | None = None  # result rows older than this are deleted (None: kept)
+    shards: int | None = None  # keyed state split in this many shards (None: one per worker)
     seed: int = 0
     simulator: tuple[tuple[str, Any], ...] = ()
     path: str | None = None

@@ -256,6 +256,7 @@ def _pipeline(root: _Table, path: str | None) -> PipelineSpec:
     max_bytes = pipe.get("max_event_bytes", _int_in(64, 64 * 1024 * 1024), 65_536)
     seed = pipe.get("seed", _int_in(0, 2**63 - 1), 0)
     retention = pipe.get("retention", _window, None)
+    shards = pipe.get("shards", _int_in(1, 256), None)
     pipe.done()
     tm = root.sub("time")
     lateness = tm.get("allowed_lateness", _duration, 2_000)
@@ -288,6 +289,7 @@ def _pipeline(root: _Table, path: str | None) -> PipelineSpec:
         batch_size=batch_size,
         max_event_bytes=max_bytes,
         retention_ms=None if retention is None else retention.ms,
+        shards=shards,
         seed=seed,
         simulator=sim,
         path=path,
@@ -478,6 +480,7 @@ def _decide(t: _Table) -> DecideSpec:
     reward = _reward(t.sub("reward"))
     log = t.get("log", _list(_name), ())
     drift = t.get("drift", _bool, True)
+    shards = t.get("shards", _int_in(1, 256), 1)
     t.done()
     return DecideSpec(
         name=name,
@@ -490,6 +493,7 @@ def _decide(t: _Table) -> DecideSpec:
         context=context,
         log=log,
         drift=drift,
+        shards=shards,
     )
 
 

@@ -154,7 +154,7 @@ class _Partition(StatefulSinkPartition[Results, None]):
         with self._stats.lock:
             for k, v in merged.counters.items():
                 self._stats.add(k, v)
-            self._stats.counters.update(merged.gauges)
+            self._stats.set_gauges(merged.gauges)
             if merged.ingest:  # end to end: read -> its results readable in DuckDB
                 read_ms, events = np.array(merged.ingest, dtype=np.float64).T
                 self._stats.add_latency(now_ms - read_ms, events)

@@ -82,7 +82,22 @@ def add_parser(sub: Any) -> None:
     k.add_argument(
         "--snapshot-interval", type=float, default=1.0, metavar="S", help="epoch length (s)"
     )
-    k.add_argument("--processes", type=int, default=1, metavar="N", help="cluster processes")
+    k.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes on this machine (one Bytewax worker each: Python threads would "
+        "share one core); keyed state is split into --shards shards",
+    )
+    k.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help="shards of keyed state (default: [pipeline] shards, else one per worker)",
+    )
+    k.add_argument(
+        "--processes", type=int, default=1, metavar="N", help="cluster processes (as --workers)"
+    )
     k.add_argument("--addresses", metavar="A,B,...", help="HOST:PORT of every cluster process")
     k.add_argument("--process-id", type=int, metavar="I", help="this process's index")
     p.set_defaults(func=_run)
@@ -114,6 +129,15 @@ def load_pipeline(path: str | None) -> Any:
 _Rule = tuple[Callable[[argparse.Namespace, Any], bool], str]
 _RULES: tuple[_Rule, ...] = (
     (lambda a, s: a.processes < 1, "--processes: expected a number >= 1"),
+    (lambda a, s: a.workers is not None and a.workers < 1, "--workers: expected a number >= 1"),
+    (
+        lambda a, s: a.workers is not None and a.processes not in (1, a.workers),
+        "--workers and --processes: give one of them (both count worker processes)",
+    ),
+    (
+        lambda a, s: a.shards is not None and not 1 <= a.shards <= 256,
+        "--shards: expected a number from 1 to 256",
+    ),
     (  # NaN and inf pass a "<= 0" test, then fail in Bytewax's timedelta
         lambda a, s: not 0 < a.snapshot_interval <= 86_400,
         "--snapshot-interval: expected seconds > 0, at most 86400 (a day)",
@@ -202,6 +226,8 @@ def _options(args: argparse.Namespace) -> Any:
     for applies, message in _RULES:
         if applies(args, spec):
             raise UsageError(message)
+    if args.workers is not None:
+        args.processes = args.workers
     if args.seed is not None:
         spec = replace(spec, seed=args.seed, simulator=_with(spec.simulator, "seed", args.seed))
     if args.retention is not None:
@@ -222,6 +248,7 @@ def _options(args: argparse.Namespace) -> Any:
         snapshot_interval_s=args.snapshot_interval,
         topic_prefix=args.topic_prefix,
         duckdb_memory_limit=_memory_limit(args.duckdb_memory_limit),
+        shards=args.shards,
     )
     kinds = {opts.source_of(s.name).split(":", 1)[0] for s in spec.streams}
     _check_run(args, opts, kinds)
@@ -236,8 +263,17 @@ def _options(args: argparse.Namespace) -> Any:
         from eddy.sources.kafka import parse_kafka_spec
 
         opts.kafka_out = parse_kafka_spec(kafka[0])[0]
+    from eddy.dataflows.runner import check_recovery_layout
+
+    try:
+        check_recovery_layout(opts)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if opts.processes > 1 and "simulator" in kinds:
-        raise UsageError("--processes: a simulator runs in one process; feed a cluster from Kafka")
+        raise UsageError(
+            "--workers/--processes: a simulator runs in one process; feed several workers "
+            "from files or Kafka (--source STREAM=jsonl:PATH)"
+        )
     return opts
 
 
@@ -388,10 +424,10 @@ def _member(addresses: str, i: int) -> list[str]:
 
 def _run_local_cluster(args: argparse.Namespace, opts: Any) -> int:
     """``--processes N`` on one machine: start members 1..N-1, run member 0 here."""
-    from eddy.dataflows.runner import local_addresses, prepare_recovery
+    from eddy.dataflows.runner import local_addresses, prepare_recovery, shard_layout
 
     if opts.recovery is not None:  # once, before the members race to create it
-        prepare_recovery(opts.recovery, opts.processes)
+        prepare_recovery(opts.recovery, opts.processes, shard_layout(opts))
     addresses = ",".join(local_addresses(opts.processes))
     base = [a for a in args.argv if a != "--quiet"]
     children = [

@@ -159,14 +159,22 @@ class KeyedDetector:
 
     # -- public -----------------------------------------------------------------------------
     def update(
-        self, keys: np.ndarray, ts_ms: np.ndarray, values: np.ndarray, now_ms: int
+        self,
+        keys: np.ndarray,
+        ts_ms: np.ndarray,
+        values: np.ndarray,
+        now_ms: int,
+        seen_ms: tuple[np.ndarray, int] | None = None,
     ) -> DetectOutput:
         """Score, then learn, a batch (rows in arrival order); ``now_ms`` stamps
-        ``detected_at``. ``values`` is (n, len(metrics)); NaN = missing (skipped)."""
+        ``detected_at``. ``values`` is (n, len(metrics)); NaN = missing (skipped).
+        ``seen_ms``: the stream's latest event time up to each row and after the batch, for a
+        detector that holds only some of the stream's keys (the rates detector's buckets
+        close by it)."""
         k, ts, v = self._check(keys, ts_ms, values)
         ids = self._intern(k)
         if self._rates is not None:
-            rows, drift = self._rates.update(ids, ts, v, self._names, now_ms)
+            rows, drift = self._rates.update(ids, ts, v, self._names, now_ms, seen_ms)
             return DetectOutput(rows, drift)
         return DetectOutput(self._score_events(ids, ts, v, now_ms), empty_alerts())
 

@@ -141,18 +141,31 @@ class RatesScorer:
 
     # -- public -----------------------------------------------------------------------------
     def update(
-        self, keys: I64, ts_ms: I64, values: F64, names: NDArray[np.object_], now_ms: int
+        self,
+        keys: I64,
+        ts_ms: I64,
+        values: F64,
+        names: NDArray[np.object_],
+        now_ms: int,
+        seen_ms: tuple[I64, int] | None = None,
     ) -> tuple[Columns, Columns]:
         """Add a batch (rows in arrival order); return (anomaly rows, drift alerts) of the
-        buckets it closes."""
+        buckets it closes. ``seen_ms`` (the latest event time of the stream up to each row,
+        and after the batch) replaces the scorer's own: a shard holding some keys of a stream
+        closes buckets by the whole stream's time, as an unsharded run does."""
+        if seen_ms is not None:
+            self._max_ts = max(self._max_ts, int(seen_ms[1]))
         if len(keys):
             self._grow(int(keys.max()) + 1)
             bms, lag = self.params.bucket_ms, self.params.close_lag_ms
             # the watermark each event met: the latest event time up to it, minus the lag
-            seen = np.maximum(np.maximum.accumulate(ts_ms), self._max_ts)
+            if seen_ms is None:
+                seen = np.maximum(np.maximum.accumulate(ts_ms), self._max_ts)
+                self._max_ts = int(seen[-1])
+            else:
+                seen = seen_ms[0]
             first_open = (seen - lag) // bms
             bucket = np.maximum(np.maximum(ts_ms // bms, first_open), self._floor_b)
-            self._max_ts = int(seen[-1])
             self._add(keys, bucket, self._stats(values))
         if not len(self._open_b):
             return empty_anomalies(), empty_alerts()

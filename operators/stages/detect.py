@@ -42,12 +42,16 @@ class DetectStage:
         self._config = detector_config(spec, stream, seed)
         self._detector = KeyedDetector(self._config)
 
-    def update(self, batch: EventBatch, now_ms: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Score then learn the batch's rows; ``(anomalies, drift_alerts)`` rows."""
-        if not len(batch):
+    def update(
+        self, batch: EventBatch, now_ms: int, seen_ms: tuple[np.ndarray, int] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Score then learn the batch's rows; ``(anomalies, drift_alerts)`` rows. ``seen_ms``
+        as :meth:`KeyedDetector.update` takes it."""
+        if not len(batch) and seen_ms is None:
             return {}, {}
         keys = key_column(batch, self.spec.key)
-        out = self._detector.update(keys, batch.ts, metric_matrix(batch, self.spec.metrics), now_ms)
+        values = metric_matrix(batch, self.spec.metrics)
+        out = self._detector.update(keys, batch.ts, values, now_ms, seen_ms)
         return self._rows(out.anomalies), self._drift(out.drift_alerts)
 
     def flush(self, now_ms: int) -> tuple[dict[str, Any], dict[str, Any]]:

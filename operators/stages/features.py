@@ -84,10 +84,17 @@ class FeaturesStage:
     def columns(self) -> tuple[str, ...]:
         return self._columns
 
-    def process(self, batch: EventBatch, partition: int | np.ndarray) -> FeaturesOutput:
-        """Consume a batch of the stage's stream (rows in arrival order)."""
+    def process(
+        self,
+        batch: EventBatch,
+        partition: int | np.ndarray,
+        watermarks: tuple[np.ndarray, int] | None = None,
+    ) -> FeaturesOutput:
+        """Consume a batch of the stage's stream (rows in arrival order); ``watermarks`` as
+        :meth:`EventTimeFeatures.process` takes them (None: the stage's own clock)."""
         keys = key_column(batch, self.spec.key)
-        res = self._op.process(keys, batch.ts, metric_matrix(batch, self.spec.metrics), partition)
+        values = metric_matrix(batch, self.spec.metrics)
+        res = self._op.process(keys, batch.ts, values, partition, watermarks=watermarks)
         kept = ~res.late if self._late_policy == "drop" else np.ones(len(batch), bool)
         if len(self._columns):
             self._remember(keys[kept], res.features[kept])

@@ -129,10 +129,17 @@ class EventTimeFeatures:
         ts_ms: np.ndarray,
         values: np.ndarray,
         partition: int | np.ndarray = 0,
+        *,
+        watermarks: tuple[np.ndarray, int] | None = None,
     ) -> FeatureBatch:
         """Consume one batch (rows in input order) of ``partition``, or of several input
         partitions at once (``partition`` an int array, one per row): the same output as one
-        call per run of rows from the same partition."""
+        call per run of rows from the same partition.
+
+        ``watermarks`` (the watermark before each row, the watermark after the batch) replaces
+        the operator's own clock: a shard that holds some keys of a stream is judged by the
+        whole stream's watermark, so its rows and windows are the ones an unsharded run gives.
+        """
         keys = np.asarray(keys, dtype=object)
         ts = np.ascontiguousarray(ts_ms, dtype=np.int64)
         vals = np.ascontiguousarray(values, dtype=np.float64)
@@ -145,7 +152,11 @@ class EventTimeFeatures:
             )
         kidx = self._intern(keys)
         wm_old = self._wm.value
-        wmb = self._advance(ts, partition)
+        if watermarks is None:
+            wmb = self._advance(ts, partition)
+        else:
+            wmb = np.asarray(watermarks[0], dtype=np.int64)
+            self._wm.raise_to(watermarks[1])
         late = ts < wmb
         include = self.config.late_policy == "include"
         acc = ~late | include

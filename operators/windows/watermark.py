@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NO_WATERMARK", "Watermark"]
+__all__ = ["NO_TIME", "NO_WATERMARK", "Watermark"]
 
 NO_WATERMARK = -(2**62)
+NO_TIME = -(2**62)  # "no row before": far below any event time, far from int64's edge
 
 
 class Watermark:
@@ -34,25 +35,40 @@ class Watermark:
 
     def advance(self, ts: np.ndarray, partition: int) -> np.ndarray:
         """Consume one batch of ``partition``; return the watermark before each row."""
-        n = len(ts)
-        before = np.empty(n, dtype=np.int64)
-        if n == 0:
-            return before
+        if len(ts) == 0:
+            return np.empty(0, dtype=np.int64)
+        run = np.maximum.accumulate(ts)
+        prior = np.empty(len(ts), dtype=np.int64)
+        prior[0] = NO_TIME
+        prior[1:] = run[:-1]
+        return self.advance_rows(prior, int(run[-1]), partition)
+
+    def advance_rows(self, prior: np.ndarray, top: int, partition: int) -> np.ndarray:
+        """Consume one batch of ``partition`` of which the caller holds some rows (a shard's
+        share of it): ``prior`` is, per held row, the largest event time of the batch's rows
+        before it (:data:`NO_TIME` for none), ``top`` the batch's largest. Returns the
+        watermark before each held row, as :meth:`advance` on the whole batch would; the
+        state after is the same too."""
         others = [v for p, v in self._pmax.items() if p != partition]
         other_min = min(others) if others else None
-        run = np.maximum.accumulate(ts)
         prev = self._pmax.get(partition)
-        if prev is not None:
-            run = np.maximum(run, prev)
-        cand = run - self.allowed_lateness_ms
+        run = prior if prev is None else np.maximum(prior, prev)
+        cand = np.asarray(run, dtype=np.int64) - self.allowed_lateness_ms
+        end = top if prev is None else max(prev, top)
+        cand_end = end - self.allowed_lateness_ms
         if other_min is not None:
             cand = np.minimum(cand, other_min - self.allowed_lateness_ms)
-        after = np.maximum(cand, self._wm)  # cand is non-decreasing, so this is the running W
-        before[0] = self._wm
-        before[1:] = after[:-1]
-        self._wm = int(after[-1])
-        self._pmax[partition] = int(run[-1])
+            cand_end = min(cand_end, other_min - self.allowed_lateness_ms)
+        # cand is non-decreasing over the batch, so max(cand, W) is the running W
+        before = np.maximum(cand, self._wm)
+        self._wm = max(self._wm, cand_end)
+        self._pmax[partition] = end
         return before
+
+    def raise_to(self, watermark: int) -> None:
+        """Follow a watermark computed elsewhere (a pipeline's clock over the whole stream,
+        when this operator sees only a shard of it)."""
+        self._wm = max(self._wm, int(watermark))
 
     def close(self) -> None:
         """End of bounded input: the watermark jumps to +infinity (as far as windows care)."""

@@ -6,8 +6,11 @@ anomaly windows ``[start, end]``, both ends inclusive). Every series becomes par
 ``readings`` (id ``reading_id`` = ``"<series>#<row>"``, row counted from 1 after the header;
 time ``ts``; ``series`` = ``"<category>/<file stem>"``; ``value``, float, ``null`` when the
 CSV cell is empty), all series merged in event-time order (ties: by series name, then row), so
-a spec can read NAB like any other input and its detectors be scored against the labels:
-:attr:`NabReplay.incidents` are the windows (``key`` = series, kind ``labelled``, ``end_ms`` =
+a spec can read NAB like any other input and its detectors be scored against the labels.
+``events`` beyond the rows of the series replays every series again as a new one
+(``"<series>~2"``, ``~3``, ... with the same times, values and labels): a fleet of sensors.
+:attr:`NabReplay.incidents` are the labelled windows
+(``key`` = series, kind ``labelled``, ``end_ms`` =
 the inclusive end + 1 ms) of the series replayed, once the replay reaches their start.
 
 Nothing is decided here (``decision_stream = None``): ``respond`` ignores everything, and there
@@ -118,6 +121,13 @@ class NabReplay(ClosedLoopSimulator):
             f"{c}/{p.stem}" for c in sorted(cats) for p in sorted((root / "data" / c).glob("*.csv"))
         )
         parts = [_read(root / "data" / f"{s}.csv") for s in self.series]
+        total = sum(len(t) for t, _ in parts)
+        if o["events"] > total:  # a fleet: further copies of every series, as new series
+            passes = -(-o["events"] // total)
+            self.series = tuple(
+                s if k == 0 else f"{s}~{k + 1}" for k in range(passes) for s in self.series
+            )
+            parts = parts * passes
         code = np.concatenate([np.full(len(t), i) for i, (t, _) in enumerate(parts)])
         row = np.concatenate([np.arange(1, len(t) + 1) for t, _ in parts])
         ts = np.concatenate([t for t, _ in parts])
@@ -133,7 +143,7 @@ class NabReplay(ClosedLoopSimulator):
         self._windows = [
             Incident(s, "labelled", int(a), int(b) + 1)
             for s in self.series
-            for a, b in (_ms(w).tolist() for w in labels.get(f"{s}.csv", []))
+            for a, b in (_ms(w).tolist() for w in labels.get(f"{s.partition('~')[0]}.csv", []))
         ]
         self._windows.sort(key=lambda w: (w.start_ms, w.key))
         self._next = 0

@@ -8,7 +8,8 @@ from dataclasses import replace
 import numpy as np
 import orjson
 
-from eddy.operators.engine import PipelineEngine
+from eddy.operators.engine import KeyedEngine, PipelineEngine
+from eddy.operators.sharding import whole
 from eddy.schemas.batch import EventBatch
 from tests.pipeline.conftest import NOW_NS, decoded, drive, merged, simulator_of
 
@@ -267,7 +268,7 @@ def test_steps_of_several_batches_keep_windows_and_answer_every_decision(referen
 
 def test_a_step_takes_batches_until_its_decisions_would_pass_step_rows(reference) -> None:
     spec = replace(reference(), batch_size=4_000)
-    eng = PipelineEngine(spec)
+    eng = KeyedEngine(spec)
 
     def batch(stream: str, n: int) -> EventBatch:
         return EventBatch(stream, np.zeros(n, np.int64), np.empty(n, object), {})
@@ -275,8 +276,8 @@ def test_a_step_takes_batches_until_its_decisions_would_pass_step_rows(reference
     r, o = "requests", "outcomes"
     items = [(0, batch(r, 3_000)), (1, batch(o, 10)), (0, batch(r, 1_500)), (0, batch(r, 400))]
     items += [(2, batch(o, 5)), (0, batch(r, 4_500)), (1, batch(r, 1))]
-    steps = eng._steps(items, 4_000)
-    sizes = [[(b.stream[0], len(b)) for _, b in step] for step in steps]
+    steps = eng._steps([whole(p, b) for p, b in items], 4_000)
+    sizes = [[(piece.stream[0], len(piece.batch)) for piece in step] for step in steps]
     assert sizes == [
         [("r", 3_000), ("o", 10)],
         [("r", 1_500), ("r", 400), ("o", 5)],

@@ -1,0 +1,187 @@
+"""Scaling: events/s of a spec with 1, 2, ... workers on the same recorded input.
+
+``eddy bench scaling --pipeline FILE --workers 1,2 --json out.json``. The spec's streams are
+recorded once (``benchmarks.recording``; ``--events`` sets the length); for each worker count a
+cluster of that many processes on this machine, one Bytewax worker each (Python threads would
+share one core), replays the recording:
+
+* **timed runs** count the results on the worker that computed them (``sinks/counting.py``):
+  nothing is written, so the output is not the bottleneck and the figure is the stages'.
+  events/s = input lines / the dataflow's wall time in process 0 (from its start to the end of
+  the input; imports and numba's cache load are before it). The best of ``--repeat`` runs.
+* **checked runs** write DuckDB (process 0 owns the file) and ``same_results`` compares, between
+  every worker count and the first, ``window_aggregates``, every stored ``features_<name>`` and
+  ``anomalies`` (without the wall-clock ``detected_at``): the same rows, with floats equal to
+  1e-9 relative, absolute below 1 (running sums restart at points that depend on how the input
+  reached a shard, so the last bits can differ; a mean near 0 of large values keeps the
+  rounding of the values).
+
+Keyed state has one shard per worker unless ``--shards`` (or the spec's ``[pipeline] shards``)
+fixes it; a decide stage has the shards its spec gives (``[[decide]] shards``, default 1).
+A closed-loop spec replays with outcomes joined by id alone (``throughput.replay_spec``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import tempfile
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from eddy.benchmarks.recording import Recording, record
+from eddy.benchmarks.throughput import replay_spec
+from eddy.schemas.spec import PipelineSpec
+
+__all__ = ["compare_results", "run_cluster", "run_scaling"]
+
+_COMPARED = ("window_aggregates", "anomalies")
+_WALL_CLOCK = {"detected_at", "run_id"}
+_REL = 1e-9
+
+
+def _member(rec: Recording, opts_kw: dict[str, Any], pid: int, q: Any) -> None:
+    try:
+        from eddy.dataflows.run_options import RunOptions
+        from eddy.dataflows.runner import run_pipeline
+
+        opts = RunOptions(replay_spec(rec.spec), sources=rec.sources, process_id=pid, **opts_kw)
+        res = run_pipeline(opts)
+        q.put((pid, {"wall_s": res.wall_s, "counters": dict(res.counters)}))
+    except BaseException:
+        q.put((pid, {"error": traceback.format_exc()}))
+
+
+def run_cluster(
+    rec: Recording,
+    workers: int,
+    *,
+    duckdb_path: str | None = None,
+    shards: int | None = None,
+    timeout_s: float = 1_800.0,
+) -> dict[str, Any]:
+    """One replay of ``rec`` by ``workers`` processes; process 0's wall time and counters."""
+    from eddy.dataflows.runner import local_addresses
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    kw: dict[str, Any] = {
+        "processes": workers,
+        "addresses": local_addresses(workers) if workers > 1 else None,
+        "shards": shards,
+        "duckdb": duckdb_path,
+        "no_duckdb": duckdb_path is None,
+    }
+    procs = [ctx.Process(target=_member, args=(rec, kw, i, q)) for i in range(workers)]
+    for p in procs:
+        p.start()
+    results: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(results) < workers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"scaling: {workers} workers did not finish in {timeout_s} s")
+            try:
+                pid, res = q.get(timeout=1.0)
+            except queue.Empty:
+                dead = [i for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"scaling: worker process {dead[0]} died") from None
+                continue
+            if "error" in res:
+                raise RuntimeError(f"scaling: worker process {pid} failed:\n{res['error']}")
+            results[pid] = res
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    return results[0]
+
+
+def compare_results(a: str, b: str, spec: PipelineSpec) -> dict[str, dict[str, int]]:
+    """Rows of the compared tables in one DuckDB file and not in the other (floats compared to
+    1e-9 relative, absolute below 1), per table: ``{"rows": n, "only_a": .., "only_b": ..}``."""
+    tables = [*_COMPARED, *(f"features_{f.name}" for f in spec.features if f.store)]
+    con = duckdb.connect(config={"enable_progress_bar": False})
+    con.execute(f"ATTACH '{a}' AS a (READ_ONLY)")
+    con.execute(f"ATTACH '{b}' AS b (READ_ONLY)")
+    out = {}
+    for t in tables:
+        cols = con.execute(f"DESCRIBE a.{t}").fetchall()
+        exact = [f'"{c}"' for c, typ, *_ in cols if c not in _WALL_CLOCK and typ != "DOUBLE"]
+        floats = [f'"{c}"' for c, typ, *_ in cols if c not in _WALL_CLOCK and typ == "DOUBLE"]
+        on = " AND ".join(f"x.{c} IS NOT DISTINCT FROM y.{c}" for c in exact) or "TRUE"
+        close = " AND ".join(
+            f"(x.{c} IS NOT DISTINCT FROM y.{c} OR abs(x.{c} - y.{c}) <= "
+            f"{_REL} * greatest(abs(x.{c}), abs(y.{c}), 1.0))"
+            for c in floats
+        )
+        counts = {}
+        for name, (x, y) in {"only_a": ("a", "b"), "only_b": ("b", "a")}.items():
+            counts[name] = _count(
+                con,
+                f"SELECT count(*) FROM {x}.{t} x WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {y}.{t} y WHERE {on} AND {close or 'TRUE'})",
+            )
+        counts["rows"] = _count(con, f"SELECT count(*) FROM a.{t}")
+        out[t] = counts
+    con.close()
+    return out
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    return int(row[0]) if row else 0
+
+
+def run_scaling(
+    spec: PipelineSpec,
+    workers: list[int],
+    *,
+    events: int | None = None,
+    repeat: int = 2,
+    shards: int | None = None,
+    workdir: str | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
+    """See the module docstring; ``{"scaling": {"N": events/s}, "same_results": bool, ...}``."""
+    with tempfile.TemporaryDirectory(prefix="eddy-scaling-", dir=workdir) as tmp:
+        rec = record(spec, Path(tmp) / "recording", events=events)
+        rec = replace(rec, spec=replay_spec(rec.spec))
+        log(f"scaling: {rec.n_events:,} events of {spec.name!r}")
+        runs = []
+        rates: dict[str, float] = {}
+        for n in workers:
+            walls = []
+            for _ in range(repeat):
+                res = run_cluster(rec, n, shards=shards)
+                walls.append(res["wall_s"])
+            rates[str(n)] = rec.n_events / min(walls)
+            runs.append({"workers": n, "wall_s": walls, "events_per_s": rates[str(n)]})
+            log(f"  {n} worker(s): {rates[str(n)]:,.0f} events/s (walls {walls})")
+        dbs = {}
+        for n in workers:
+            dbs[n] = str(Path(tmp) / f"check-{n}.duckdb")
+            run_cluster(rec, n, duckdb_path=dbs[n], shards=shards)
+        base = workers[0]
+        compare = {str(n): compare_results(dbs[base], dbs[n], rec.spec) for n in workers[1:]}
+        same = all(
+            c["only_a"] == 0 and c["only_b"] == 0 for t in compare.values() for c in t.values()
+        )
+        return {
+            "pipeline": spec.name,
+            "scaling": rates,
+            "same_results": same,
+            "events": rec.n_events,
+            "repeat": repeat,
+            "shards": shards or "one per worker",
+            "output": "counting sink: results counted on the worker that computed them",
+            "runs": runs,
+            "compare": compare,
+        }
