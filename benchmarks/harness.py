@@ -6,7 +6,7 @@ Suites (each ``suite(quick: bool, workdir: str) -> dict``):
 * ``throughput`` — eddy vs naive vs bytewax_idiomatic vs floor on one recorded input; with a
   ``pipeline`` spec other than the reference, eddy vs floor on that spec's input;
 * ``latency`` — eddy end to end (ingest -> readable in DuckDB) at paced input rates;
-* ``scaling`` — eddy throughput against the micro-batch size (one worker);
+* ``batch_size`` — eddy throughput against the micro-batch size (one worker);
 * ``memory`` — peak RSS of every variant, and of eddy at two stream lengths;
 * ``quality`` — concept drift: alert detection delay, bandit recovery time, false alerts.
 
@@ -50,8 +50,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "warmup": 300,
         "lat_rates": (1_000.0,),
         "lat_s": 1.5,
-        "scale_batches": (250, 1_000),
-        "scale_requests": 1_500,
+        "batch_sizes": (250, 1_000),
+        "batch_requests": 1_500,
         "mem_requests": (1_000, 2_000),
         "q_requests": 12_000,
         "q_drift_s": 3.0,
@@ -62,8 +62,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "warmup": 1_000,
         "lat_rates": (1_000.0, 4_000.0),
         "lat_s": 4.0,
-        "scale_batches": (500, 2_000),
-        "scale_requests": 8_000,
+        "batch_sizes": (500, 2_000),
+        "batch_requests": 8_000,
         "mem_requests": (4_000, 16_000),
         "q_requests": 60_000,
         "q_drift_s": 15.0,
@@ -74,8 +74,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "warmup": 3_000,
         "lat_rates": (1_000.0, 5_000.0, 20_000.0),
         "lat_s": 15.0,
-        "scale_batches": (250, 1_000, 4_000, 16_000),
-        "scale_requests": 100_000,
+        "batch_sizes": (250, 1_000, 4_000, 16_000),
+        "batch_requests": 100_000,
         "mem_requests": (50_000, 200_000),
         "q_requests": 120_000,
         "q_drift_s": 30.0,
@@ -133,11 +133,11 @@ def suite_latency(quick: bool | str, workdir: str) -> dict[str, Any]:
     return {"runs": runs}
 
 
-def suite_scaling(quick: bool | str, workdir: str) -> dict[str, Any]:
+def suite_batch_size(quick: bool | str, workdir: str) -> dict[str, Any]:
     p = _profile(quick)
-    rec = reference_recording(Path(workdir) / "scaling-stream", p["scale_requests"], seed=1)
+    rec = reference_recording(Path(workdir) / "batch-size-stream", p["batch_requests"], seed=1)
     runs = []
-    for b in p["scale_batches"]:
+    for b in p["batch_sizes"]:
         r = run_isolated("eddy", rec, workdir, None, batch_size=b, warmup_events=p["warmup"])
         runs.append({"batch_size": b, **{k: r.get(k) for k in _KEEP if k in r}})
     return {"workers": 1, "runs": runs, "n_events": rec.n_events}
@@ -176,7 +176,7 @@ def suite_quality(quick: bool | str, workdir: str) -> dict[str, Any]:
 SUITES: dict[str, Suite] = {
     "throughput": suite_throughput,
     "latency": suite_latency,
-    "scaling": suite_scaling,
+    "batch_size": suite_batch_size,
     "memory": suite_memory,
     "quality": suite_quality,
 }

@@ -14,7 +14,7 @@ from eddy.benchmarks.throughput import VARIANTS
 __all__ = ["markdown", "plot"]
 
 #: suites with a section of their own; any other suite gets a pointer to the JSON
-_SECTIONS = ("throughput", "latency", "scaling", "memory", "quality")
+_SECTIONS = ("throughput", "latency", "batch_size", "memory", "quality")
 
 
 def _fmt(x: Any, nd: int = 0) -> str:
@@ -58,14 +58,14 @@ def markdown(out: dict[str, Any]) -> str:
                 f"| {_fmt(lat.get('p50'))} | {_fmt(lat.get('p95'))} | {_fmt(lat.get('p99'))} |"
             )
         lines.append("")
-    if "scaling" in s:
+    if "batch_size" in s:
         lines += [
-            "## Scaling (eddy, one worker, by micro-batch size)",
+            "## Batch size (eddy, one worker, by micro-batch size)",
             "",
             "| batch | events/s | events per CPU-s | p99 ms |",
             "|---:|---:|---:|---:|",
         ]
-        for r in s["scaling"]["runs"]:
+        for r in s["batch_size"]["runs"]:
             if "error" in r:
                 lines.append(f"| {r['batch_size']} | error: {r['error'].splitlines()[-1]} |")
                 continue
@@ -193,15 +193,15 @@ def plot(out: dict[str, Any], out_dir: Path) -> list[str]:
         ax.set_title("eddy latency, paced simulator")
         ax.legend()
         save(fig, "latency.png")
-    if "scaling" in s:
-        runs = [r for r in s["scaling"]["runs"] if "error" not in r]
+    if "batch_size" in s:
+        runs = [r for r in s["batch_size"]["runs"] if "error" not in r]
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot([r["batch_size"] for r in runs], [r["events_per_s"] for r in runs], marker="o")
         ax.set_xscale("log")
         ax.set_xlabel("micro-batch size")
         ax.set_ylabel("events/s")
         ax.set_title("eddy throughput by batch size (1 worker)")
-        save(fig, "scaling.png")
+        save(fig, "batch_size.png")
     if "memory" in s and s["memory"].get("peak_rss_mb"):
         m = s["memory"]["peak_rss_mb"]
         fig, ax = plt.subplots(figsize=(6, 4))

@@ -108,7 +108,8 @@ def compare_results(a: str, b: str, spec: PipelineSpec) -> dict[str, dict[str, i
     """Rows of the compared tables in one DuckDB file and not in the other (floats compared to
     1e-9 relative, absolute below 1), per table: ``{"rows": n, "only_a": .., "only_b": ..}``."""
     tables = [*_COMPARED, *(f"features_{f.name}" for f in spec.features if f.store)]
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     con.execute(f"ATTACH '{a}' AS a (READ_ONLY)")
     con.execute(f"ATTACH '{b}' AS b (READ_ONLY)")
     out = {}

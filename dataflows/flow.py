@@ -159,10 +159,11 @@ def _engine(items: Stream[RawBatch], opts: RunOptions) -> tuple[Stream[Results],
     router = Router(spec, opts.n_shards)
     workers = opts.processes
     keyed_keys = shard_names("keyed-", router.shards, workers)
-    # a decide stage's shards go to the workers with the fewest keyed shards first
+    # decide stages start from the last worker (the first one reads most of the input when a
+    # spec has few input partitions), the next stage from the one before
     decide_keys = {
-        d.name: shard_names(f"{d.name}-", d.shards, workers, start=router.shards)
-        for d in spec.decide
+        d.name: shard_names(f"{d.name}-", d.shards, workers, start=workers - 1 - j)
+        for j, d in enumerate(spec.decide)
     }
     expected = _partitions_with_data(opts)
     keep_state = opts.recovery is not None

@@ -36,14 +36,9 @@ def shard_index(values: np.ndarray, shards: int) -> np.ndarray:
     n = len(values)
     if shards == 1:
         return np.zeros(n, dtype=np.int64)
-    codes: dict[object, int] = {}
-    out = np.empty(n, dtype=np.int64)
-    for i, v in enumerate(values.tolist()):
-        s = codes.get(v)
-        if s is None:
-            s = codes[v] = _mix(zlib.crc32(str(v).encode())) % shards
-        out[i] = s
-    return out
+    rows = values.tolist()
+    codes = {v: _mix(zlib.crc32(str(v).encode())) % shards for v in dict.fromkeys(rows)}
+    return np.fromiter(map(codes.__getitem__, rows), np.int64, n)
 
 
 def _mix(crc: int) -> int:

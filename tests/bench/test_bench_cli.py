@@ -23,8 +23,29 @@ def test_help_lists_the_suites_and_options(capsys: pytest.CaptureFixture[str]) -
         main(["bench", "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for word in ("throughput", "latency", "scaling", "features", "--quick", "--json", "--pipeline"):
+    for word in ("throughput", "latency", "batch_size", "features", "--quick", "--json"):
         assert word in text
+    for word in ("--pipeline", "soak", "scaling", "--workers", "--repeat", "--shards"):
+        assert word in text
+
+
+def test_no_suite_runs_every_harness_suite_and_neither_long_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import eddy.benchmarks.harness as harness
+    import eddy.benchmarks.report as report
+
+    seen: dict[str, list[str]] = {}
+
+    def run_suites(names: list[str], *args: object, extra: dict, **kw: object) -> dict:
+        seen["names"], seen["extra"] = list(names), list(extra)
+        return {}
+
+    monkeypatch.setattr(harness, "run_suites", run_suites)
+    monkeypatch.setattr(report, "markdown", lambda out: "")
+    assert main(["bench", "--out", str(tmp_path)]) == 0
+    assert seen["names"] == ["throughput", "latency", "batch_size", "memory", "quality"]
+    assert "scaling" not in seen["extra"] and "soak" not in seen["extra"]
 
 
 @pytest.mark.parametrize(
@@ -32,6 +53,8 @@ def test_help_lists_the_suites_and_options(capsys: pytest.CaptureFixture[str]) -
     [
         (["bench", "latency", "--pipeline", "x.toml"], "--pipeline applies to the throughput"),
         (["bench", "--pipeline", "x.toml"], "--pipeline applies to the throughput"),
+        (["bench", "batch_size", "--pipeline", "x.toml"], "--pipeline applies to the throughput"),
+        (["bench", "throughput", "--workers", "2"], "--workers applies to the scaling suite"),
         (["bench", "throughput", "--pipeline", "/nonexistent.toml"], "file not found"),
     ],
 )

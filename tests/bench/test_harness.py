@@ -49,20 +49,21 @@ def test_every_suite_runs_tiny_and_writes_json_plots_and_markdown(tmp_path: Path
     for run in data["suites"]["latency"]["runs"]:  # paced: never much faster than offered
         assert "error" not in run and run["events"] > 0
         assert run["achieved_requests_per_s"] <= 1.2 * run["offered_requests_per_s"]
-    n_scaling = data["suites"]["scaling"]["n_events"]
-    for run in data["suites"]["scaling"]["runs"]:
-        assert "error" not in run and run["events"] == n_scaling and run["events_per_s"] > 0
+    n_batch = data["suites"]["batch_size"]["n_events"]
+    for run in data["suites"]["batch_size"]["runs"]:
+        assert "error" not in run and run["events"] == n_batch and run["events_per_s"] > 0
     for run in data["suites"]["memory"]["eddy_by_stream_length"]:
         assert "error" not in run and run["peak_rss_mb"] > 50
     q = data["suites"]["quality"]
     assert q["false_alerts_control_run"] == 0
     assert 0 < q["ratio_before_drift"] <= 1.0
     pngs = {Path(p).name for p in out["meta"]["plots"]}
-    assert pngs == {"throughput.png", "latency.png", "scaling.png", "memory.png", "quality.png"}
+    assert pngs == {"throughput.png", "latency.png", "batch_size.png", "memory.png", "quality.png"}
     for p in out["meta"]["plots"]:
         assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (tmp_path / "bench.md").read_text()
     assert "| eddy |" in md and "| floor |" in md and "## Quality" in md
+    assert "## Batch size" in md and "## Scaling" not in md
     assert len([m for m in logs if m.endswith("...")]) == len(SUITES)
 
 
@@ -79,7 +80,7 @@ def test_throughput_of_another_spec_is_eddy_against_its_floor(tmp_path: Path) ->
     assert floor["rows"]["rewards"] == lines["deliveries"]
     assert out["targets"]["met_200k"] is None and out["targets"]["eddy_over_naive"] is None
     with pytest.raises(ValueError, match="throughput suite only"):
-        run_suites(["scaling"], "tiny", pipeline=spec, log=lambda _: None)
+        run_suites(["batch_size"], "tiny", pipeline=spec, log=lambda _: None)
 
 
 def test_the_recording_decodes_cleanly_and_is_deterministic(tmp_path: Path) -> None:
