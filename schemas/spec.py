@@ -235,6 +235,7 @@ class PipelineSpec:
     allowed_lateness_ms: int = 2_000
     late_policy: str = "drop"
     max_ahead_ms: int = 3_600_000
+    idle_after_ms: int | None = 60_000  # a partition silent this long leaves the watermark's min
     duckdb: str | None = None
     topic_prefix: str | None = None
     batch_size: int = 4_000

@@ -262,6 +262,7 @@ def _pipeline(root: _Table, path: str | None) -> PipelineSpec:
     lateness = tm.get("allowed_lateness", _duration, 2_000)
     late_policy = tm.get("late_policy", _choice("drop", "include"), "drop")
     max_ahead = tm.get("max_ahead", _window, Window(3_600_000, "1h")).ms
+    idle_after = tm.get("idle_after", _window, Window(60_000, "1m")).ms
     tm.done()
     sim = root.get("simulator", _params, ())
     streams_t = root.sub("streams")
@@ -284,6 +285,7 @@ def _pipeline(root: _Table, path: str | None) -> PipelineSpec:
         allowed_lateness_ms=lateness,
         late_policy=late_policy,
         max_ahead_ms=max_ahead,
+        idle_after_ms=idle_after,
         duckdb=duckdb,
         topic_prefix=topic_prefix,
         batch_size=batch_size,

@@ -82,7 +82,7 @@ class KeyedEngine:
         self.shard, self.shards = shard, shards
         self._decide_shards = {d.name: d.shards for d in spec.decide}
         lateness, policy = spec.allowed_lateness_ms, spec.late_policy
-        self._clock = {s.name: Watermark(lateness) for s in spec.streams}
+        self._clock = {s.name: Watermark(lateness, spec.idle_after_ms) for s in spec.streams}
         self._stream_top = {s.name: NO_TIME for s in spec.streams}
         self._features = {f.name: FeaturesStage(f, lateness, policy) for f in spec.features}
         self._detect = {
@@ -264,6 +264,7 @@ class KeyedEngine:
     def _run_grouped(self, pieces: list[Piece], out: Results, now_ns: int) -> None:
         """One call per stream for the pieces (rows of a stream stay in arrival order); each
         piece advances its stream's clock over its whole batch first."""
+        now_ms = now_ns // 1_000_000
         by_stream: dict[str, list[Piece]] = {}
         for piece in pieces:
             by_stream.setdefault(piece.stream, []).append(piece)
@@ -271,7 +272,8 @@ class KeyedEngine:
             clock = self._clock[stream]
             before, upto, parts = [], [], []
             for piece in group:
-                before.append(clock.advance_rows(piece.prior(), piece.top, piece.partition))
+                prior, top, part = piece.prior(), piece.top, piece.partition
+                before.append(clock.advance_rows(prior, top, part, now_ms))
                 upto.append(np.maximum(piece.upto(), self._stream_top[stream]))
                 self._stream_top[stream] = max(self._stream_top[stream], piece.top)
                 parts.append(np.full(len(piece.batch), piece.partition, dtype=np.int64))

@@ -147,3 +147,26 @@ def test_restore_is_bitwise_identical_with_the_same_batches() -> None:
         for x, y in zip(w0, w1, strict=True):
             for c in WINDOW_COLUMNS:
                 assert np.array_equal(x[c], y[c], equal_nan=x[c].dtype != object), c
+
+
+def test_an_idle_partition_stops_holding_the_watermark_back() -> None:
+    """A partition silent for ``idle_after_ms`` of wall clock leaves the minimum; when it
+    delivers again it counts again (its rows behind the watermark are late)."""
+    from eddy.operators.windows.watermark import Watermark
+
+    wm = Watermark(allowed_lateness_ms=0, idle_after_ms=1_000)
+    wm.advance(np.array([100]), partition=0, now_ms=0)
+    wm.advance(np.array([500]), partition=1, now_ms=10)
+    assert wm.value == 100  # the slow partition holds it back
+    wm.advance(np.array([900]), partition=1, now_ms=999)
+    assert wm.value == 100  # partition 0 heard 999 ms ago: still awake
+    wm.advance(np.array([950]), partition=1, now_ms=1_000)
+    assert wm.value == 950  # partition 0 silent for 1 s: idle
+    before = wm.advance(np.array([200, 960]), partition=0, now_ms=1_001)
+    assert before.tolist() == [950, 950] and wm.value == 950  # awake again, its 200 is late
+    wm.advance(np.array([990]), partition=1, now_ms=1_002)
+    assert wm.value == 960  # the minimum over both again
+    still = Watermark(allowed_lateness_ms=0, idle_after_ms=1_000)
+    still.advance(np.array([100]), partition=0)
+    still.advance(np.array([500]), partition=1)
+    assert still.value == 100  # no wall clock given: nobody is idle
