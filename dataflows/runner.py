@@ -49,6 +49,8 @@ class RunResult:
     latency_ms: dict[str, float]
     scoreboard: dict[str, float] | None = None
     tables: dict[str, int] = field(default_factory=dict)
+    # from the first results in a sink to the end: the run without its start-up
+    busy_s: float | None = None
 
 
 def open_writer(opts: RunOptions) -> DuckDBWriter:
@@ -169,7 +171,8 @@ def run_pipeline(
             raise failure from failure.__cause__
         raise
     finally:
-        wall = time.perf_counter() - t0
+        end = time.perf_counter()
+        wall = end - t0
         failed = writer is not None and writer.failure is not None
         tables = writer.counts() if writer is not None and not failed else {}
         if own_writer and writer is not None:
@@ -184,6 +187,7 @@ def run_pipeline(
         latency_ms={f"p{round(q * 100)}": hist.quantile(q) for q in (0.5, 0.95, 0.99)},
         scoreboard=None if sim is None else _scoreboard(sim),
         tables=tables,
+        busy_s=None if stats.first_result_s is None else end - stats.first_result_s,
     )
 
 

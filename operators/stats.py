@@ -13,6 +13,7 @@ the rows of the seconds it happened and not, diluted, in every later one.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,9 +75,16 @@ class RunStats:
     """
 
     counters: dict[str, float] = field(default_factory=dict)
+    first_result_s: float | None = None  # perf_counter() when a sink first took results
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     interval: LatencyHistogram = field(default_factory=LatencyHistogram)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def started(self) -> None:
+        """A sink took its first results (a cluster's start-up, imports and connections are
+        behind); the caller holds ``lock``."""
+        if self.first_result_s is None:
+            self.first_result_s = time.perf_counter()
 
     def add(self, name: str, value: float = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + value

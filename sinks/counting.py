@@ -22,6 +22,7 @@ class _Partition(StatelessSinkPartition[Results]):
     def write_batch(self, items: list[Results]) -> None:
         merged = Results.combine(items)
         with self._stats.lock:
+            self._stats.started()
             for k, v in merged.counters.items():
                 self._stats.add(k, v)
             self._stats.set_gauges(merged.gauges)

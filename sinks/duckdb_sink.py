@@ -152,6 +152,7 @@ class _Partition(StatefulSinkPartition[Results, None]):
             merged.count(f"{PART}.rows_written", sum(written.values()))
         now_ms = time.time_ns() / 1e6
         with self._stats.lock:
+            self._stats.started()
             for k, v in merged.counters.items():
                 self._stats.add(k, v)
             self._stats.set_gauges(merged.gauges)
