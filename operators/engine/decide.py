@@ -72,9 +72,11 @@ class DecideEngine:
 
     def accept(self, messages: Iterable[DecideMessage], now_ns: int) -> Results:
         """Act on the messages in order: decide, hold and learn outcomes, time decisions out."""
-        out = Results()
+        parts: list[Results] = []  # one per message, concatenated once at the end
         now_ms = now_ns // 1_000_000
         for m in messages:
+            out = Results()
+            parts.append(out)
             if isinstance(m, ToDecide):
                 res = self._stage.decide(m.batch, m.features, self._arm_values, now_ns)
                 self._output(res, out, now_ms)
@@ -89,6 +91,7 @@ class DecideEngine:
                     self._hold.decided(m.partition, m.top, m.sender)
                 self._learn(self._hold.release(self._hold.reached()), out, now_ms)
                 self._expire(None, out, now_ms)
+        out = Results.combine(parts)
         self._close(out)
         return out
 

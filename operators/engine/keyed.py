@@ -125,10 +125,12 @@ class KeyedEngine:
     ) -> Results:
         """Pieces (or ``(partition, batch)`` items) in arrival order; see the module
         docstring."""
-        out = Results()
+        parts: list[Results] = []  # one per step, concatenated once at the end
         pieces = [it if isinstance(it, Piece) else whole(*it) for it in items]
         pieces = [p for p in pieces if len(p.ts_all)]
         for step in self._steps(pieces, step_rows):
+            out = Results()
+            parts.append(out)
             decisions: list[Piece] = []
             others: list[Piece] = []
             for piece in step:
@@ -155,6 +157,7 @@ class KeyedEngine:
                     for d in self.spec.decide:
                         if d.stream == piece.stream:
                             self._broadcast(d.name, Decided(piece.partition, piece.top, self.shard))
+        out = Results.combine(parts)
         if pieces:
             out.count("events", sum(len(p.batch) for p in pieces))
             watermark = self._max_ts - self.spec.allowed_lateness_ms
