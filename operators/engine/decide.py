@@ -30,6 +30,7 @@ from eddy.operators.engine.messages import (
 from eddy.operators.sharding import Piece, whole
 from eddy.operators.stages.decide import DecideOutput, DecideStage
 from eddy.operators.stats import shard_gauge
+from eddy.schemas.batch import EventBatch
 from eddy.schemas.results import Results
 from eddy.schemas.spec import PipelineSpec
 
@@ -65,6 +66,7 @@ class DecideEngine:
         self._arm_values = np.full((len(d.arms), len(arm_names)), np.nan)
         self._hold = OutcomeHold(d.reward.ttl_ms, d.stream != d.reward.stream, keyed_shards)
         self._outcome_time = _MIN_TS
+        self._expired_to = _MIN_TS  # the last expiry point (not state: a repeat is harmless)
 
     @property
     def pending(self) -> int:
@@ -127,9 +129,10 @@ class DecideEngine:
 
     # -- internals --------------------------------------------------------------------------
     def _learn(self, pieces: list[Piece], out: Results, now_ms: int) -> None:
-        for piece in pieces:
-            if len(piece.batch):
-                self._output(self._stage.learn(piece.batch, now_ms), out, now_ms)
+        """Learn the released outcomes in one call (rows in the order they came)."""
+        batches = [p.batch for p in pieces if len(p.batch)]
+        if batches:
+            self._output(self._stage.learn(EventBatch.concat(batches), now_ms), out, now_ms)
 
     def _expire(self, until_ms: int | None, out: Results, now_ms: int) -> None:
         """Time out the decisions whose TTL has passed in event time on both the decision
@@ -141,6 +144,9 @@ class DecideEngine:
         if at is None:
             reached = min(self._hold.reached(), self._outcome_time)
             at = max(reached, _FAR_PAST) - self.spec.allowed_lateness_ms
+        if at <= self._expired_to:  # nothing new can time out
+            return
+        self._expired_to = at
         self._output(self._stage.expire(at), out, now_ms)
 
     def _output(self, res: DecideOutput, out: Results, now_ms: int) -> None:
