@@ -439,6 +439,11 @@ class QueryServer:
             raise
         return path
 
+    def withdraw(self) -> None:
+        """Remove the endpoint file and nothing else: quick and lock-free, for a process about
+        to exit at once (``stop`` also shuts the server down)."""
+        self._remove_endpoint_file()
+
     def _remove_endpoint_file(self) -> None:
         path, self._endpoint_file = self._endpoint_file, None
         if path is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -10,7 +11,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from eddy.sinks.duckdb import WriteFailed
+    from eddy.sinks.query_server import QueryServer
 
 __all__ = ["add_parser", "load_pipeline", "reference_spec_path"]
 
@@ -319,6 +324,13 @@ def _check_run(args: argparse.Namespace, opts: Any, kinds: set[str]) -> None:
         "simulator" not in kinds
     ):
         raise UsageError("--events, --speed and --forever apply to simulator sources only")
+    if args.recovery is not None and "simulator" in kinds:
+        # the closed loop cannot resume: a restart would replay the simulator from its start
+        # against stages restored past it, and wait forever for decisions on repeated ids
+        raise UsageError(
+            "--recovery: a simulator input cannot resume after a restart; recover runs that "
+            "read files or Kafka (--source STREAM=jsonl:PATH)"
+        )
     if args.topic_prefix and not all(c.isalnum() or c in "._-" for c in args.topic_prefix):
         raise UsageError(
             f"--topic-prefix: expected characters from A-Z a-z 0-9 . _ -, got {args.topic_prefix!r}"
@@ -392,6 +404,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"metrics: {metrics.url}", flush=True)
     previous = signal.signal(signal.SIGINT, on_sigint)
     server = QueryServer(writer).start()
+    if opts.recovery is not None and opts.processes == 1:
+        writer.on_failure(lambda failure: _halt(failure, server))
     status = None
     if not args.quiet:
         status = StatusPrinter(stats, lambda: None if sim is None else sim.scoreboard()).start()
@@ -446,3 +460,13 @@ def _run_local_cluster(args: argparse.Namespace, opts: Any) -> int:
         raise
     codes = [c.wait() for c in children]
     return code or next((c for c in codes if c), 0)
+
+
+def _halt(failure: WriteFailed, server: QueryServer) -> None:
+    """With recovery, a failed file ends the process at once, as a kill would: the epoch whose
+    results did not reach the file is then never committed, and a restart (with space again)
+    replays it. Stopping the dataflow instead would make Bytewax commit or panic on the way."""
+    sys.stdout.flush()
+    print(f"eddy run: error: {failure}", file=sys.stderr, flush=True)
+    server.withdraw()
+    os._exit(1)

@@ -86,6 +86,7 @@ def test_check_refuses_what_the_engine_cannot_run(
         ["run", "--speed", "inf", "--events", "2000"],
         ["run", "--speed", "1e308", "--events", "2000"],
         ["run", "--forever", "--events", "10"],
+        ["run", "--recovery", "/tmp/eddy-no-recovery", "--events", "10"],
         ["run", "--seconds", "abc"],
         ["run", "--frobnicate"],
         ["run", "--pipeline", str(EXAMPLES / "sensors.toml"), "--rewards", "jsonl:/tmp/x"],
