@@ -38,6 +38,7 @@ import numpy as np
 import orjson
 
 from eddy.schemas.batch import EventBatch
+from eddy.schemas.durations import iso_time, span_text
 from eddy.schemas.records import (
     MAX_TS_MS,
     MIN_TS_MS,
@@ -154,29 +155,12 @@ class TimeBound:
         return [
             (
                 int(i),
-                f"event time {_iso(int(ts[i]))} is {_span(int(ts[i]) - self.now_ms)} ahead of "
-                f"the wall clock, more than [time] max_ahead ({_span(self.max_ahead_ms)})",
+                f"event time {iso_time(int(ts[i]))} is "
+                f"{span_text(int(ts[i]) - self.now_ms)} ahead of the wall clock, more than "
+                f"[time] max_ahead ({span_text(self.max_ahead_ms)})",
             )
             for i in bad.tolist()
         ]
-
-
-def _iso(ms: int) -> str:
-    return np.datetime_as_string(np.datetime64(ms, "ms"), unit="s") + "Z"
-
-
-def _span(ms: int) -> str:
-    """A duration for people: ``3 days 4 h``, ``2 h 5 min``, ``42 s``."""
-    days, rest = divmod(ms, 86_400_000)
-    hours, rest = divmod(rest, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    if days:
-        return f"{days:,} days {hours} h" if hours else f"{days:,} days"
-    if hours:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    if minutes:
-        return f"{minutes} min {rest // 1000} s" if rest >= 1000 else f"{minutes} min"
-    return f"{rest / 1000:g} s"
 
 
 def eligibility_checks(spec: PipelineSpec) -> dict[str, tuple[EligibleArms, ...]]:

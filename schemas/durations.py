@@ -15,7 +15,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["MAX_DURATION_MS", "duration_label", "parse_duration"]
+import numpy as np
+
+__all__ = ["MAX_DURATION_MS", "duration_label", "iso_time", "parse_duration", "span_text"]
 
 _DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -53,3 +55,22 @@ def _show(value: Any) -> str:
 def duration_label(ms: int) -> str:
     """``10000 -> "10s"``, ``1500 -> "1500ms"`` (the default name of a window in columns)."""
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def iso_time(ms: int) -> str:
+    """Epoch milliseconds as ISO 8601 UTC to the second."""
+    return np.datetime_as_string(np.datetime64(ms, "ms"), unit="s") + "Z"
+
+
+def span_text(ms: int) -> str:
+    """A duration for people: ``3 days 4 h``, ``2 h 5 min``, ``42 s``."""
+    days, rest = divmod(ms, 86_400_000)
+    hours, rest = divmod(rest, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    if days:
+        return f"{days:,} days {hours} h" if hours else f"{days:,} days"
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min {rest // 1000} s" if rest >= 1000 else f"{minutes} min"
+    return f"{rest / 1000:g} s"

@@ -7,7 +7,9 @@ times), and returns :class:`~eddy.schemas.results.Results`; what the decide stag
 collected per (decide stage, decide shard) in :meth:`take_messages`. With one shard the pieces
 are whole batches (plain ``(partition, batch)`` items are accepted too).
 
-Order of work for a batch of one stream: the stream's clock advances over the whole batch (a
+First, an event far ahead of its input partition is held back until later events confirm or
+refute the jump (:mod:`~eddy.operators.ahead`; refuted events are dead letters). Then, the
+order of work for a batch of one stream: the stream's clock advances over the whole batch (a
 shard judges its rows by the whole stream's watermark, so late rows and closed windows do not
 depend on the shard count); a row whose id repeats an earlier event of the stream (within the
 allowed lateness, or a decide stage's reward TTL on its decision stream) is a dead letter and
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 
+from eddy.operators.ahead import AheadGuard, Refused
 from eddy.operators.dedup import RecentIds, Repeats
 from eddy.operators.engine.hold import OutcomeHold
 from eddy.operators.engine.messages import (
@@ -47,6 +50,7 @@ from eddy.operators.stages.detect import DetectStage
 from eddy.operators.stages.features import FeaturesStage
 from eddy.operators.windows.watermark import NO_TIME, Watermark
 from eddy.schemas.batch import EventBatch
+from eddy.schemas.durations import iso_time, span_text
 from eddy.schemas.results import Results
 from eddy.schemas.spec import DecideSpec, PipelineSpec, StreamSpec
 
@@ -54,6 +58,7 @@ __all__ = ["KeyedEngine", "context_selection"]
 
 _MIN_TS = -(2**63)
 _MAX_TS = int(np.iinfo(np.int64).max)
+_MAX_STEP = 2**62
 
 Selection = list[tuple[str, np.ndarray]]
 
@@ -111,6 +116,7 @@ class KeyedEngine:
             if s.id is not None
         }
         self._outbox: dict[tuple[str, int], list[DecideMessage]] = {}
+        self._ahead = AheadGuard(spec.max_ahead_ms)
 
     def _owned_arms(self, d: DecideSpec) -> np.ndarray:
         arms = np.asarray(d.arms, dtype=object)
@@ -125,8 +131,17 @@ class KeyedEngine:
     ) -> Results:
         """Pieces (or ``(partition, batch)`` items) in arrival order; see the module
         docstring."""
+        refusals = Results()
+        pieces: list[Piece] = []
+        for item in items:
+            go, refused = self._ahead.admit(item if isinstance(item, Piece) else whole(*item))
+            pieces += go
+            for r in refused:
+                self._refused_ahead(r, refusals, now_ns // 1_000_000)
+        return Results.combine([refusals, self._process_pieces(pieces, now_ns, step_rows)])
+
+    def _process_pieces(self, pieces: list[Piece], now_ns: int, step_rows: int) -> Results:
         parts: list[Results] = []  # one per step, concatenated once at the end
-        pieces = [it if isinstance(it, Piece) else whole(*it) for it in items]
         pieces = [p for p in pieces if len(p.ts_all)]
         for step in self._steps(pieces, step_rows):
             out = Results()
@@ -170,6 +185,8 @@ class KeyedEngine:
     def finish(self, now_ns: int) -> Results:
         """End of bounded input: run every held outcome, close every window, flush the
         detectors."""
+        # events still held as far ahead of their stream go on: nothing is left to harm
+        released = self._process_pieces(self._ahead.release_all(), now_ns, _MAX_STEP)
         out = Results()
         self._run_grouped(self._hold.release(_MAX_TS), out, now_ns)
         now_ms = now_ns // 1_000_000
@@ -180,7 +197,7 @@ class KeyedEngine:
             out.add("anomalies", anomalies)
             out.add("drift_alerts", drift)
         _count_tables(out)
-        return out
+        return Results.combine([released, out])
 
     def take_messages(self) -> dict[tuple[str, int], list[DecideMessage]]:
         """What the decide stages must hear since the last call, per (stage, decide shard)."""
@@ -201,6 +218,7 @@ class KeyedEngine:
             "hold": self._hold,
             "seen": self._seen,
             "outbox": self._outbox,
+            "ahead": self._ahead,
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -220,6 +238,7 @@ class KeyedEngine:
         eng._hold = state["hold"]
         eng._seen = state["seen"]
         eng._outbox = state["outbox"]
+        eng._ahead = state["ahead"]
         return eng
 
     # -- messages --------------------------------------------------------------------------
@@ -401,6 +420,38 @@ class KeyedEngine:
             },
         )
         out.count("duplicates", len(ids))
+
+    def _refused_ahead(self, r: Refused, out: Results, now_ms: int) -> None:
+        """Dead letters for events refused as too far ahead of their stream."""
+        batch = r.piece.batch
+        if not len(batch):
+            return
+        stream = self.spec.stream(batch.stream)
+        span = span_text(self.spec.max_ahead_ms)
+        ids = batch.ids.tolist()
+        reasons = [
+            f"event time {iso_time(t)} is {span_text(a)} ahead of its stream (partition "
+            f"{r.piece.partition} had reached {iso_time(p)}), more than [time] max_ahead ({span}), "
+            "and the events after it stayed behind"
+            for t, a, p in zip(
+                batch.ts.tolist(), r.ahead_ms.tolist(), r.position.tolist(), strict=True
+            )
+        ]
+        out.add(
+            "dead_letters",
+            {
+                "dead_letter_id": np.array(
+                    [f"ahead:{stream.name}:{r.piece.partition}:{i}" for i in ids], dtype=object
+                ),
+                "stream": np.full(len(ids), stream.name, dtype=object),
+                "source": np.full(len(ids), f"engine:{stream.name}", dtype=object),
+                "position": np.zeros(len(ids), dtype=np.int64),
+                "raw": _event_records(stream, batch, np.arange(len(batch))),
+                "reason": np.array(reasons, dtype=object),
+                "received_at": np.full(len(ids), now_ms, dtype=np.int64),
+            },
+        )
+        out.count("ahead_of_stream", len(ids))
 
     def _late(
         self, stream: str, batch: EventBatch, late: np.ndarray, before: np.ndarray, out: Results

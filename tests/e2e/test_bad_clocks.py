@@ -90,3 +90,43 @@ def test_a_record_from_2099_and_a_repeated_id_are_dead_letters_and_nothing_is_la
     assert f"id {REPEAT!r} repeats an event of stream 'readings'" in dup_reason
     assert "+500 ms" in dup_reason
     assert stored[0] == N and stored[1].year == 2026
+
+
+def test_a_replay_refuses_a_record_months_ahead_and_keeps_a_real_gap(tmp_path: Path) -> None:
+    # Past data: the wall clock cannot tell a wrong record from a right one here; the stream
+    # can. A record four months ahead of the replay is refused; a three-day gap is not.
+    past = 1_577_836_800_000  # 2020-01-01T00:00:00Z
+    gap = 3 * 86_400_000
+    lines = []
+    for i in range(N):
+        ts = past + 100 * i + (gap if i >= N // 2 else 0)
+        lines.append({"reading_id": f"r{i}", "ts": ts, "meter": f"m{i % 5}", "kwh": 1.0})
+        if i == N // 4:
+            ahead = past + 120 * 86_400_000
+            lines.append({"reading_id": "drifted", "ts": ahead, "meter": "m1", "kwh": 1.0})
+    (tmp_path / "readings.jsonl").write_bytes(b"\n".join(orjson.dumps(x) for x in lines) + b"\n")
+    (tmp_path / "meters.toml").write_text(SPEC)
+    proc = subprocess.run(
+        [sys.executable, "-m", "eddy", "run", "--pipeline", str(tmp_path / "meters.toml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with duckdb.connect(str(tmp_path / "meters.duckdb"), read_only=True) as con:
+        dead = con.execute("SELECT dead_letter_id, raw, reason FROM dead_letters").fetchall()
+        late = con.execute("SELECT count(*) FROM late_events").fetchone()
+        stored = con.execute("SELECT count(*), max(event_time) FROM features_per_meter").fetchone()
+        after_gap = con.execute(
+            "SELECT count(*) FROM window_aggregates WHERE window_start >= "
+            f"make_timestamp({(past + gap) * 1000})"
+        ).fetchone()
+    assert late == (0,)
+    [(dead_id, raw, reason)] = dead
+    assert dead_id == "ahead:readings:0:drifted"
+    assert orjson.loads(raw)["reading_id"] == "drifted"
+    assert "2020-04-30T00:00:00Z is 119 days 23 h ahead of its stream" in reason
+    assert "more than [time] max_ahead (1 h)" in reason
+    assert stored[0] == N and stored[1].year == 2020 and stored[1].month == 1
+    assert after_gap[0] > 0
