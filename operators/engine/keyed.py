@@ -138,6 +138,7 @@ class KeyedEngine:
             pieces += go
             for r in refused:
                 self._refused_ahead(r, refusals, now_ns // 1_000_000)
+        _count_tables(refusals)
         return Results.combine([refusals, self._process_pieces(pieces, now_ns, step_rows)])
 
     def _process_pieces(self, pieces: list[Piece], now_ns: int, step_rows: int) -> Results:
@@ -401,24 +402,11 @@ class KeyedEngine:
                 ids, ts, rep.occurrence.tolist(), rep.first_ts.tolist(), strict=True
             )
         ]
-        out.add(
-            "dead_letters",
-            {
-                "dead_letter_id": np.array(
-                    [
-                        f"duplicate:{stream.name}:{i}#{k}"
-                        for i, k in zip(ids, rep.occurrence.tolist(), strict=True)
-                    ],
-                    dtype=object,
-                ),
-                "stream": np.full(len(ids), stream.name, dtype=object),
-                "source": np.full(len(ids), f"engine:{stream.name}", dtype=object),
-                "position": np.zeros(len(ids), dtype=np.int64),
-                "raw": _event_records(stream, batch, rep.index),
-                "reason": np.array(reasons, dtype=object),
-                "received_at": np.full(len(ids), now_ms, dtype=np.int64),
-            },
-        )
+        dead_ids = [
+            f"duplicate:{stream.name}:{i}#{k}"
+            for i, k in zip(ids, rep.occurrence.tolist(), strict=True)
+        ]
+        out.add("dead_letters", _dead_letters(stream, batch, rep.index, dead_ids, reasons, now_ms))
         out.count("duplicates", len(ids))
 
     def _refused_ahead(self, r: Refused, out: Results, now_ms: int) -> None:
@@ -437,20 +425,9 @@ class KeyedEngine:
                 batch.ts.tolist(), r.ahead_ms.tolist(), r.position.tolist(), strict=True
             )
         ]
-        out.add(
-            "dead_letters",
-            {
-                "dead_letter_id": np.array(
-                    [f"ahead:{stream.name}:{r.piece.partition}:{i}" for i in ids], dtype=object
-                ),
-                "stream": np.full(len(ids), stream.name, dtype=object),
-                "source": np.full(len(ids), f"engine:{stream.name}", dtype=object),
-                "position": np.zeros(len(ids), dtype=np.int64),
-                "raw": _event_records(stream, batch, np.arange(len(batch))),
-                "reason": np.array(reasons, dtype=object),
-                "received_at": np.full(len(ids), now_ms, dtype=np.int64),
-            },
-        )
+        dead_ids = [f"ahead:{stream.name}:{r.piece.partition}:{i}" for i in ids]
+        rows = np.arange(len(batch))
+        out.add("dead_letters", _dead_letters(stream, batch, rows, dead_ids, reasons, now_ms))
         out.count("ahead_of_stream", len(ids))
 
     def _late(
@@ -478,6 +455,28 @@ def _count_tables(out: Results) -> None:
     """Counters named after the tables (``decisions``, ``anomalies``, ...)."""
     for table in out.tables:
         out.count(table, out.rows(table))
+
+
+def _dead_letters(
+    stream: StreamSpec,
+    batch: EventBatch,
+    index: np.ndarray,
+    dead_ids: list[str],
+    reasons: list[str],
+    now_ms: int,
+) -> dict[str, np.ndarray | list[bytes]]:
+    """``dead_letters`` rows for the events at ``index`` that the engine refused (the raw line
+    stays with the source: ``raw`` is the event's declared fields)."""
+    n = len(dead_ids)
+    return {
+        "dead_letter_id": np.array(dead_ids, dtype=object),
+        "stream": np.full(n, stream.name, dtype=object),
+        "source": np.full(n, f"engine:{stream.name}", dtype=object),
+        "position": np.zeros(n, dtype=np.int64),
+        "raw": _event_records(stream, batch, index),
+        "reason": np.array(reasons, dtype=object),
+        "received_at": np.full(n, now_ms, dtype=np.int64),
+    }
 
 
 def _event_records(stream: StreamSpec, batch: EventBatch, index: np.ndarray) -> list[bytes]:
