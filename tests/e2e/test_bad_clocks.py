@@ -46,6 +46,20 @@ detector = "ensemble"
 """
 
 
+def _run_meters(folder: Path, lines: list[dict[str, object]]) -> None:
+    """``eddy run`` of the meters spec over ``lines`` in ``folder`` (into meters.duckdb)."""
+    (folder / "readings.jsonl").write_bytes(b"\n".join(orjson.dumps(x) for x in lines) + b"\n")
+    (folder / "meters.toml").write_text(SPEC)
+    proc = subprocess.run(
+        [sys.executable, "-m", "eddy", "run", "--pipeline", str(folder / "meters.toml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=folder,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_a_record_from_2099_and_a_repeated_id_are_dead_letters_and_nothing_is_late(
     tmp_path: Path,
 ) -> None:
@@ -59,16 +73,7 @@ def test_a_record_from_2099_and_a_repeated_id_are_dead_letters_and_nothing_is_la
         if i == N // 3:
             # a producer's retry, half a second after the original, with other content
             lines.append({"reading_id": REPEAT, "ts": T0 + 100 * i, "meter": "m2", "kwh": 9.0})
-    (tmp_path / "readings.jsonl").write_bytes(b"\n".join(orjson.dumps(x) for x in lines) + b"\n")
-    (tmp_path / "meters.toml").write_text(SPEC)
-    proc = subprocess.run(
-        [sys.executable, "-m", "eddy", "run", "--pipeline", str(tmp_path / "meters.toml")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _run_meters(tmp_path, lines)
     with duckdb.connect(str(tmp_path / "meters.duckdb"), read_only=True) as con:
         dead = con.execute(
             "SELECT source, position, raw, reason FROM dead_letters ORDER BY 1"
@@ -104,16 +109,7 @@ def test_a_replay_refuses_a_record_months_ahead_and_keeps_a_real_gap(tmp_path: P
         if i == N // 4:
             ahead = past + 120 * 86_400_000
             lines.append({"reading_id": "drifted", "ts": ahead, "meter": "m1", "kwh": 1.0})
-    (tmp_path / "readings.jsonl").write_bytes(b"\n".join(orjson.dumps(x) for x in lines) + b"\n")
-    (tmp_path / "meters.toml").write_text(SPEC)
-    proc = subprocess.run(
-        [sys.executable, "-m", "eddy", "run", "--pipeline", str(tmp_path / "meters.toml")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _run_meters(tmp_path, lines)
     with duckdb.connect(str(tmp_path / "meters.duckdb"), read_only=True) as con:
         dead = con.execute("SELECT dead_letter_id, raw, reason FROM dead_letters").fetchall()
         late = con.execute("SELECT count(*) FROM late_events").fetchone()
