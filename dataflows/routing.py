@@ -3,8 +3,8 @@
 Bytewax sends a stateful step's key to worker ``route(key) % workers``, with ``route`` Rust's
 default hasher (SipHash-1-3, zero keys) over the key's bytes and a 0xFF terminator. A shard's
 name is its index plus the first suffix whose route lands it on worker ``index % workers``:
-shards spread evenly, whatever the hash does to a handful of short names
-(``tests/pipeline/test_routing.py`` checks the placement in a real two-worker dataflow).
+shards spread evenly, whatever the hash does to a handful of short names (the test suite
+checks the placement in a real two-worker dataflow).
 """
 
 from __future__ import annotations
