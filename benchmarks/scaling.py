@@ -20,7 +20,8 @@ share one core), replays the recording:
   (differences of 1e-9 relative were seen).
 
 Keyed state has one shard per worker unless ``--shards`` (or the spec's ``[pipeline] shards``)
-fixes it; a decide stage has the shards its spec gives (``[[decide]] shards``, default 1).
+fixes it; a decide stage has the shards its spec gives (``[[decide]] shards``, default 1), which
+share what they learn through a temporary directory.
 A closed-loop spec replays with outcomes joined by id alone (``throughput.replay_spec``).
 """
 
@@ -74,14 +75,23 @@ def run_cluster(
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    kw: dict[str, Any] = {
-        "processes": workers,
-        "addresses": local_addresses(workers) if workers > 1 else None,
-        "shards": shards,
-        "batch_size": batch_size,
-        "duckdb": duckdb_path,
-        "no_duckdb": duckdb_path is None,
-    }
+    with tempfile.TemporaryDirectory(prefix="eddy-exchange-") as exchange:
+        kw: dict[str, Any] = {
+            "processes": workers,
+            "addresses": local_addresses(workers) if workers > 1 else None,
+            "shards": shards,
+            "batch_size": batch_size,
+            "duckdb": duckdb_path,
+            "no_duckdb": duckdb_path is None,
+            "exchange_dir": exchange,  # decide shards in several processes share there
+        }
+        return _gather(ctx, q, rec, kw, workers, timeout_s)
+
+
+def _gather(
+    ctx: Any, q: Any, rec: Recording, kw: dict[str, Any], workers: int, timeout_s: float
+) -> dict[str, Any]:
+    """Start the members, wait for each one's result; process 0's."""
     procs = [ctx.Process(target=_member, args=(rec, kw, i, q)) for i in range(workers)]
     for p in procs:
         p.start()

@@ -27,7 +27,8 @@ from bytewax.operators import KeyedStream
 from eddy.dataflows.ops import raw_decoder
 from eddy.dataflows.routing import shard_names
 from eddy.dataflows.run_options import RunOptions
-from eddy.dataflows.shards import BatchNumbers, DecideLogic, KeyedLogic
+from eddy.dataflows.shards import BatchNumbers, DecideGroup, DecideLogic, KeyedLogic
+from eddy.dataflows.stats_board import stats_board
 from eddy.operators.engine.routing import Router
 from eddy.operators.sharding import Piece
 from eddy.operators.stats import RunStats
@@ -192,8 +193,10 @@ def _engine(items: Stream[RawBatch], opts: RunOptions) -> tuple[Stream[Results],
     def keyed_logic(resume: bytes | None) -> KeyedLogic:
         return KeyedLogic(spec, router.shards, resume, expected, keep_state, opts.batch)
 
+    group = DecideGroup(stats_board(opts))
+
     def decide_logic(resume: bytes | None) -> DecideLogic:
-        return DecideLogic(spec, router.shards, resume, keep_state)
+        return DecideLogic(spec, router.shards, resume, keep_state, group)
 
     keyed = op.key_rm("keyed_out", op.stateful_batch("engine", pieces, keyed_logic))
     results = op.map("keyed_results", keyed, lambda k: k.results)

@@ -17,6 +17,7 @@ from eddy.operators.anomaly.keyed import KeyedDetector
 from eddy.operators.bandits import POLICIES
 from eddy.operators.expressions import Expression, ExpressionError
 from eddy.operators.stages.detect import detector_config
+from eddy.schemas.durations import span_text
 from eddy.schemas.spec import PipelineSpec, SpecError
 from eddy.schemas.spec_load import as_mapping
 from eddy.schemas.tables import pipeline_tables
@@ -184,9 +185,12 @@ def _sharding(spec: PipelineSpec) -> list[str]:
         by = ", ".join(f"{s} by {'id' if f == ID else f}" for s, f in routes.items())
         lines = [f"shards: keyed state in {count}; rows routed {by}"]
     for d in spec.decide:
+        shared = ""
+        if d.shards > 1:
+            shared = f"; what they learn shared every {span_text(d.merge_every_ms)} of event time"
         lines.append(
             f"  decide {d.name}: {d.shards} shard{'s' if d.shards > 1 else ''} "
-            f"(decisions by id, outcomes by {d.reward.join})"
+            f"(decisions by id, outcomes by {d.reward.join}{shared})"
         )
     return lines
 

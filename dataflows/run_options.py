@@ -42,6 +42,7 @@ class RunOptions:
     until_end: bool = False  # kafka: stop at the end of what the topics held at start
     kafka_out: str | None = None  # bootstrap to publish results to (None: no Kafka output)
     recovery: str | None = None  # Bytewax recovery directory
+    exchange_dir: str | None = None  # where decide shards of several processes share statistics
     snapshot_interval_s: float = 1.0
     processes: int = 1  # cluster members, one Bytewax worker each (``--workers``/``--processes``)
     shards: int | None = None  # overrides the spec's ``[pipeline] shards``

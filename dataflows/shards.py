@@ -11,16 +11,19 @@ whole worker), so without recovery (``keep_state`` false) none is taken.
 from __future__ import annotations
 
 import pickle
+import threading
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import chain
 
 from bytewax.operators import StatefulBatchLogic
 
 from eddy.operators.engine import DecideEngine, KeyedEngine
+from eddy.operators.engine.decide import resume_waiting
+from eddy.operators.engine.exchange import StatsBoard
 from eddy.operators.engine.messages import DecideMessage
 from eddy.operators.partition_gate import PartitionGate
 from eddy.operators.sequence import Resequencer
@@ -29,7 +32,14 @@ from eddy.schemas.results import Results
 from eddy.schemas.spec import PipelineSpec
 from eddy.sources.base import RawBatch
 
-__all__ = ["BatchNumbers", "DecideLogic", "KeyedLogic", "KeyedOutput", "Parcel"]
+__all__ = [
+    "BatchNumbers",
+    "DecideGroup",
+    "DecideLogic",
+    "KeyedLogic",
+    "KeyedOutput",
+    "Parcel",
+]
 
 
 class BatchNumbers:
@@ -83,13 +93,13 @@ class KeyedLogic(StatefulBatchLogic[tuple[int, Piece], KeyedOutput, bytes]):
         self._engine: KeyedEngine | None = None
         self._order = Resequencer()
         self._gate = PartitionGate(expected)
-        self._finished = False
+        self.finished = False
         if resume:
             state = pickle.loads(resume)
             self._engine = KeyedEngine.restore(spec, state["engine"], state["shard"], shards)
             self._order = state["order"]
             self._gate = state["gate"]
-            self._finished = state["finished"]
+            self.finished = state["finished"]
 
     def _output(self, engine: KeyedEngine, results: Results) -> KeyedOutput:
         parcels = [Parcel(stage, s, msgs) for (stage, s), msgs in engine.take_messages().items()]
@@ -116,8 +126,8 @@ class KeyedLogic(StatefulBatchLogic[tuple[int, Piece], KeyedOutput, bytes]):
 
     def on_eof(self) -> tuple[list[KeyedOutput], bool]:
         out = self._process(self._gate.release_all())
-        if not self._finished and self._engine is not None:
-            self._finished = True
+        if not self.finished and self._engine is not None:
+            self.finished = True
             out.append(self._output(self._engine, self._engine.finish(time.time_ns())))
         return out, StatefulBatchLogic.RETAIN
 
@@ -129,49 +139,111 @@ class KeyedLogic(StatefulBatchLogic[tuple[int, Piece], KeyedOutput, bytes]):
             "shard": self._engine.shard,
             "order": self._order,
             "gate": self._gate,
-            "finished": self._finished,
+            "finished": self.finished,
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class DecideGroup:
+    """The decide shards of one process that share statistics, by worker thread.
+
+    Bytewax ends a worker's shards one after another on that worker's thread, and a shard
+    whose messages wait for another shard's post (``operators/engine/exchange.py``) cannot
+    wait there for a shard that ends after it. So the first of a worker's shards to end
+    resumes all of them until none waits, polling for the posts of shards elsewhere for up to
+    ``patience_s``; each keeps what it produced for its own end."""
+
+    def __init__(self, board: StatsBoard | None, patience_s: float = 120.0) -> None:
+        self.board = board
+        self._patience_s = patience_s
+        self._members: dict[int, list[DecideLogic]] = {}
+
+    def join(self, logic: DecideLogic) -> None:
+        self._members.setdefault(threading.get_ident(), []).append(logic)
+
+    def settle(self) -> None:
+        """Resume this worker's waiting shards until none waits (or patience runs out)."""
+        members = [
+            m
+            for m in self._members.get(threading.get_ident(), ())
+            if not m.finished and m.engine is not None
+        ]
+        engines = [m.engine for m in members if m.engine is not None]
+        deadline = time.monotonic() + self._patience_s
+        while True:
+            outs = resume_waiting(engines, time.time_ns())
+            for member, out in zip(members, outs, strict=True):
+                member.kept.append(out)
+            if not any(e.waiting for e in engines) or time.monotonic() > deadline:
+                return
+            time.sleep(0.002)  # a shard in another process has not posted yet
+
+
+_POLL = timedelta(milliseconds=2)  # how soon a waiting shard looks for its posts again
 
 
 class DecideLogic(StatefulBatchLogic[Parcel, Results, bytes]):
     """A decide shard of one stage; the stage and shard come with the parcels."""
 
     def __init__(
-        self, spec: PipelineSpec, keyed_shards: int, resume: bytes | None, keep_state: bool
+        self,
+        spec: PipelineSpec,
+        keyed_shards: int,
+        resume: bytes | None,
+        keep_state: bool,
+        group: DecideGroup | None = None,
     ) -> None:
         self._spec = spec
         self._keyed_shards = keyed_shards
         self._keep_state = keep_state
-        self._engine: DecideEngine | None = None
-        self._finished = False
+        self._group = group or DecideGroup(None)
+        self.engine: DecideEngine | None = None
+        self.kept: list[Results] = []  # produced while another shard of the worker ended
+        self.finished = False
         if resume:
             state = pickle.loads(resume)
             stage, shard = state["stage"], state["shard"]
-            self._engine = DecideEngine.restore(spec, stage, state["engine"], shard, keyed_shards)
-            self._finished = state["finished"]
+            self.engine = DecideEngine.restore(
+                spec, stage, state["engine"], shard, keyed_shards, self._group.board
+            )
+            self.finished = state["finished"]
+        self._group.join(self)
 
     def on_batch(self, values: list[Parcel]) -> tuple[list[Results], bool]:
-        if self._engine is None:
+        if self.engine is None:
             first = values[0]
-            self._engine = DecideEngine(self._spec, first.stage, first.shard, self._keyed_shards)
+            self.engine = DecideEngine(
+                self._spec, first.stage, first.shard, self._keyed_shards, self._group.board
+            )
         messages = chain.from_iterable(p.messages for p in values)
-        return [self._engine.accept(messages, time.time_ns())], StatefulBatchLogic.RETAIN
+        return [self.engine.accept(messages, time.time_ns())], StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if self.engine is None or not self.engine.waiting:
+            return None
+        return datetime.now(UTC) + _POLL
+
+    def on_notify(self) -> tuple[list[Results], bool]:
+        if self.engine is None:
+            return [], StatefulBatchLogic.RETAIN
+        return [self.engine.resume(time.time_ns())], StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Results], bool]:
-        if self._finished or self._engine is None:
+        if self.finished or self.engine is None:
             return [], StatefulBatchLogic.RETAIN
-        self._finished = True
-        return [self._engine.finish(time.time_ns())], StatefulBatchLogic.RETAIN
+        self._group.settle()
+        self.finished = True
+        out, self.kept = [*self.kept, self.engine.finish(time.time_ns())], []
+        return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        if not self._keep_state or self._engine is None:
+        if not self._keep_state or self.engine is None:
             return b""
-        e = self._engine
+        e = self.engine
         state = {
             "engine": e.snapshot(),
             "stage": e.decide_spec.name,
             "shard": e.shard,
-            "finished": self._finished,
+            "finished": self.finished,
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)

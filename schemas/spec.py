@@ -212,7 +212,8 @@ class DecideSpec:
     context: ContextSpec = field(default_factory=ContextSpec)
     log: tuple[str, ...] = ()  # extra fields of the event stored in `decisions`
     drift: bool = True  # watch the learned reward for drops (overall and per arm)
-    shards: int = 1  # decisions spread over this many shards by id, each learning on its own
+    shards: int = 1  # decisions spread over this many shards by id
+    merge_every_ms: int = 1_000  # shards share what they learned this often (event time)
 
     @property
     def logged_fields(self) -> tuple[str, ...]:

@@ -483,6 +483,7 @@ def _decide(t: _Table) -> DecideSpec:
     log = t.get("log", _list(_name), ())
     drift = t.get("drift", _bool, True)
     shards = t.get("shards", _int_in(1, 256), 1)
+    merge_every = t.get("merge_every", lambda v, k: _window(v, k).ms, 1_000)
     t.done()
     return DecideSpec(
         name=name,
@@ -496,6 +497,7 @@ def _decide(t: _Table) -> DecideSpec:
         log=log,
         drift=drift,
         shards=shards,
+        merge_every_ms=merge_every,
     )
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -105,6 +107,12 @@ def add_parser(sub: Any) -> None:
     )
     k.add_argument("--addresses", metavar="A,B,...", help="HOST:PORT of every cluster process")
     k.add_argument("--process-id", type=int, metavar="I", help="this process's index")
+    k.add_argument(
+        "--exchange-dir",
+        metavar="DIR",
+        help="a new directory every cluster process reaches, where the shards of a decide "
+        "stage share what they learned (default: in --recovery; one machine: a temporary one)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -250,6 +258,7 @@ def _options(args: argparse.Namespace) -> Any:
         speed=args.speed,
         until_end=args.until_end,
         recovery=args.recovery,
+        exchange_dir=args.exchange_dir,
         snapshot_interval_s=args.snapshot_interval,
         topic_prefix=args.topic_prefix,
         duckdb_memory_limit=_memory_limit(args.duckdb_memory_limit),
@@ -279,6 +288,13 @@ def _options(args: argparse.Namespace) -> Any:
             "--workers/--processes: a simulator runs in one process; feed several workers "
             "from files or Kafka (--source STREAM=jsonl:PATH)"
         )
+    if addresses is not None:  # a local cluster (no --addresses) makes its own directory
+        from eddy.dataflows.stats_board import stats_board
+
+        try:
+            stats_board(opts)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     return opts
 
 
@@ -439,14 +455,27 @@ def _member(addresses: str, i: int) -> list[str]:
 def _run_local_cluster(args: argparse.Namespace, opts: Any) -> int:
     """``--processes N`` on one machine: start members 1..N-1, run member 0 here."""
     from eddy.dataflows.runner import local_addresses, prepare_recovery, shard_layout
+    from eddy.dataflows.stats_board import needs_exchange_dir
 
     if opts.recovery is not None:  # once, before the members race to create it
         prepare_recovery(opts.recovery, opts.processes, shard_layout(opts))
     addresses = ",".join(local_addresses(opts.processes))
     base = [a for a in args.argv if a != "--quiet"]
+    made = tempfile.mkdtemp(prefix="eddy-exchange-") if needs_exchange_dir(opts) else None
+    if made is not None:  # decide shards in several processes share statistics there
+        args.exchange_dir = made
+        base += ["--exchange-dir", made]
+    try:
+        return _start_members(args, base, addresses, opts.processes)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def _start_members(args: argparse.Namespace, base: list[str], addresses: str, n: int) -> int:
     children = [
         subprocess.Popen([sys.executable, "-m", "eddy", *base, "--quiet", *_member(addresses, i)])
-        for i in range(1, opts.processes)
+        for i in range(1, n)
     ]
     args.addresses, args.process_id = addresses, 0
     try:

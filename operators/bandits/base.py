@@ -199,6 +199,15 @@ class LinearArms:
         """``x^T A_a^{-1} x`` for every row and arm: (n, k)."""
         return self.moments(X)[1]
 
+    def add(self, A: np.ndarray, b: np.ndarray, counts: np.ndarray) -> None:
+        """Add sums learned elsewhere (another shard's ``A`` without the prior, ``b``,
+        ``counts``); only the arms they change are refreshed."""
+        changed = (counts != 0) | np.any(b != 0.0, axis=1) | np.any(A != 0.0, axis=(1, 2))
+        self.A += A
+        self.b += b
+        self.counts += counts
+        self._stale |= changed
+
     def to_dict(self) -> dict[str, np.ndarray]:
         self._refresh()
         return {
@@ -423,6 +432,32 @@ class LinearPolicy(Policy):
     def __init__(self, n_arms: int, n_features: int, seed: int = 0, **params: Any) -> None:
         super().__init__(n_arms, n_features, seed, **params)
         self._arms = LinearArms.create(self.n_arms, self.n_features, float(self.params["l2"]))
+        # what other shards learned, as last received (peer -> {"A", "b", "counts"})
+        self._peers: dict[int, dict[str, np.ndarray]] = {}
+
+    # -------------------------------------------------- statistics shared between shards
+    def own_stats(self) -> dict[str, np.ndarray]:
+        """The sums this policy learned itself (``A`` without the prior, ``b``, ``counts``):
+        what another shard adds with :meth:`set_peer_stats`."""
+        k, d = self.n_arms, self.n_features
+        prior = np.repeat(np.eye(d)[None] * float(self.params["l2"]), k, axis=0)
+        A, b, counts = self._arms.A - prior, self._arms.b.copy(), self._arms.counts.copy()
+        for peer in self._peers.values():
+            A -= peer["A"]
+            b -= peer["b"]
+            counts -= peer["counts"]
+        return {"A": A, "b": b, "counts": counts}
+
+    def set_peer_stats(self, peer: int, stats: dict[str, np.ndarray]) -> None:
+        """Take ``stats`` (another shard's :meth:`own_stats`) as everything shard ``peer`` has
+        learned, in place of what it sent before."""
+        old = self._peers.get(peer)
+        A, b, counts = stats["A"], stats["b"], stats["counts"]
+        if old is None:
+            self._arms.add(A, b, counts)
+        else:
+            self._arms.add(A - old["A"], b - old["b"], counts - old["counts"])
+        self._peers[peer] = {"A": A.copy(), "b": b.copy(), "counts": counts.copy()}
 
     def _validate_params(self) -> None:
         l2 = self.params["l2"]
@@ -433,7 +468,12 @@ class LinearPolicy(Policy):
         self._arms.update(X, arms, rewards)
 
     def _state(self) -> dict[str, Any]:
-        return {"arms": self._arms.to_dict()}
+        peers = {p: {k: v.copy() for k, v in s.items()} for p, s in self._peers.items()}
+        return {"arms": self._arms.to_dict(), "peers": peers}
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self._arms = LinearArms.from_dict(state["arms"])
+        self._peers = {
+            int(p): {k: np.array(v, copy=True) for k, v in s.items()}
+            for p, s in state.get("peers", {}).items()
+        }

@@ -3,8 +3,9 @@ messages (:mod:`.messages`).
 
 Decisions are spread over the stage's shards by decision id and outcomes by their join field,
 so the reward join stays on the shard: a shard decides its events with its own policy and
-learns from its own outcomes. Outcomes wait until every keyed shard has handed over the
-decisions up to their event time (:class:`~.hold.OutcomeHold` with one sender per keyed
+learns from its own outcomes, and every ``[[decide]] merge_every`` of event time the shards
+share what they learned (:mod:`.exchange`). Outcomes wait until every keyed shard has handed
+over the decisions up to their event time (:class:`~.hold.OutcomeHold` with one sender per keyed
 shard); decisions time out by the event time both the decision and the outcome streams have
 reached, minus the allowed lateness.
 """
@@ -12,11 +13,13 @@ reached, minus the allowed lateness.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import orjson
 
+from eddy.operators.engine.exchange import StatsBoard, StatsExchange
 from eddy.operators.engine.hold import OutcomeHold
 from eddy.operators.engine.keyed import context_selection
 from eddy.operators.engine.messages import (
@@ -34,7 +37,7 @@ from eddy.schemas.batch import EventBatch
 from eddy.schemas.results import Results
 from eddy.schemas.spec import PipelineSpec
 
-__all__ = ["DecideEngine"]
+__all__ = ["DecideEngine", "resume_waiting"]
 
 _MIN_TS = -(2**63)
 _MAX_TS = int(np.iinfo(np.int64).max)
@@ -47,7 +50,12 @@ class DecideEngine:
     ``restore(snap)`` are exact."""
 
     def __init__(
-        self, spec: PipelineSpec, stage: str, shard: int = 0, keyed_shards: int = 1
+        self,
+        spec: PipelineSpec,
+        stage: str,
+        shard: int = 0,
+        keyed_shards: int = 1,
+        board: StatsBoard | None = None,
     ) -> None:
         self.spec = spec
         d = next(x for x in spec.decide if x.name == stage)
@@ -67,16 +75,55 @@ class DecideEngine:
         self._hold = OutcomeHold(d.reward.ttl_ms, d.stream != d.reward.stream, keyed_shards)
         self._outcome_time = _MIN_TS
         self._expired_to = _MIN_TS  # the last expiry point (not state: a repeat is harmless)
+        self._queue: deque[DecideMessage] = deque()  # waiting for another shard's post
+        self._exchange: StatsExchange | None = None
+        if d.shards > 1:
+            if board is None:
+                raise ValueError(f"decide stage {stage!r} has {d.shards} shards: give a board")
+            self._exchange = StatsExchange(stage, shard, d.shards, d.merge_every_ms, board)
 
     @property
     def pending(self) -> int:
         return self._stage.pending
 
+    @property
+    def queued(self) -> int:
+        """Messages waiting (see :attr:`waiting`)."""
+        return len(self._queue)
+
+    @property
+    def waiting(self) -> bool:
+        """Messages wait for another shard's post (see :mod:`.exchange`): call
+        :meth:`resume` later."""
+        return bool(self._queue)
+
     def accept(self, messages: Iterable[DecideMessage], now_ns: int) -> Results:
-        """Act on the messages in order: decide, hold and learn outcomes, time decisions out."""
+        """Act on the messages in order: decide, hold and learn outcomes, time decisions out.
+        With shards that share statistics, the messages from a batch whose shared statistics
+        have not come yet on wait (:attr:`waiting`)."""
+        self._queue.extend(messages)
+        return self.resume(now_ns)
+
+    def resume(self, now_ns: int, force: bool = False) -> Results:
+        """Act on the waiting messages as far as the posts of the other shards allow
+        (``force``: as far as they go, without the posts that are not there)."""
         parts: list[Results] = []  # one per message, concatenated once at the end
         now_ms = now_ns // 1_000_000
-        for m in messages:
+        queue, exchange = self._queue, self._exchange
+        while queue:
+            m = queue[0]
+            if exchange is not None:
+                t = _decision_time(m)
+                if t is not None:
+                    exchange.passed(t, self._stage.own_stats)
+                if isinstance(m, ToDecide) and t is not None:
+                    posts = exchange.due(t, force)
+                    if posts is None:
+                        break
+                    for peer, post in posts.items():
+                        self._stage.set_peer_stats(peer, dict(post.stats))
+                    exchange.take(posts)
+            queue.popleft()
             out = Results()
             parts.append(out)
             if isinstance(m, ToDecide):
@@ -98,11 +145,15 @@ class DecideEngine:
         return out
 
     def finish(self, now_ns: int) -> Results:
-        """End of bounded input: learn every held outcome, time out every waiting decision."""
-        out = Results()
+        """End of bounded input: act on the waiting messages (without the posts that are not
+        there: call :meth:`resume` until nothing waits first), learn every held outcome, time
+        out every waiting decision, and post the last statistics."""
+        out = self.resume(now_ns, force=True)
         now_ms = now_ns // 1_000_000
         self._learn(self._hold.release(_MAX_TS), out, now_ms)
         self._expire(_MAX_TS, out, now_ms)
+        if self._exchange is not None:
+            self._exchange.finish(self._stage.own_stats)
         self._close(out)
         return out
 
@@ -112,19 +163,32 @@ class DecideEngine:
             "arm_values": self._arm_values,
             "hold": self._hold,
             "outcome_time": self._outcome_time,
+            "queue": self._queue,
+            "exchange": self._exchange,
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
     def restore(
-        cls, spec: PipelineSpec, stage: str, snap: bytes, shard: int = 0, keyed_shards: int = 1
+        cls,
+        spec: PipelineSpec,
+        stage: str,
+        snap: bytes,
+        shard: int = 0,
+        keyed_shards: int = 1,
+        board: StatsBoard | None = None,
     ) -> DecideEngine:
-        eng = cls(spec, stage, shard, keyed_shards)
+        eng = cls(spec, stage, shard, keyed_shards, board)
         state = pickle.loads(snap)
         eng._stage.restore(state["stage"])
         eng._arm_values = state["arm_values"]
         eng._hold = state["hold"]
         eng._outcome_time = state["outcome_time"]
+        eng._queue = state["queue"]
+        exchange = state["exchange"]
+        if exchange is not None and board is not None:
+            exchange.board = board
+            eng._exchange = exchange
         return eng
 
     # -- internals --------------------------------------------------------------------------
@@ -184,3 +248,32 @@ class DecideEngine:
         name = self.decide_spec.name
         out.gauges[shard_gauge("bandit_updates", name, self.shard)] = self._stage.n_learned
         out.gauges[shard_gauge("pending_decisions", name, self.shard)] = self.pending
+
+
+def resume_waiting(engines: Sequence[DecideEngine], now_ns: int) -> list[Results]:
+    """Resume the engines that wait for each other's posts, round after round, until none
+    moves; one :class:`Results` per engine. Shards that share statistics never all wait for
+    ever (:mod:`.exchange`): once every message is in, none waits at the end."""
+    outs = [Results() for _ in engines]
+    moved = True
+    while moved:
+        moved = False
+        for engine, out in zip(engines, outs, strict=True):
+            if engine.waiting:
+                before = engine.queued
+                out.merge(engine.resume(now_ns))
+                moved |= engine.queued < before
+    return outs
+
+
+def _decision_time(m: DecideMessage) -> int | None:
+    """How far the decision stream has come, as far as ``m`` tells (None: it does not).
+
+    The exchange's clock follows the decision stream only: outcomes released in a step come
+    before the step's decisions, so a shard posting at its first decision of a period has
+    learned what a single shard would have learned by then."""
+    if isinstance(m, ToDecide):
+        return int(m.batch.ts.max()) if len(m.batch) else None
+    if isinstance(m, Decided):
+        return m.top
+    return None

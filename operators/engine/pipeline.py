@@ -16,7 +16,8 @@ from __future__ import annotations
 import pickle
 from collections.abc import Sequence
 
-from eddy.operators.engine.decide import DecideEngine
+from eddy.operators.engine.decide import DecideEngine, resume_waiting
+from eddy.operators.engine.exchange import MemoryBoard
 from eddy.operators.engine.keyed import KeyedEngine
 from eddy.schemas.batch import EventBatch
 from eddy.schemas.results import Results
@@ -31,8 +32,11 @@ class PipelineEngine:
     def __init__(self, spec: PipelineSpec) -> None:
         self.spec = spec
         self._keyed = KeyedEngine(spec)
+        self._board = MemoryBoard()
         self._decide = {
-            (d.name, i): DecideEngine(spec, d.name, i) for d in spec.decide for i in range(d.shards)
+            (d.name, i): DecideEngine(spec, d.name, i, board=self._board)
+            for d in spec.decide
+            for i in range(d.shards)
         }
 
     @property
@@ -59,6 +63,7 @@ class PipelineEngine:
         state = {
             "keyed": self._keyed.snapshot(),
             "decide": [(k, e.snapshot()) for k, e in self._decide.items()],
+            "board": self._board,
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -67,8 +72,9 @@ class PipelineEngine:
         eng = cls(spec)
         state = pickle.loads(snap)
         eng._keyed = KeyedEngine.restore(spec, state["keyed"])
+        eng._board = state["board"]
         eng._decide = {
-            (stage, i): DecideEngine.restore(spec, stage, snap, i)
+            (stage, i): DecideEngine.restore(spec, stage, snap, i, board=eng._board)
             for (stage, i), snap in state["decide"]
         }
         return eng
@@ -76,4 +82,6 @@ class PipelineEngine:
     def _decided(self, out: Results, now_ns: int) -> Results:
         for key, messages in self._keyed.take_messages().items():
             out.merge(self._decide[key].accept(messages, now_ns))
+        for res in resume_waiting(list(self._decide.values()), now_ns):
+            out.merge(res)
         return out

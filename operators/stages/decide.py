@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from eddy.operators.bandits import POLICIES, FeatureSpec, Featurizer, RewardJoin
+from eddy.operators.bandits.base import LinearPolicy
 from eddy.operators.drift import DriftConfig, DriftMonitor
 from eddy.operators.expressions import Expression
 from eddy.operators.stages.base import stage_alerts
@@ -82,9 +83,10 @@ class DecideStage:
             )
         )
         d = self._featurizer.n_features
-        self._policy = POLICIES[spec.policy](
-            len(spec.arms), d, seed=seed, **as_mapping(spec.params)
-        )
+        policy = POLICIES[spec.policy](len(spec.arms), d, seed=seed, **as_mapping(spec.params))
+        if not isinstance(policy, LinearPolicy):  # shards share per-arm ridge sums
+            raise TypeError(f"{spec.policy}: expected a linear policy")
+        self._policy = policy
         self._versions = (self._policy.version, self._featurizer.version)
         self._join = RewardJoin(spec.reward.ttl_ms, spec.reward.default, d)
         self._drift = DriftMonitor(DriftConfig(direction="down"))
@@ -101,6 +103,14 @@ class DecideStage:
     @property
     def n_learned(self) -> int:
         return int(self._policy.n_learned)
+
+    def own_stats(self) -> dict[str, np.ndarray]:
+        """What this stage's policy learned itself (see ``LinearPolicy.own_stats``)."""
+        return self._policy.own_stats()
+
+    def set_peer_stats(self, peer: int, stats: dict[str, np.ndarray]) -> None:
+        """Take ``stats`` as everything shard ``peer`` of this stage has learned."""
+        self._policy.set_peer_stats(peer, stats)
 
     # -- decisions -----------------------------------------------------------------------
     def decide(
@@ -287,7 +297,9 @@ class DecideStage:
 
     def restore(self, snap: bytes) -> None:
         state = pickle.loads(snap)
-        self._policy = type(self._policy).restore(state["policy"])
+        policy = type(self._policy).restore(state["policy"])
+        assert isinstance(policy, LinearPolicy)
+        self._policy = policy
         self._join = RewardJoin.restore(state["join"])
         self._featurizer = Featurizer.restore(state["featurizer"])
         self._drift = state["drift"]

@@ -234,7 +234,7 @@ def test_linear_policies_share_one_base_and_keep_the_snapshot_format() -> None:
     for cls in (LinUCB, LinTS, EpsilonGreedy):
         assert issubclass(cls, LinearPolicy)
         state = cls(2, 3).snapshot()["state"]
-        assert list(state) == ["arms"]
+        assert list(state) == ["arms", "peers"]  # peers: what other shards learned
         assert sorted(state["arms"]) == ["A", "A_inv", "L_inv", "b", "counts", "theta"]
     with pytest.raises(ValueError, match="l2"):
         LinTS(2, 2, l2=0)

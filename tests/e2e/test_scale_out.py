@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -17,6 +18,7 @@ import pytest
 
 from eddy.benchmarks.recording import Recording, record
 from eddy.benchmarks.scaling import compare_results
+from eddy.operators.engine.exchange import FINAL
 from eddy.schemas.spec import PipelineSpec
 from eddy.schemas.spec_load import load_spec
 
@@ -103,16 +105,32 @@ def test_sensors_gives_the_results_of_one_worker(
 # -- the reference spec: decisions and rewards, and both feature stages stored --------------
 
 
-def _stored_reference(directory: Path) -> Path:
-    """A copy of ``examples/adserving.toml`` whose two features stages store their rows."""
+def _stored_reference(directory: Path, decide_shards: int = 1) -> Path:
+    """A copy of ``examples/adserving.toml`` whose two features stages store their rows (and
+    whose decide stage has ``decide_shards`` shards)."""
     text = (EXAMPLES / "adserving.toml").read_text()
     for name in ("partner_health", "placement_floor"):
         line = f'name = "{name}"\n'
         assert text.count(line) == 1, name
         text = text.replace(line, f"{line}store = true\n")
+    if decide_shards > 1:
+        line = 'name = "pick_partner"\n'
+        assert text.count(line) == 1
+        text = text.replace(line, f"{line}shards = {decide_shards}\n")
     path = directory / "adserving.toml"
     path.write_text(text)
     return path
+
+
+def _recorded_reference(directory: Path, decide_shards: int = 1) -> tuple[Path, Recording, int]:
+    """The stored reference spec, a recording of its simulator, and the requests in it."""
+    spec_path = _stored_reference(directory, decide_shards)
+    rec = record(load_spec(spec_path), directory / "recording", events=REQUESTS)
+    assert set(rec.sources) == {"requests", "outcomes"}
+    with open(rec.files["requests"], "rb") as fh:
+        requests = sum(1 for _ in fh)
+    assert requests == REQUESTS
+    return spec_path, rec, requests
 
 
 def _assert_one_row_per_request(db: Path, requests: int) -> None:
@@ -125,14 +143,9 @@ def _assert_one_row_per_request(db: Path, requests: int) -> None:
 
 
 def test_reference_spec_on_two_workers_decides_every_request_once(tmp_path: Path) -> None:
-    spec_path = _stored_reference(tmp_path)
+    spec_path, rec, requests = _recorded_reference(tmp_path)
     spec = load_spec(spec_path)
     assert spec.features and all(f.store for f in spec.features)
-    rec = record(spec, tmp_path / "recording", events=REQUESTS)
-    assert set(rec.sources) == {"requests", "outcomes"}
-    with open(rec.files["requests"], "rb") as fh:
-        requests = sum(1 for _ in fh)
-    assert requests == REQUESTS
     base = _run(spec_path, rec, tmp_path / "default.duckdb")
     two = _run(spec_path, rec, tmp_path / "workers-2.duckdb", "--workers", "2")
     _assert_same(base, two, spec, ADSERVING_TABLES)
@@ -140,6 +153,58 @@ def test_reference_spec_on_two_workers_decides_every_request_once(tmp_path: Path
         assert _count(base, f"SELECT count(*) FROM {t}") > 0, t
     for db in (base, two):
         _assert_one_row_per_request(db, requests)
+
+
+def _decisions(db: Path) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        sql = "SELECT decision_id, arm, propensity FROM decisions ORDER BY decision_id"
+        return con.execute(sql).fetchall()
+
+
+def test_four_decide_shards_decide_alike_in_every_replay(tmp_path: Path) -> None:
+    spec_path, rec, requests = _recorded_reference(tmp_path, decide_shards=4)
+    first = _decisions(_run(spec_path, rec, tmp_path / "first.duckdb"))
+    again = _decisions(_run(spec_path, rec, tmp_path / "again.duckdb"))
+    assert len(first) == requests and first == again
+
+
+def test_decide_shards_on_two_workers_share_through_a_directory(tmp_path: Path) -> None:
+    spec_path, rec, requests = _recorded_reference(tmp_path, decide_shards=2)
+    exchange = tmp_path / "exchange"
+    db = _run(
+        spec_path, rec, tmp_path / "given.duckdb", "--workers", "2", "--exchange-dir", str(exchange)
+    )
+    _assert_one_row_per_request(db, requests)
+    for shard in (0, 1):  # posts all along, and the last one at the end of the input
+        labels = sorted(int(p.stem) for p in (exchange / "pick_partner" / str(shard)).glob("*.npy"))
+        assert len(labels) > 2 and labels[-1] == FINAL, (shard, labels[-3:])
+    # without --exchange-dir a local cluster makes its own directory, and removes it
+    before = set(Path(tempfile.gettempdir()).glob("eddy-exchange-*"))
+    db = _run(spec_path, rec, tmp_path / "made.duckdb", "--workers", "2")
+    _assert_one_row_per_request(db, requests)
+    assert set(Path(tempfile.gettempdir()).glob("eddy-exchange-*")) == before
+
+
+def test_a_cluster_of_given_addresses_needs_an_exchange_directory(tmp_path: Path) -> None:
+    spec_path = _stored_reference(tmp_path, decide_shards=2)
+    for stream in ("requests", "outcomes"):
+        (tmp_path / f"{stream}.jsonl").write_text("")
+    proc = _eddy(
+        tmp_path,
+        "run",
+        "--pipeline",
+        str(spec_path),
+        "--source",
+        "requests=jsonl:requests.jsonl",
+        "--source",
+        "outcomes=jsonl:outcomes.jsonl",
+        "--addresses",
+        "localhost:1,localhost:2",
+        "--process-id",
+        "1",
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and "--exchange-dir" in proc.stderr, proc.stderr
 
 
 # -- bad flags: usage errors before anything runs ---------------------------------------------

@@ -1,6 +1,6 @@
 """`eddy run --workers 2` from Kafka: the whole cluster killed with SIGKILL twice (a machine
-crash: every process at once) and restarted; nothing lost, nothing twice, and the bandit
-continues from its snapshot instead of starting over."""
+crash: every process at once) and restarted; nothing lost, nothing twice, and the bandit (two
+decide shards sharing what they learn) continues from its snapshot instead of starting over."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 import pytest
 
+from eddy.operators.engine.exchange import FINAL
 from eddy.sinks.kafka import ensure_topics
 from tests.fixtures_kafka import ROOT, KafkaBroker
 from tests.kafka.pipeline_runs import (
@@ -167,11 +168,19 @@ def test_cluster_killed_twice_then_restarted_gives_every_decision_once_and_conti
     follower = TopicFollower(bootstrap, decisions_topic, PARTITIONS)
     metrics = TopicFollower(bootstrap, metrics_topic, PARTITIONS)
     db, log, recovery = tmp_path / "eddy.duckdb", tmp_path / "eddy.log", tmp_path / "recovery"
+    # the reference spec with two decide shards: what they share must survive the kills too
+    spec = (ROOT / "examples" / "adserving.toml").read_text()
+    line = 'name = "pick_partner"\n'
+    assert spec.count(line) == 1
+    pipeline = tmp_path / "adserving.toml"
+    pipeline.write_text(spec.replace(line, f"{line}shards = 2\n"))
     cmd = eddy_run_cmd(
         bootstrap,
         req_topic,
         out_topic,
         db,
+        "--pipeline",
+        str(pipeline),
         "--workers",
         str(WORKERS),
         "--recovery",
@@ -267,3 +276,7 @@ def test_cluster_killed_twice_then_restarted_gives_every_decision_once_and_conti
     assert len(runs) == len(kill_at) + 1, (runs, kills)
     assert runs[-1][2] == N, (runs, kills)
     assert all(lo > 0 for _, lo, _ in runs[1:]), (runs, kills)
+    # the shards shared through the recovery directory until the end, across the restarts
+    for shard in (0, 1):
+        posts = list((recovery / "exchange" / "pick_partner" / str(shard)).glob("*.npy"))
+        assert posts and max(int(p.stem) for p in posts) == FINAL, shard

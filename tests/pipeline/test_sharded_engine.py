@@ -5,24 +5,22 @@ keyed shards' messages in an interleaving where one keyed shard lags."""
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 
-from eddy.operators.engine import DecideEngine, KeyedEngine, PipelineEngine
-from eddy.operators.engine.messages import DecideMessage
+from eddy.operators.engine import KeyedEngine, PipelineEngine
 from eddy.operators.engine.routing import ID, Router, keyed_routes, why_unsplit
 from eddy.operators.sharding import shard_index
 from eddy.schemas.batch import EventBatch
 from eddy.schemas.results import Results
 from eddy.schemas.spec import PipelineSpec
 from eddy.schemas.spec_load import loads_spec
-from tests.pipeline.conftest import NOW_NS, decoded, merged, simulator_of
+from tests.pipeline.cluster import Cluster, closed_loop, recorded
+from tests.pipeline.conftest import NOW_NS, decoded, merged
 
 T0 = 1_767_225_600_000
 
@@ -267,125 +265,6 @@ def test_an_id_repeated_under_another_key_is_caught_only_on_one_shard() -> None:
 
 # -- decide shards ---------------------------------------------------------------------------
 
-Box = dict[tuple[str, int], list[DecideMessage]]
-
-
-class _Cluster:
-    """Keyed shards and decide shards wired by hand: every keyed shard's messages are
-    delivered per (stage, decide shard) in the order it sent them; keyed shard ``slow``'s
-    reach the decide shards ``lag`` steps after the others' (None: only at the end)."""
-
-    def __init__(
-        self, spec: PipelineSpec, keyed_shards: int, decide_shards: int, slow: int, lag: int | None
-    ) -> None:
-        spec = replace(spec, decide=tuple(replace(d, shards=decide_shards) for d in spec.decide))
-        self.spec = spec
-        self.router = Router(spec, keyed_shards)
-        assert self.router.shards == keyed_shards
-        self.keyed = [KeyedEngine(spec, s, keyed_shards) for s in range(keyed_shards)]
-        self.decide = {
-            (d.name, s): DecideEngine(spec, d.name, s, keyed_shards)
-            for d in spec.decide
-            for s in range(d.shards)
-        }
-        self.slow, self.lag = slow, lag
-        self.mail: list[deque[Box]] = [deque() for _ in range(keyed_shards)]
-        self.outs: list[Results] = []
-        self.rows_per_shard = np.zeros(keyed_shards, dtype=np.int64)
-
-    def step(self, items: list[tuple[int, EventBatch]]) -> list[Results]:
-        pieces = [self.router.pieces(p, b) for p, b in items]
-        for s, eng in enumerate(self.keyed):
-            mine = [c[s] for c in pieces]
-            self.rows_per_shard[s] += sum(len(p.batch) for p in mine)
-            self.outs.append(eng.process_many(mine, NOW_NS, self.spec.batch_size))
-            self.mail[s].append(eng.take_messages())
-        return self.deliver()
-
-    def deliver(self, everything: bool = False) -> list[Results]:
-        got = []
-        for sender, queue in enumerate(self.mail):
-            keep = 0
-            if sender == self.slow and not everything:
-                keep = len(queue) if self.lag is None else self.lag
-            while len(queue) > keep:
-                got += self._accept(queue.popleft())
-        return got
-
-    def one_late(self) -> list[Results]:
-        """The slow shard's oldest step (the simulator waits for its decisions)."""
-        queue = self.mail[self.slow]
-        assert queue, "the simulator waits for decisions no shard holds"
-        return self._accept(queue.popleft())
-
-    def _accept(self, box: Box) -> list[Results]:
-        got = [self.decide[key].accept(messages, NOW_NS) for key, messages in box.items()]
-        self.outs += got
-        return got
-
-    def finish(self) -> Results:
-        for s, eng in enumerate(self.keyed):
-            self.outs.append(eng.finish(NOW_NS))
-            self.mail[s].append(eng.take_messages())
-        self.deliver(everything=True)
-        self.outs += [e.finish(NOW_NS) for e in self.decide.values()]
-        return merged(self.outs)
-
-
-def _closed_loop(cluster: _Cluster) -> tuple[Results, list[str]]:
-    """The simulator against the cluster, decisions fed back as they come out."""
-    spec = cluster.spec
-    sim = simulator_of(spec)
-    parts = {s.name: i * 1_000 for i, s in enumerate(spec.streams)}
-    positions = dict.fromkeys(parts, 1)
-    requests: list[str] = []
-
-    def respond(outs: list[Results]) -> None:
-        for res in outs:
-            dec = res.tables.get("decisions")
-            if dec is not None:
-                sim.respond(np.asarray(dec["decision_id"]), np.asarray(dec["arm"]))
-
-    while True:
-        try:
-            got = sim.next_batch(300)
-        except StopIteration:
-            break
-        if got is None:  # waiting for decisions still in the slow shard's mail
-            respond(cluster.one_late())
-            continue
-        items = []
-        for stream, lines in got:
-            batch = decoded(spec, stream, lines, positions[stream])
-            positions[stream] += len(lines)
-            items.append((parts[stream], batch))
-            if stream == spec.decide[0].stream:
-                requests += batch.ids.tolist()
-        respond(cluster.step(items))
-    return cluster.finish(), requests
-
-
-def _recorded(spec: PipelineSpec) -> list[list[tuple[int, EventBatch]]]:
-    """The items of a closed-loop run of one engine, step by step."""
-    sim = simulator_of(spec)
-    eng = PipelineEngine(spec)
-    parts = {s.name: i * 1_000 for i, s in enumerate(spec.streams)}
-    positions = dict.fromkeys(parts, 1)
-    steps = []
-    while True:
-        try:
-            got = sim.next_batch(300)
-        except StopIteration:
-            return steps
-        items = []
-        for stream, lines in got or []:
-            items.append((parts[stream], decoded(spec, stream, lines, positions[stream])))
-            positions[stream] += len(lines)
-        steps.append(items)
-        dec = eng.process_many(items, NOW_NS).tables.get("decisions")
-        if dec is not None:
-            sim.respond(dec["decision_id"], dec["arm"])
-
 
 def _check_answered(total: Results, requests: list[str]) -> list[str]:
     """One decision per request, one reward per decision, no outcome unknown or expired;
@@ -411,8 +290,8 @@ LONG = {"events": 9_000, "rate_per_s": 150.0, "outcome_loss": 0.02}
 def test_decide_shards_in_a_closed_loop_with_a_lagging_keyed_shard(
     reference: Callable[..., PipelineSpec], slow: int
 ) -> None:
-    cluster = _Cluster(reference(**LONG), keyed_shards=2, decide_shards=2, slow=slow, lag=8)
-    total, requests = _closed_loop(cluster)
+    cluster = Cluster(reference(**LONG), keyed_shards=2, decide_shards=2, slow=slow, lag=8)
+    total, requests = closed_loop(cluster)
     assert (cluster.rows_per_shard > 0).all()
     reasons = _check_answered(total, requests)
     assert not reasons  # the simulator answers with the decided arm
@@ -428,8 +307,8 @@ def test_decide_shards_replayed_with_a_keyed_shard_far_behind(
     messages arrive many steps late, or only once the input has ended. The outcomes name
     the arms one engine chose, so some name another arm than a shard's: kept, not learned."""
     spec = reference(**{**LONG, "events": 6_000, "rate_per_s": 600.0})  # 10 s < the TTL
-    steps = _recorded(spec)
-    cluster = _Cluster(spec, keyed_shards=2, decide_shards=2, slow=slow, lag=lag)
+    steps = recorded(spec)
+    cluster = Cluster(spec, keyed_shards=2, decide_shards=2, slow=slow, lag=lag)
     for items in steps:
         cluster.step(items)
     total = cluster.finish()
@@ -442,8 +321,8 @@ def test_decide_shards_replayed_with_a_keyed_shard_far_behind(
 
 def test_the_unsharded_loop_answers_every_request(reference) -> None:
     """The harness with one keyed and one decide shard (what PipelineEngine is)."""
-    cluster = _Cluster(reference(events=2_000), keyed_shards=1, decide_shards=1, slow=0, lag=3)
-    total, requests = _closed_loop(cluster)
+    cluster = Cluster(reference(events=2_000), keyed_shards=1, decide_shards=1, slow=0, lag=3)
+    total, requests = closed_loop(cluster)
     assert not _check_answered(total, requests)
 
 

@@ -139,6 +139,8 @@ BAD = [
     pytest.param(('tumbling = ["1m"]', 'tumbling = ["999999999999d"]'), "features[0].tumbling[0]", "at most", id="window-beyond-int64"),
     pytest.param(('ttl = "1m"', f'ttl = "{"9" * 400}d"'), "decide[0].reward.ttl", "at most", id="ttl-beyond-float"),
     pytest.param(('cooldown = "30s"', "cooldown = 99999999999999999999"), "detect[0].cooldown", "at most", id="cooldown-beyond-int64"),
+    pytest.param(('eligible = "cdns"', 'eligible = "cdns"\nmerge_every = "0s"'), "decide[0].merge_every", "duration > 0", id="zero-merge-every"),
+    pytest.param(('eligible = "cdns"', 'eligible = "cdns"\nmerge_every = "soon"'), "decide[0].merge_every", "duration", id="merge-every-not-a-duration"),
 ]  # fmt: skip
 
 
