@@ -9,7 +9,8 @@ the two events were, and which occurrence it is.
 Memory is bounded by time, not by stream length: ids live in two generations, each spanning
 ``horizon_ms`` of event time. When an event reaches the end of the current generation, the
 older one is dropped whole, so an id is remembered for at least ``horizon_ms`` and at most twice
-that. The common batch (no repeats) costs two set operations and a dict update, all in C.
+that. The rows of a batch between two generation ends (found by binary search when the batch
+is in event-time order) cost two set operations and a dict update when none repeats, all in C.
 
 >>> import numpy as np
 >>> seen = RecentIds(horizon_ms=1_000)
@@ -24,6 +25,7 @@ that. The common batch (no repeats) costs two set operations and a dict update, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -39,6 +41,8 @@ class Repeats:
     index: np.ndarray
     occurrence: np.ndarray
     first_ts: np.ndarray
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("index", "occurrence", "first_ts")
 
 
 class RecentIds:
@@ -57,22 +61,55 @@ class RecentIds:
         """Remember the batch's ids (rows in arrival order) and return its repeats."""
         lst = ids.tolist()
         times = ts.tolist()
+        if not times:
+            return _none()
+        if self._cur_start is None:
+            self._cur_start = times[0]
+        found: list[Repeats] = []
+        start = 0
+        # rows between two generation ends are one piece: set operations on the whole piece
+        for end in [*self._generation_ends(ts), len(times)]:
+            if end > start:
+                rep = self._piece(lst[start:end], times[start:end])
+                if len(rep.index):
+                    found.append(Repeats(rep.index + start, rep.occurrence, rep.first_ts))
+            if end < len(times):
+                self._rotate(times[end])
+            start = end
+        if not found:
+            return _none()
+        return Repeats(*(np.concatenate([getattr(r, f) for r in found]) for f in Repeats.FIELDS))
+
+    def _generation_ends(self, ts: np.ndarray) -> list[int]:
+        """The rows at which the current generation ends (each starts the next one)."""
+        assert self._cur_start is not None
+        horizon, limit = self.horizon_ms, self._cur_start + self.horizon_ms
+        ends: list[int] = []
+        if len(ts) < 2 or bool(np.all(ts[1:] >= ts[:-1])):  # in order: a binary search each
+            i = int(np.searchsorted(ts, limit, side="left"))
+            while i < len(ts):
+                ends.append(i)
+                i = int(np.searchsorted(ts, int(ts[i]) + horizon, side="left"))
+            return ends
+        for i, t in enumerate(ts.tolist()):
+            if t >= limit:
+                ends.append(i)
+                limit = t + horizon
+        return ends
+
+    def _piece(self, lst: list[object], times: list[int]) -> Repeats:
+        """Rows of one generation: new ids in one update, else row by row."""
         if (
-            times
-            and (self._cur_start is None or max(times) < self._cur_start + self.horizon_ms)
-            and len(set(lst)) == len(lst)
+            len(set(lst)) == len(lst)
             and self._cur.keys().isdisjoint(lst)
             and self._old.keys().isdisjoint(lst)
-        ):  # the common case: new ids, all inside the current generation
-            if self._cur_start is None:
-                self._cur_start = min(times)
+        ):  # the common case: every id new
             self._cur.update(zip(lst, ([t, 1] for t in times), strict=True))
             return _none()
         index: list[int] = []
         occurrence: list[int] = []
         first: list[int] = []
         for i, (key, t) in enumerate(zip(lst, times, strict=True)):
-            self._rotate(t)
             entry = self._cur.get(key) or self._old.get(key)
             if entry is None:
                 self._cur[key] = [t, 1]

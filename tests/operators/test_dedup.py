@@ -59,3 +59,53 @@ def test_pickling_keeps_what_was_seen() -> None:
 def test_the_horizon_must_be_positive() -> None:
     with pytest.raises(ValueError, match="horizon_ms"):
         RecentIds(horizon_ms=0)
+
+
+class _RowByRow:
+    """The definition, one row at a time: rotate at the row that reaches the generation's end,
+    then look the id up."""
+
+    def __init__(self, horizon_ms: int) -> None:
+        self.horizon = horizon_ms
+        self.cur: dict[str, list[int]] = {}
+        self.old: dict[str, list[int]] = {}
+        self.start: int | None = None
+
+    def row(self, key: str, t: int) -> tuple[int, int] | None:
+        if self.start is None:
+            self.start = t
+        elif t >= self.start + self.horizon:
+            self.old, self.cur = ({} if t >= self.start + 2 * self.horizon else self.cur), {}
+            self.start = t
+        entry = self.cur.get(key) or self.old.get(key)
+        if entry is None:
+            self.cur[key] = [t, 1]
+            return None
+        entry[1] += 1
+        return entry[1], entry[0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("in_order", [True, False])
+def test_batches_spanning_many_generations_find_what_row_by_row_finds(
+    seed: int, in_order: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    n = 3_000
+    ids = np.array([f"e{int(i)}" for i in rng.integers(0, 900, n)], dtype=object)
+    steps = rng.exponential(40.0, n).astype(np.int64)
+    steps[rng.random(n) < 0.01] += 5_000  # jumps of more than two generations
+    ts = np.cumsum(steps)
+    if not in_order:
+        ts = ts + rng.integers(-600, 600, n)  # late and early rows
+    ref = _RowByRow(1_000)
+    rows = enumerate(zip(ids.tolist(), ts.tolist(), strict=True))
+    expected = [(i, *hit) for i, (k, t) in rows if (hit := ref.row(k, t))]
+    seen = RecentIds(horizon_ms=1_000)
+    bounds = [0, *sorted(rng.choice(np.arange(1, n), 5, replace=False).tolist()), n]
+    got = []
+    for a, b in pairwise(bounds):  # batches of hundreds of rows: dozens of generations each
+        rep = seen.repeats(ids[a:b], ts[a:b])
+        found = (rep.index + a).tolist(), rep.occurrence.tolist(), rep.first_ts.tolist()
+        got += zip(*found, strict=True)
+    assert got == expected and len(expected) > 50
