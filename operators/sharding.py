@@ -37,14 +37,19 @@ def shard_index(values: np.ndarray, shards: int) -> np.ndarray:
     if shards == 1:
         return np.zeros(n, dtype=np.int64)
     rows = values.tolist()
-    codes = {v: _mix(zlib.crc32(str(v).encode())) % shards for v in dict.fromkeys(rows)}
-    return np.fromiter(map(codes.__getitem__, rows), np.int64, n)
-
-
-def _mix(crc: int) -> int:
+    distinct = list(dict.fromkeys(rows))
+    crc = np.fromiter(
+        map(zlib.crc32, map(str.encode, map(str, distinct))), np.uint64, len(distinct)
+    )
     # CRC-32 is linear: the low bits of similar short keys agree too often; a multiplicative
     # (Fibonacci) step spreads them before the modulo
-    return ((crc * 2654435761) & 0xFFFFFFFF) >> 8
+    mixed = ((crc * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)) >> np.uint64(8)
+    codes = (mixed % np.uint64(shards)).astype(np.int64)
+    if len(distinct) == n:  # every value once (ids): already in row order
+        return codes
+    return np.fromiter(
+        map(dict(zip(distinct, codes.tolist(), strict=True)).__getitem__, rows), np.int64, n
+    )
 
 
 @dataclass(frozen=True)

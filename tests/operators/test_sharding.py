@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -217,6 +219,7 @@ _VALUES = [
 _CHILD = """
 import json, sys
 import numpy as np
+import pytest
 from eddy.operators.sharding import shard_index
 values = json.loads(sys.stdin.read())
 arr = np.array(values, dtype=object)
@@ -240,3 +243,20 @@ def test_shard_index_does_not_depend_on_the_hash_seed() -> None:
             check=True,
         )
         assert json.loads(done.stdout) == here, f"PYTHONHASHSEED={seed}"
+
+
+def _defined_shard(value: object, shards: int) -> int:
+    """The documented definition: CRC-32 of the value's text, a Fibonacci mix, the modulo
+    (recovery directories and running clusters rely on it never changing)."""
+    crc = zlib.crc32(str(value).encode())
+    return (((crc * 2654435761) & 0xFFFFFFFF) >> 8) % shards
+
+
+@pytest.mark.parametrize("repeats", [False, True])
+def test_shard_index_is_the_defined_hash(repeats: bool) -> None:
+    values = [*_VALUES, 7, True, 2.5, None]
+    if repeats:  # many rows, few values: the path that hashes each value once
+        values = values * 30
+    arr = np.array(values, dtype=object)
+    for shards in (2, 3, 5, 8, 256):
+        assert shard_index(arr, shards).tolist() == [_defined_shard(v, shards) for v in values]
