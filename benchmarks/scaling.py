@@ -9,7 +9,10 @@ share one core), replays the recording:
   nothing is written, so the output is not the bottleneck and the figure is the stages'.
   events/s = input lines / the run's busy time in process 0: from the first results to the
   end of the input (start-up is before: imports, numba's cache, the cluster's connections,
-  which retry for a second when a member listens late). The best of ``--repeat`` runs.
+  which retry for a second when a member listens late). The best of ``--repeat`` runs, made
+  in rounds (every worker count once per round) so that a slower spell of a shared machine
+  hits every count alike; ``median_round_speedup`` is the median over the rounds of each
+  count's speed against the first count's in the same round.
 * **checked runs** write DuckDB (process 0 owns the file) and ``same_results`` compares, between
   every worker count and the first, ``window_aggregates``, every stored ``features_<name>`` and
   ``anomalies`` (without the wall-clock ``detected_at``): the same rows, with floats equal to
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from eddy.benchmarks.recording import Recording, record
 from eddy.benchmarks.throughput import replay_spec
@@ -171,24 +175,30 @@ def run_scaling(
         rec = record(spec, Path(tmp) / "recording", events=events)
         rec = replace(rec, spec=replay_spec(rec.spec))
         log(f"scaling: {rec.n_events:,} events of {spec.name!r}")
-        runs = []
-        rates: dict[str, float] = {}
-        for n in workers:
-            busy, walls = [], []
-            for _ in range(repeat):
+        busy: dict[int, list[float]] = {n: [] for n in workers}
+        walls: dict[int, list[float]] = {n: [] for n in workers}
+        for r in range(repeat):  # rounds of every worker count: a slower spell hits all alike
+            for n in workers:
                 res = run_cluster(rec, n, shards=shards)
-                busy.append(res["busy_s"] or res["wall_s"])
-                walls.append(res["wall_s"])
-            rates[str(n)] = rec.n_events / min(busy)
-            runs.append(
-                {"workers": n, "busy_s": busy, "wall_s": walls, "events_per_s": rates[str(n)]}
-            )
-            log(f"  {n} worker(s): {rates[str(n)]:,.0f} events/s (busy {busy} s)")
+                busy[n].append(res["busy_s"] or res["wall_s"])
+                walls[n].append(res["wall_s"])
+            log(f"  round {r + 1}: busy " + ", ".join(f"{n}: {busy[n][-1]:.2f} s" for n in workers))
+        rates = {str(n): rec.n_events / min(busy[n]) for n in workers}
+        base = workers[0]
+        # per round, each count's speed against the first count's in the same round
+        rounds = {
+            str(n): [b0 / b for b0, b in zip(busy[base], busy[n], strict=True)] for n in workers[1:]
+        }
+        runs = [
+            {"workers": n, "busy_s": busy[n], "wall_s": walls[n], "events_per_s": rates[str(n)]}
+            for n in workers
+        ]
+        for n in workers:
+            log(f"  {n} worker(s): {rates[str(n)]:,.0f} events/s (best of {repeat})")
         dbs = {}
         for n in workers:
             dbs[n] = str(Path(tmp) / f"check-{n}.duckdb")
             run_cluster(rec, n, duckdb_path=dbs[n], shards=shards)
-        base = workers[0]
         compare = {str(n): compare_results(dbs[base], dbs[n], rec.spec) for n in workers[1:]}
         same = all(
             c["only_a"] == 0 and c["only_b"] == 0 for t in compare.values() for c in t.values()
@@ -197,6 +207,8 @@ def run_scaling(
             "pipeline": spec.name,
             "scaling": rates,
             "same_results": same,
+            "round_speedups": rounds,
+            "median_round_speedup": {n: float(np.median(v)) for n, v in rounds.items()},
             "events": rec.n_events,
             "repeat": repeat,
             "shards": shards or "one per worker",

@@ -93,13 +93,13 @@ class KeyedLogic(StatefulBatchLogic[tuple[int, Piece], KeyedOutput, bytes]):
         self._engine: KeyedEngine | None = None
         self._order = Resequencer()
         self._gate = PartitionGate(expected)
-        self.finished = False
+        self._finished = False
         if resume:
             state = pickle.loads(resume)
             self._engine = KeyedEngine.restore(spec, state["engine"], state["shard"], shards)
             self._order = state["order"]
             self._gate = state["gate"]
-            self.finished = state["finished"]
+            self._finished = state["finished"]
 
     def _output(self, engine: KeyedEngine, results: Results) -> KeyedOutput:
         parcels = [Parcel(stage, s, msgs) for (stage, s), msgs in engine.take_messages().items()]
@@ -126,8 +126,8 @@ class KeyedLogic(StatefulBatchLogic[tuple[int, Piece], KeyedOutput, bytes]):
 
     def on_eof(self) -> tuple[list[KeyedOutput], bool]:
         out = self._process(self._gate.release_all())
-        if not self.finished and self._engine is not None:
-            self.finished = True
+        if not self._finished and self._engine is not None:
+            self._finished = True
             out.append(self._output(self._engine, self._engine.finish(time.time_ns())))
         return out, StatefulBatchLogic.RETAIN
 
@@ -139,7 +139,7 @@ class KeyedLogic(StatefulBatchLogic[tuple[int, Piece], KeyedOutput, bytes]):
             "shard": self._engine.shard,
             "order": self._order,
             "gate": self._gate,
-            "finished": self.finished,
+            "finished": self._finished,
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -171,9 +171,11 @@ class DecideGroup:
         engines = [m.engine for m in members if m.engine is not None]
         deadline = time.monotonic() + self._patience_s
         while True:
+            waited = [e.waiting for e in engines]
             outs = resume_waiting(engines, time.time_ns())
-            for member, out in zip(members, outs, strict=True):
-                member.kept.append(out)
+            for member, out, was in zip(members, outs, waited, strict=True):
+                if was:
+                    member.kept.append(out)
             if not any(e.waiting for e in engines) or time.monotonic() > deadline:
                 return
             time.sleep(0.002)  # a shard in another process has not posted yet

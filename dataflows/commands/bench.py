@@ -205,10 +205,12 @@ def _run_scaling(args: argparse.Namespace) -> int:
     rates = result["scaling"]
     base = rates[str(workers[0])]
     print(f"scaling of {result['pipeline']} ({result['events']:,} events, best of {repeat})")
-    print(f"{'workers':>7}  {'events/s':>12}  {'speedup':>7}")
+    print(f"{'workers':>7}  {'events/s':>12}  {'speedup':>7}  {'median of rounds':>16}")
+    medians = result["median_round_speedup"]
     for n in workers:
         eps = rates[str(n)]
-        print(f"{n:>7}  {eps:>12,.0f}  {eps / base:>6.2f}x")
+        median = f"{medians[str(n)]:>15.2f}x" if str(n) in medians else f"{'':>16}"
+        print(f"{n:>7}  {eps:>12,.0f}  {eps / base:>6.2f}x  {median}")
     print(f"same_results: {json.dumps(result['same_results'])}")
     if args.json:  # after the table: a failed write loses no figure
         try:

@@ -18,7 +18,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 def test_sensors_on_one_and_two_workers(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     spec = str(EXAMPLES / "sensors.toml")
-    argv = ["--pipeline", spec, "--workers", "1,2", "--events", "30000", "--repeat", "1"]
+    argv = ["--pipeline", spec, "--workers", "1,2", "--events", "30000", "--repeat", "2"]
     proc = subprocess.run(
         [sys.executable, "-m", "eddy", "bench", "scaling", *argv, "--json", str(out)],
         capture_output=True,
@@ -33,8 +33,15 @@ def test_sensors_on_one_and_two_workers(tmp_path: Path) -> None:
         assert isinstance(eps, float) and eps > 0
     assert data["same_results"] is True, data["compare"]
     assert data["pipeline"] == "sensors" and data["events"] > 0
+    # rounds of 1 and 2 workers, each 2-worker run against the 1-worker run of its round
+    busy = {r["workers"]: r["busy_s"] for r in data["runs"]}
+    assert len(busy[1]) == len(busy[2]) == 2
+    ratios = [a / b for a, b in zip(busy[1], busy[2], strict=True)]
+    assert data["round_speedups"] == {"2": ratios}
+    assert data["median_round_speedup"]["2"] == pytest.approx(sum(ratios) / 2)
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.strip()}
-    assert rows["1"][-1] == "1.00x" and rows["2"][-1].endswith("x")  # workers, events/s, speedup
+    assert rows["1"][2] == "1.00x" and len(rows["1"]) == 3  # workers, events/s, speedup
+    assert rows["2"][2].endswith("x") and rows["2"][3].endswith("x")  # and the rounds' median
     assert "same_results: true" in proc.stdout
 
 
