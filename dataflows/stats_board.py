@@ -13,6 +13,7 @@ written once stays as written. The poster deletes its posts but the latest
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from eddy.dataflows.run_options import RunOptions
 from eddy.operators.engine.exchange import KEEP_POSTS, MemoryBoard, StatsBoard, StatsPost
 
-__all__ = ["DirectoryBoard", "needs_exchange_dir", "stats_board"]
+__all__ = ["EXCHANGE_DIR_NEEDED", "DirectoryBoard", "needs_exchange_dir", "stats_board"]
 
 _KEYS = ("A", "b", "counts")
 
@@ -31,6 +32,11 @@ class DirectoryBoard:
     def __init__(self, root: str | Path, keep: int = KEEP_POSTS) -> None:
         self.root = Path(root)
         self._keep = keep
+
+    def clear(self, stages: list[str]) -> None:
+        """Delete the posts of ``stages`` (a run that does not resume starts with none)."""
+        for stage in stages:
+            shutil.rmtree(self.root / stage, ignore_errors=True)
 
     def _dir(self, stage: str, shard: int) -> Path:
         return self.root / stage / str(shard)
@@ -78,16 +84,24 @@ def needs_exchange_dir(opts: RunOptions) -> bool:
 
 def stats_board(opts: RunOptions) -> StatsBoard | None:
     """The board of this run (see the module docstring); ``ValueError`` when decide shards
-    in several processes have no directory to share."""
+    in several processes have no directory to share. Process 0 of a run that does not resume
+    (no ``--recovery``) empties a given ``--exchange-dir`` of the spec's stages first: the
+    other processes post only once the cluster is connected, which needs process 0."""
     if not any(d.shards > 1 for d in opts.spec.decide):
         return None
     if opts.exchange_dir is not None:
-        return DirectoryBoard(opts.exchange_dir)
+        board = DirectoryBoard(opts.exchange_dir)
+        if opts.recovery is None and opts.process_id == 0:
+            board.clear([d.name for d in opts.spec.decide])
+        return board
     if opts.recovery is not None:
         return DirectoryBoard(Path(opts.recovery) / "exchange")
     if not needs_exchange_dir(opts):
         return MemoryBoard()
-    raise ValueError(
-        "--exchange-dir: decide shards in several processes share their statistics through "
-        "a directory every process reaches; give one (or --recovery DIR)"
-    )
+    raise ValueError(EXCHANGE_DIR_NEEDED)
+
+
+EXCHANGE_DIR_NEEDED = (
+    "--exchange-dir: decide shards in several processes share their statistics through a "
+    "directory every process reaches; give one (or --recovery DIR)"
+)

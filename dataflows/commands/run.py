@@ -288,13 +288,11 @@ def _options(args: argparse.Namespace) -> Any:
             "--workers/--processes: a simulator runs in one process; feed several workers "
             "from files or Kafka (--source STREAM=jsonl:PATH)"
         )
-    if addresses is not None:  # a local cluster (no --addresses) makes its own directory
-        from eddy.dataflows.stats_board import stats_board
+    from eddy.dataflows.stats_board import EXCHANGE_DIR_NEEDED, needs_exchange_dir
 
-        try:
-            stats_board(opts)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+    # a local cluster (no --addresses) makes its own directory
+    if addresses is not None and needs_exchange_dir(opts):
+        raise UsageError(EXCHANGE_DIR_NEEDED)
     return opts
 
 

@@ -70,3 +70,19 @@ def test_which_board_a_run_gets(tmp_path: Path) -> None:
     assert needs_exchange_dir(cluster)
     with pytest.raises(ValueError, match="--exchange-dir"):
         stats_board(cluster)
+
+
+def test_a_run_that_does_not_resume_starts_from_an_empty_exchange(tmp_path: Path) -> None:
+    stale = DirectoryBoard(tmp_path / "x")
+    stale.post("pick_partner", 1, StatsPost(7, _stats(9)))  # a previous run's
+    stale.post("other_stage", 0, StatsPost(7, _stats(9)))  # not this spec's: left alone
+    given = str(tmp_path / "x")
+    member = stats_board(_options(tmp_path, 2, processes=2, process_id=1, exchange_dir=given))
+    assert member is not None and member.first_from("pick_partner", 1, 0) is not None
+    first = stats_board(_options(tmp_path, 2, processes=2, exchange_dir=given))
+    assert first is not None and first.first_from("pick_partner", 1, 0) is None
+    assert stale.first_from("other_stage", 0, 0) is not None
+    stale.post("pick_partner", 1, StatsPost(7, _stats(9)))
+    resumed = _options(tmp_path, 2, processes=2, exchange_dir=given, recovery=str(tmp_path / "r"))
+    kept = stats_board(resumed)
+    assert kept is not None and kept.first_from("pick_partner", 1, 0) is not None
