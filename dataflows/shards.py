@@ -147,11 +147,13 @@ class KeyedLogic(StatefulBatchLogic[tuple[int, Piece], KeyedOutput, bytes]):
 class DecideGroup:
     """The decide shards of one process that share statistics, by worker thread.
 
-    Bytewax ends a worker's shards one after another on that worker's thread, and a shard
-    whose messages wait for another shard's post (``operators/engine/exchange.py``) cannot
-    wait there for a shard that ends after it. So the first of a worker's shards to end
+    A shard whose messages wait for another shard's post (``operators/engine/exchange.py``)
+    looks again every few milliseconds; a shard of the same worker that acts nudges it at
+    once. Bytewax ends a worker's shards one after another on that worker's thread, where a
+    shard cannot wait for one that ends after it: so the first of a worker's shards to end
     resumes all of them until none waits, polling for the posts of shards elsewhere for up to
-    ``patience_s``; each keeps what it produced for its own end."""
+    ``patience_s``. A shard keeps what another's call produced for it until its own next
+    call (and in its snapshot)."""
 
     def __init__(self, board: StatsBoard | None, patience_s: float = 120.0) -> None:
         self.board = board
@@ -160,6 +162,18 @@ class DecideGroup:
 
     def join(self, logic: DecideLogic) -> None:
         self._members.setdefault(threading.get_ident(), []).append(logic)
+
+    def nudge(self) -> None:
+        """A shard of this worker has acted (and maybe posted): resume the others that wait,
+        now rather than at their next poll. Each keeps what it produced for its next call."""
+        members = [
+            m
+            for m in self._members.get(threading.get_ident(), ())
+            if not m.finished and m.engine is not None and m.engine.waiting
+        ]
+        engines = [m.engine for m in members if m.engine is not None]
+        for member, out in zip(members, resume_waiting(engines, time.time_ns()), strict=True):
+            member.kept.append(out)
 
     def settle(self) -> None:
         """Resume this worker's waiting shards until none waits (or patience runs out)."""
@@ -200,7 +214,7 @@ class DecideLogic(StatefulBatchLogic[Parcel, Results, bytes]):
         self._keep_state = keep_state
         self._group = group or DecideGroup(None)
         self.engine: DecideEngine | None = None
-        self.kept: list[Results] = []  # produced while another shard of the worker ended
+        self.kept: list[Results] = []  # produced when another shard of the worker resumed it
         self.finished = False
         if resume:
             state = pickle.loads(resume)
@@ -209,6 +223,7 @@ class DecideLogic(StatefulBatchLogic[Parcel, Results, bytes]):
                 spec, stage, state["engine"], shard, keyed_shards, self._group.board
             )
             self.finished = state["finished"]
+            self.kept = state.get("kept", [])
         self._group.join(self)
 
     def on_batch(self, values: list[Parcel]) -> tuple[list[Results], bool]:
@@ -218,9 +233,13 @@ class DecideLogic(StatefulBatchLogic[Parcel, Results, bytes]):
                 self._spec, first.stage, first.shard, self._keyed_shards, self._group.board
             )
         messages = chain.from_iterable(p.messages for p in values)
-        return [self.engine.accept(messages, time.time_ns())], StatefulBatchLogic.RETAIN
+        out = [*self._take_kept(), self.engine.accept(messages, time.time_ns())]
+        self._group.nudge()
+        return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
+        if self.kept:  # produced when another shard nudged this one: out at once
+            return datetime.now(UTC)
         if self.engine is None or not self.engine.waiting:
             return None
         return datetime.now(UTC) + _POLL
@@ -228,14 +247,20 @@ class DecideLogic(StatefulBatchLogic[Parcel, Results, bytes]):
     def on_notify(self) -> tuple[list[Results], bool]:
         if self.engine is None:
             return [], StatefulBatchLogic.RETAIN
-        return [self.engine.resume(time.time_ns())], StatefulBatchLogic.RETAIN
+        out = [*self._take_kept(), self.engine.resume(time.time_ns())]
+        self._group.nudge()
+        return out, StatefulBatchLogic.RETAIN
+
+    def _take_kept(self) -> list[Results]:
+        kept, self.kept = self.kept, []
+        return kept
 
     def on_eof(self) -> tuple[list[Results], bool]:
         if self.finished or self.engine is None:
             return [], StatefulBatchLogic.RETAIN
         self._group.settle()
         self.finished = True
-        out, self.kept = [*self.kept, self.engine.finish(time.time_ns())], []
+        out = [*self._take_kept(), self.engine.finish(time.time_ns())]
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
@@ -247,5 +272,6 @@ class DecideLogic(StatefulBatchLogic[Parcel, Results, bytes]):
             "stage": e.decide_spec.name,
             "shard": e.shard,
             "finished": self.finished,
+            "kept": self.kept,  # produced, not yet emitted: the engine's state has them done
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
