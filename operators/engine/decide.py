@@ -241,13 +241,16 @@ class DecideEngine:
             )
 
     def _close(self, out: Results) -> None:
-        """Counters named after the tables; the policy's updates and the decisions waiting as
-        this shard's gauges (the run's are their sums)."""
+        """Counters named after the tables; the policy's updates, the decisions waiting for
+        their outcomes and the messages waiting for other shards' posts as this shard's gauges
+        (the run's are their sums)."""
         for table in out.tables:
             out.count(table, out.rows(table))
         name = self.decide_spec.name
         out.gauges[shard_gauge("bandit_updates", name, self.shard)] = self._stage.n_learned
         out.gauges[shard_gauge("pending_decisions", name, self.shard)] = self.pending
+        if self._exchange is not None:  # near 0; growing: the others' posts do not arrive
+            out.gauges[shard_gauge("decide_waiting", name, self.shard)] = len(self._queue)
 
 
 def resume_waiting(engines: Sequence[DecideEngine], now_ns: int) -> list[Results]:

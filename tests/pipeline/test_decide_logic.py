@@ -40,6 +40,10 @@ def test_a_waiting_shard_is_nudged_keeps_what_it_decided_and_ends_with_nothing_w
         for shard in (0, 1):  # shard 0 acts first: it waits for shard 1's post of the batch
             out, _ = logics[shard].on_batch([Parcel(stage, shard, box.get((stage, shard), []))])
             emitted[shard] += out
+            engine = logics[shard].engine
+            assert engine is not None
+            held = out[-1].gauges[f"decide_waiting@{stage}#{shard}"]
+            assert held == engine.queued and (held > 0) == engine.waiting
         if logics[0].kept:  # shard 1 acting resumed shard 0 at once
             nudged += 1
             assert logics[0].engine is not None and not logics[0].engine.waiting
@@ -53,6 +57,7 @@ def test_a_waiting_shard_is_nudged_keeps_what_it_decided_and_ends_with_nothing_w
             emitted[0] += out
             assert not logics[0].kept
     assert nudged > 3 and restored == 1
+    assert emitted[0][-1].gauges[f"decide_waiting@{stage}#0"] == 0
     for shard in (0, 1):
         out, _ = logics[shard].on_eof()
         emitted[shard] += out
