@@ -52,10 +52,21 @@ class RecentIds:
         if horizon_ms <= 0:
             raise ValueError(f"RecentIds.horizon_ms: expected an int > 0, got {horizon_ms!r}")
         self.horizon_ms = horizon_ms
-        # id -> [first event time, occurrences]; the current and the previous generation
-        self._cur: dict[object, list[int]] = {}
-        self._old: dict[object, list[int]] = {}
+        # id -> first event time, in the current and the previous generation; occurrences
+        # only of the ids seen more than once (rare: kept apart, new ids are one C update)
+        self._cur: dict[object, int] = {}
+        self._old: dict[object, int] = {}
+        self._count: dict[object, int] = {}
         self._cur_start: int | None = None
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        cur, old = state["_cur"], state["_old"]
+        assert isinstance(cur, dict) and isinstance(old, dict)
+        if "_count" not in state:  # [first time, occurrences] per id, as once stored
+            state["_count"] = {k: v[1] for d in (old, cur) for k, v in d.items() if v[1] > 1}
+            state["_cur"] = {k: v[0] for k, v in cur.items()}
+            state["_old"] = {k: v[0] for k, v in old.items()}
+        self.__dict__.update(state)
 
     def repeats(self, ids: np.ndarray, ts: np.ndarray) -> Repeats:
         """Remember the batch's ids (rows in arrival order) and return its repeats."""
@@ -104,20 +115,22 @@ class RecentIds:
             and self._cur.keys().isdisjoint(lst)
             and self._old.keys().isdisjoint(lst)
         ):  # the common case: every id new
-            self._cur.update(zip(lst, ([t, 1] for t in times), strict=True))
+            self._cur.update(zip(lst, times, strict=True))
             return _none()
         index: list[int] = []
         occurrence: list[int] = []
         first: list[int] = []
         for i, (key, t) in enumerate(zip(lst, times, strict=True)):
-            entry = self._cur.get(key) or self._old.get(key)
-            if entry is None:
-                self._cur[key] = [t, 1]
+            seen = self._cur.get(key)
+            if seen is None:
+                seen = self._old.get(key)
+            if seen is None:
+                self._cur[key] = t
                 continue
-            entry[1] += 1
+            count = self._count[key] = self._count.get(key, 1) + 1
             index.append(i)
-            occurrence.append(entry[1])
-            first.append(entry[0])
+            occurrence.append(count)
+            first.append(seen)
         return Repeats(
             np.array(index, dtype=np.int64),
             np.array(occurrence, dtype=np.int64),
@@ -132,6 +145,8 @@ class RecentIds:
             # a jump of more than a generation leaves nothing worth remembering
             if t >= self._cur_start + 2 * self.horizon_ms:
                 self._old = {}
+            if self._count:  # forgotten ids start counting again
+                self._count = {k: c for k, c in self._count.items() if k in self._old}
             self._cur_start = t
 
     def __len__(self) -> int:

@@ -109,3 +109,15 @@ def test_batches_spanning_many_generations_find_what_row_by_row_finds(
         found = (rep.index + a).tolist(), rep.occurrence.tolist(), rep.first_ts.tolist()
         got += zip(*found, strict=True)
     assert got == expected and len(expected) > 50
+
+
+def test_a_snapshot_of_the_earlier_layout_continues() -> None:
+    """Snapshots once stored ``[first time, occurrences]`` per id."""
+    seen = RecentIds.__new__(RecentIds)
+    seen.__dict__.update(
+        horizon_ms=1_000, _cur={"a": [100, 2], "b": [150, 1]}, _old={"c": [0, 1]}, _cur_start=90
+    )
+    again = pickle.loads(pickle.dumps(seen))
+    rep = again.repeats(_ids("a", "c", "d"), np.array([200, 210, 220]))
+    assert rep.index.tolist() == [0, 1]
+    assert rep.occurrence.tolist() == [3, 2] and rep.first_ts.tolist() == [100, 0]
