@@ -11,6 +11,7 @@ from eddy.dataflows.shards import DecideGroup, DecideLogic, Parcel
 from eddy.operators.engine import KeyedEngine
 from eddy.operators.engine.exchange import MemoryBoard
 from eddy.operators.engine.routing import Router
+from eddy.operators.sharding import shard_index
 from eddy.schemas.results import Results
 from eddy.schemas.spec import PipelineSpec
 from tests.pipeline.cluster import recorded
@@ -71,3 +72,37 @@ def test_a_waiting_shard_is_nudged_keeps_what_it_decided_and_ends_with_nothing_w
     ]
     decided = _decided(emitted[0]) + _decided(emitted[1])
     assert sorted(decided) == sorted(requests)  # each once: none lost with the restore
+
+
+def test_at_the_end_a_shard_whose_peer_never_posts_decides_without_it_after_patience(
+    reference: Callable[..., PipelineSpec],
+) -> None:
+    """Shard 1 lives in another process that died: shard 0 waits for its posts as long as the
+    group's patience, then decides without them rather than hang the end of the run."""
+    spec = reference(events=2_000, rate_per_s=600.0)
+    decide = tuple(replace(d, shards=2, merge_every_ms=200) for d in spec.decide)
+    spec = replace(spec, decide=decide)
+    stage = spec.decide[0].name
+    router, keyed = Router(spec, 1), KeyedEngine(spec)
+    group = DecideGroup(MemoryBoard(), patience_s=0.2)
+    alone = DecideLogic(spec, 1, None, True, group)
+    emitted: list[Results] = []
+    for items in recorded(spec):
+        keyed.process_many([router.pieces(p, b)[0] for p, b in items], NOW_NS, spec.batch_size)
+        messages = keyed.take_messages().get((stage, 0), [])
+        emitted += alone.on_batch([Parcel(stage, 0, messages)])[0]
+    keyed.finish(NOW_NS)
+    emitted += alone.on_batch([Parcel(stage, 0, keyed.take_messages().get((stage, 0), []))])[0]
+    assert alone.engine is not None and alone.engine.waiting
+    held = alone.engine.queued
+    emitted += alone.on_eof()[0]
+    assert not alone.engine.waiting and held > 0
+    mine = [
+        i
+        for items in recorded(spec)
+        for _, b in items
+        if b.stream == "requests"
+        for i, s in zip(b.ids.tolist(), shard_index(b.ids, 2).tolist(), strict=True)
+        if s == 0
+    ]
+    assert sorted(_decided(emitted)) == sorted(mine)
