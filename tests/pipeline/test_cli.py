@@ -26,6 +26,23 @@ def test_check_prints_what_a_shipped_spec_computes(name: str, capsys) -> None:
     assert "decisions (decision_id, decide, event_time, arm," in out
 
 
+def test_check_says_how_the_stages_split_over_workers(tmp_path: Path, capsys) -> None:
+    text = (EXAMPLES / "adserving.toml").read_text()
+    line = 'name = "pick_partner"\n'
+    spec = tmp_path / "split.toml"
+    spec.write_text(text.replace(line, f'{line}shards = 4\nmerge_every = "250ms"\n'))
+    assert main(["check", str(EXAMPLES / "adserving.toml")]) == 0
+    one = capsys.readouterr().out
+    assert "rows routed requests by placement, outcomes by partner" in one
+    assert "decide pick_partner: 1 shard (decisions by id, outcomes by decision_id)" in one
+    assert main(["check", str(spec)]) == 0
+    four = capsys.readouterr().out
+    assert (
+        "decide pick_partner: 4 shards (decisions by id, outcomes by decision_id; what they "
+        "learn shared every 0.25 s of event time)"
+    ) in four
+
+
 # what the engine cannot use, though the file parses: one line naming the key, exit 2
 ENGINE_ERRORS = [
     ('policy = "linucb"', 'policy = "magic"', "decide[0].policy"),
