@@ -9,20 +9,19 @@ The exchange is deterministic in event time. A shard's clock is how far the deci
 has come in the messages it has acted on (its decisions, and the progress every keyed shard
 reports to every decide shard). When the clock enters period ``q``
 (``[q * every, (q + 1) * every)``) the shard posts what it has learned so far under the label
-``q - 1``. Before it decides a batch
-whose latest event is in period ``m``, it takes from every other shard that shard's first post
-labelled ``m - 2`` or later: never a later one, even when it has already arrived. When that
-post is not there yet, the shard waits (the batch and every message after it stay queued), so
-what a decision sees depends only on the order of the shard's own messages, not on how fast
-the others run. One period of slack lets shards run side by side without waiting in a live
-stream.
+``q - 1``. Before it decides a batch whose latest event is in period ``m``, it takes from every
+other shard that shard's first post labelled ``m - 2`` or later: never a later one, even when
+it has already arrived. When that post is not there yet, the shard waits (the batch and every
+message after it stay queued), so what a decision sees depends only on the order of the
+shard's own messages, not on how fast the others run. One period of slack lets shards run
+side by side without waiting in a live stream.
 
 No shard waits for ever: the one whose queued batch is earliest only needs posts the others
 made when their clocks passed a point before it. At the end of the input a shard posts under
 :data:`FINAL`.
 
 A :class:`StatsBoard` carries the posts: :class:`MemoryBoard` between shards of one process,
-a directory (``dataflows/exchange_dir.py``) between processes and across restarts.
+a directory (``dataflows/stats_board.py``) between processes and across restarts.
 """
 
 from __future__ import annotations
