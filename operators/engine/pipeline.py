@@ -72,7 +72,7 @@ class PipelineEngine:
         eng = cls(spec)
         state = pickle.loads(snap)
         eng._keyed = KeyedEngine.restore(spec, state["keyed"])
-        eng._board = state["board"]
+        eng._board = state.get("board") or MemoryBoard()
         eng._decide = {
             (stage, i): DecideEngine.restore(spec, stage, snap, i, board=eng._board)
             for (stage, i), snap in state["decide"]

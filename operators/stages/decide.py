@@ -83,10 +83,9 @@ class DecideStage:
             )
         )
         d = self._featurizer.n_features
-        policy = POLICIES[spec.policy](len(spec.arms), d, seed=seed, **as_mapping(spec.params))
-        if not isinstance(policy, LinearPolicy):  # shards share per-arm ridge sums
-            raise TypeError(f"{spec.policy}: expected a linear policy")
-        self._policy = policy
+        self._policy = POLICIES[spec.policy](
+            len(spec.arms), d, seed=seed, **as_mapping(spec.params)
+        )
         self._versions = (self._policy.version, self._featurizer.version)
         self._join = RewardJoin(spec.reward.ttl_ms, spec.reward.default, d)
         self._drift = DriftMonitor(DriftConfig(direction="down"))
@@ -106,11 +105,17 @@ class DecideStage:
 
     def own_stats(self) -> dict[str, np.ndarray]:
         """What this stage's policy learned itself (see ``LinearPolicy.own_stats``)."""
-        return self._policy.own_stats()
+        return self._shared_policy().own_stats()
 
     def set_peer_stats(self, peer: int, stats: dict[str, np.ndarray]) -> None:
         """Take ``stats`` as everything shard ``peer`` of this stage has learned."""
-        self._policy.set_peer_stats(peer, stats)
+        self._shared_policy().set_peer_stats(peer, stats)
+
+    def _shared_policy(self) -> LinearPolicy:
+        """Shards share per-arm ridge sums: only a linear policy has them."""
+        if not isinstance(self._policy, LinearPolicy):
+            raise TypeError(f"{self.spec.policy}: shards share the sums of linear policies only")
+        return self._policy
 
     # -- decisions -----------------------------------------------------------------------
     def decide(
@@ -297,9 +302,7 @@ class DecideStage:
 
     def restore(self, snap: bytes) -> None:
         state = pickle.loads(snap)
-        policy = type(self._policy).restore(state["policy"])
-        assert isinstance(policy, LinearPolicy)
-        self._policy = policy
+        self._policy = type(self._policy).restore(state["policy"])
         self._join = RewardJoin.restore(state["join"])
         self._featurizer = Featurizer.restore(state["featurizer"])
         self._drift = state["drift"]
