@@ -4,7 +4,7 @@ Bytewax sends a stateful step's key to worker ``route(key) % workers``, with ``r
 default hasher (SipHash-1-3, zero keys) over the key's bytes and a 0xFF terminator. A shard's
 name is its index plus the first suffix whose route lands it on worker ``index % workers``:
 shards spread evenly, whatever the hash does to a handful of short names (the test suite
-checks the placement in a real two-worker dataflow).
+checks which worker each shard lands on in a real two-worker dataflow).
 """
 
 from __future__ import annotations
