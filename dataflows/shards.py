@@ -163,9 +163,10 @@ class DecideGroup:
     def join(self, logic: DecideLogic) -> None:
         self._members.setdefault(threading.get_ident(), []).append(logic)
 
-    def nudge(self) -> None:
+    def nudge(self) -> bool:
         """A shard of this worker has acted (and maybe posted): resume the others that wait,
-        now rather than at their next poll. Each keeps what it produced for its next call."""
+        now rather than at their next poll. Each keeps what it produced for its next call.
+        Whether any still waits."""
         members = [
             m
             for m in self._members.get(threading.get_ident(), ())
@@ -174,24 +175,12 @@ class DecideGroup:
         engines = [m.engine for m in members if m.engine is not None]
         for member, out in zip(members, resume_waiting(engines, time.time_ns()), strict=True):
             member.kept.append(out)
+        return any(e.waiting for e in engines)
 
     def settle(self) -> None:
         """Resume this worker's waiting shards until none waits (or patience runs out)."""
-        members = [
-            m
-            for m in self._members.get(threading.get_ident(), ())
-            if not m.finished and m.engine is not None
-        ]
-        engines = [m.engine for m in members if m.engine is not None]
         deadline = time.monotonic() + self._patience_s
-        while True:
-            waited = [e.waiting for e in engines]
-            outs = resume_waiting(engines, time.time_ns())
-            for member, out, was in zip(members, outs, waited, strict=True):
-                if was:
-                    member.kept.append(out)
-            if not any(e.waiting for e in engines) or time.monotonic() > deadline:
-                return
+        while self.nudge() and time.monotonic() <= deadline:
             time.sleep(0.002)  # a shard in another process has not posted yet
 
 
