@@ -25,9 +25,15 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import KeyedStream
 
 from eddy.dataflows.ops import raw_decoder
-from eddy.dataflows.routing import shard_names
+from eddy.dataflows.routing import decoder_keys, shard_names
 from eddy.dataflows.run_options import RunOptions
-from eddy.dataflows.shards import BatchNumbers, DecideGroup, DecideLogic, KeyedLogic
+from eddy.dataflows.shards import (
+    BatchNumbers,
+    DecideGroup,
+    DecideLogic,
+    DecodeLogic,
+    KeyedLogic,
+)
 from eddy.dataflows.stats_board import stats_board
 from eddy.operators.engine.routing import Router
 from eddy.operators.sharding import Piece
@@ -154,7 +160,8 @@ def _engine(items: Stream[RawBatch], opts: RunOptions) -> tuple[Stream[Results],
     """Decode, then keyed shards, then decide shards (``dataflows/shards.py``): the dead
     letters and decode counters, and the stages' results. Shard ``i`` of each step lives on
     worker ``i % workers``. With several workers, raw batches are numbered where they are read
-    and spread over every worker to be decoded; each keyed shard puts its pieces back in order
+    and dealt out to the workers that decode (``routing.decoder_keys``: those without a decide
+    shard, when there are any); each keyed shard puts its pieces back in order
     (``operators/sequence.py``)."""
     spec = opts.spec
     router = Router(spec, opts.n_shards)
@@ -178,16 +185,15 @@ def _engine(items: Stream[RawBatch], opts: RunOptions) -> tuple[Stream[Results],
         pieces = router.pieces(raw.partition, batch, order)
         return [report, *((keyed_keys[i], (i, piece)) for i, piece in enumerate(pieces))]
 
-    numbered: Stream[tuple[tuple[str, int] | None, RawBatch]]
     if workers > 1:
-        numbered = op.redistribute("spread", op.map("number", items, BatchNumbers()))
+        numbered = op.map("number", items, BatchNumbers(decoder_keys(workers, decide_keys)))
+        spread = op.key_rm(
+            "decoded_out",
+            op.stateful_batch("decode", numbered, lambda _: DecodeLogic(decode_and_split)),
+        )
     else:
-        numbered = op.map("unnumbered", items, _unnumbered)
-    decoded = op.branch(
-        "decoded",
-        op.flat_map("decode", numbered, decode_and_split),
-        lambda x: isinstance(x, Results),
-    )
+        spread = op.flat_map("decode", op.map("unnumbered", items, _unnumbered), decode_and_split)
+    decoded = op.branch("decoded", spread, lambda x: isinstance(x, Results))
     pieces: KeyedStream[tuple[int, Piece]] = decoded.falses
 
     def keyed_logic(resume: bytes | None) -> KeyedLogic:

@@ -9,7 +9,7 @@ checks which worker each shard lands on in a real two-worker dataflow).
 
 from __future__ import annotations
 
-__all__ = ["shard_names", "worker_of"]
+__all__ = ["decoder_keys", "shard_names", "worker_of"]
 
 _MASK = (1 << 64) - 1
 
@@ -66,3 +66,14 @@ def shard_names(prefix: str, shards: int, workers: int, start: int = 0) -> list[
             suffix += 1
         names.append(f"{prefix}{i}.{suffix}")
     return names
+
+
+def decoder_keys(workers: int, decide_keys: dict[str, list[str]]) -> list[str]:
+    """One key per worker that decodes raw batches: the workers without a decide shard, when
+    there are any (a decide shard's step is often the heaviest of all: it scores and learns
+    every decision of its share), else every worker. ``decide_keys``: each decide stage's
+    shard keys."""
+    keys = shard_names("decode-", workers, workers)
+    busy = {worker_of(k, workers) for names in decide_keys.values() for k in names}
+    free = [k for w, k in enumerate(keys) if w not in busy]
+    return free or keys

@@ -26,6 +26,7 @@ from eddy.schemas.tables import pipeline_tables
 from eddy.sinks.duckdb import DEFAULT_MEMORY_LIMIT, DuckDBWriter
 from eddy.sources.simulators import SIMULATORS, make_simulator
 from eddy.sources.simulators.base import ClosedLoopSimulator
+from eddy.warmup import prime
 
 __all__ = [
     "RunResult",
@@ -154,6 +155,7 @@ def run_pipeline(
         layout = shard_layout(opts)
         recovery = RecoveryConfig(str(prepare_recovery(opts.recovery, opts.processes, layout)))
     epoch = timedelta(seconds=opts.snapshot_interval_s)
+    prime()
     t0 = time.perf_counter()
     try:
         with _streaming_gc():

@@ -14,10 +14,11 @@ import pickle
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
+from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -36,6 +37,7 @@ __all__ = [
     "BatchNumbers",
     "DecideGroup",
     "DecideLogic",
+    "DecodeLogic",
     "KeyedLogic",
     "KeyedOutput",
     "Parcel",
@@ -44,16 +46,36 @@ __all__ = [
 
 class BatchNumbers:
     """Numbers each partition's raw batches in reading order, under a token of this reader
-    (``operators/sequence.py``): ``raw -> ((token, n), raw)``."""
+    (``operators/sequence.py``), and deals them out over the decoders' keys in turn:
+    ``raw -> (decoder key, ((token, n), raw))``."""
 
-    def __init__(self) -> None:
+    def __init__(self, decoders: list[str]) -> None:
+        if not decoders:
+            raise ValueError("BatchNumbers: expected at least one decoder key")
+        self._decoders = decoders
         self._token = uuid.uuid4().hex[:12]
         self._next: dict[int, int] = {}
+        self._dealt = 0
 
-    def __call__(self, raw: RawBatch) -> tuple[tuple[str, int], RawBatch]:
+    def __call__(self, raw: RawBatch) -> tuple[str, tuple[tuple[str, int], RawBatch]]:
         n = self._next.get(raw.partition, 0)
         self._next[raw.partition] = n + 1
-        return (self._token, n), raw
+        key = self._decoders[self._dealt % len(self._decoders)]
+        self._dealt += 1
+        return key, ((self._token, n), raw)
+
+
+class DecodeLogic(StatefulBatchLogic[Any, Any, None]):
+    """Decodes numbered raw batches on the worker its key lands on; keeps nothing."""
+
+    def __init__(self, decode: Callable[[Any], list[Any]]) -> None:
+        self._decode = decode
+
+    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
+        return [x for v in values for x in self._decode(v)], StatefulBatchLogic.DISCARD
+
+    def snapshot(self) -> None:
+        return None
 
 
 @dataclass(frozen=True)

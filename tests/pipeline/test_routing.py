@@ -13,7 +13,9 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSource, cluster_main
 
-from eddy.dataflows.routing import shard_names, worker_of
+from eddy.dataflows.routing import decoder_keys, shard_names, worker_of
+from eddy.dataflows.shards import BatchNumbers, DecodeLogic
+from eddy.sources.base import RawBatch
 
 
 class _Where(DynamicSink[tuple[str, str]]):
@@ -79,3 +81,35 @@ def test_shard_names_from_an_offset_spread_past_the_first_workers() -> None:
     names = shard_names("stage-", 3, 2, start=1)
     placed = _placement(names, 2)
     assert [placed[n] for n in names] == [1, 0, 1]
+
+
+def test_decoders_are_the_workers_without_a_decide_shard() -> None:
+    one_decider = {"pick": shard_names("pick-", 1, 3, start=2)}
+    keys = decoder_keys(3, one_decider)
+    assert sorted(worker_of(k, 3) for k in keys) == [0, 1]
+    assert [_placement(keys, 3)[k] for k in keys] == [worker_of(k, 3) for k in keys]
+    # no decide stage, or one with a shard on every worker: every worker decodes
+    assert sorted(worker_of(k, 2) for k in decoder_keys(2, {})) == [0, 1]
+    everywhere = {"pick": shard_names("pick-", 2, 2, start=1)}
+    assert sorted(worker_of(k, 2) for k in decoder_keys(2, everywhere)) == [0, 1]
+
+
+def _raw(partition: int) -> RawBatch:
+    return RawBatch("s", "test", partition, [1], [b"{}"], ingest_ns=0)
+
+
+def test_batch_numbers_count_per_partition_and_deal_over_the_decoders() -> None:
+    number = BatchNumbers(["d0", "d1", "d2"])
+    out = [number(_raw(p)) for p in (0, 0, 7, 0, 7)]
+    assert [key for key, _ in out] == ["d0", "d1", "d2", "d0", "d1"]
+    orders = [order for _, (order, _) in out]
+    assert len({token for token, _ in orders}) == 1
+    assert [seq for _, seq in orders] == [0, 1, 0, 2, 1]
+    with pytest.raises(ValueError, match="at least one decoder"):
+        BatchNumbers([])
+
+
+def test_decode_logic_flattens_what_it_decodes_and_keeps_nothing() -> None:
+    logic = DecodeLogic(lambda item: [item, item * 10])
+    assert logic.on_batch([1, 2]) == ([1, 10, 2, 20], StatefulBatchLogic.DISCARD)
+    assert logic.snapshot() is None
