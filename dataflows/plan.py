@@ -17,6 +17,7 @@ from eddy.operators.anomaly.keyed import KeyedDetector
 from eddy.operators.bandits import POLICIES
 from eddy.operators.expressions import Expression, ExpressionError
 from eddy.operators.stages.detect import detector_config
+from eddy.schemas.batch import constant_column
 from eddy.schemas.durations import span_text
 from eddy.schemas.spec import PipelineSpec, SpecError
 from eddy.schemas.spec_load import as_mapping
@@ -98,7 +99,7 @@ def _trial_run(detector: KeyedDetector, params: Any, where: str) -> None:
     values = np.tile((np.arange(n) % 3 == 0).astype(np.float64)[:, None], (1, m))
     ts = 946_684_800_000 + np.arange(n, dtype=np.int64) * 1_000  # 2000-01-01, one per second
     try:
-        detector.update(np.full(n, "trial", dtype=object), ts, values, 0)
+        detector.update(constant_column("trial", n), ts, values, 0)
         detector.flush(0)
     except Exception as e:  # any error of the model's own code
         raise SpecError(

@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from eddy.schemas.batch import constant_column
+
 __all__ = ["ALERT_COLUMNS", "DriftConfig", "DriftMonitor", "empty_alerts"]
 
 ALERT_COLUMNS = (
@@ -266,7 +268,7 @@ class DriftMonitor:
         n = len(vals)
         ts = np.asarray(ts_ms, dtype=np.int64).reshape(-1)
         if isinstance(keys, str):
-            keys = np.full(n, keys, dtype=object)
+            keys = constant_column(keys, n)
         keys = np.asarray(keys, dtype=object).reshape(-1)
         if len(ts) != n or len(keys) != n:
             raise ValueError(
@@ -310,9 +312,9 @@ class DriftMonitor:
         m = len(rows)
         return {
             "alert_id": ids,
-            "stream": np.full(m, stream, dtype=object),
+            "stream": constant_column(stream, m),
             "key": akeys,
-            "detector": np.full(m, _DETECTOR, dtype=object),
+            "detector": constant_column(_DETECTOR, m),
             "magnitude": mags,
             "event_time": ats,
             "detected_at": np.full(m, now, dtype=np.int64),

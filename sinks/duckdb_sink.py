@@ -23,6 +23,7 @@ import numpy as np
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from eddy.operators.stats import RunStats, split_metric_name
+from eddy.schemas.batch import constant_column
 from eddy.schemas.results import Results
 from eddy.sinks.duckdb import DuckDBWriter, WriteFailed
 
@@ -47,7 +48,7 @@ def metrics_rows(run_id: str, stats: RunStats, ts_ms: int, step: str = "pipeline
     steps, names = [s for s, _ in split], [m for _, m in split]
     n = len(names)
     return {
-        "run_id": np.full(n, run_id, dtype=object),
+        "run_id": constant_column(run_id, n),
         "ts": np.full(n, ts_ms, dtype=np.int64),
         "step": np.array(steps, dtype=object),
         "name": np.array(names, dtype=object),

@@ -33,7 +33,7 @@ from eddy.operators.engine.messages import (
 from eddy.operators.sharding import Piece, whole
 from eddy.operators.stages.decide import DecideOutput, DecideStage
 from eddy.operators.stats import shard_gauge
-from eddy.schemas.batch import EventBatch
+from eddy.schemas.batch import EventBatch, constant_column
 from eddy.schemas.results import Results
 from eddy.schemas.spec import PipelineSpec
 
@@ -231,8 +231,8 @@ class DecideEngine:
                     "dead_letter_id": np.array(
                         [f"decide:{name}#{i}" for i, _, _ in res.rejected], dtype=object
                     ),
-                    "stream": np.full(n, res.stream, dtype=object),
-                    "source": np.full(n, f"decide:{name}", dtype=object),
+                    "stream": constant_column(res.stream, n),
+                    "source": constant_column(f"decide:{name}", n),
                     "position": np.zeros(n, dtype=np.int64),
                     "raw": [orjson.dumps({"id": i, "event_time": t}) for i, t, _ in res.rejected],
                     "reason": np.array([r[2] for r in res.rejected], dtype=object),

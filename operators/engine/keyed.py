@@ -49,7 +49,7 @@ from eddy.operators.stages.base import key_column
 from eddy.operators.stages.detect import DetectStage
 from eddy.operators.stages.features import FeaturesStage
 from eddy.operators.windows.watermark import NO_TIME, Watermark
-from eddy.schemas.batch import EventBatch
+from eddy.schemas.batch import EventBatch, constant_column
 from eddy.schemas.durations import iso_time, span_text
 from eddy.schemas.results import Results
 from eddy.schemas.spec import DecideSpec, PipelineSpec, StreamSpec
@@ -435,18 +435,18 @@ class KeyedEngine:
     ) -> None:
         idx = np.flatnonzero(late)
         keys = [f.key for f in self.spec.features if f.stream == stream and f.key]
-        key = key_column(batch, keys[0])[idx] if keys else np.full(len(idx), "", dtype=object)
+        key = key_column(batch, keys[0])[idx] if keys else constant_column("", len(idx))
         out.add(
             "late_events",
             {
                 "late_event_id": np.array(
                     [f"{stream}:{i}" for i in batch.ids[idx].tolist()], dtype=object
                 ),
-                "stream": np.full(len(idx), stream, dtype=object),
+                "stream": constant_column(stream, len(idx)),
                 "key": key,
                 "event_time": batch.ts[idx],
                 "watermark": before[idx],
-                "policy": np.full(len(idx), self.spec.late_policy, dtype=object),
+                "policy": constant_column(self.spec.late_policy, len(idx)),
             },
         )
 
@@ -470,8 +470,8 @@ def _dead_letters(
     n = len(dead_ids)
     return {
         "dead_letter_id": np.array(dead_ids, dtype=object),
-        "stream": np.full(n, stream.name, dtype=object),
-        "source": np.full(n, f"engine:{stream.name}", dtype=object),
+        "stream": constant_column(stream.name, n),
+        "source": constant_column(f"engine:{stream.name}", n),
         "position": np.zeros(n, dtype=np.int64),
         "raw": _event_records(stream, batch, index),
         "reason": np.array(reasons, dtype=object),

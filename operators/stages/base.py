@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from eddy.schemas.batch import EventBatch
+from eddy.schemas.batch import EventBatch, constant_column
 
 __all__ = ["ALL_KEYS", "key_column", "metric_matrix", "stage_alerts"]
 
@@ -21,7 +21,7 @@ def key_column(batch: EventBatch, key: str | None) -> np.ndarray:
     ``true``/``false``, an absent value as ``""``)."""
     n = len(batch)
     if key is None:
-        return np.full(n, ALL_KEYS, dtype=object)
+        return constant_column(ALL_KEYS, n)
     col = batch.columns[key]
     if col.dtype == object:
         values = col.tolist()
@@ -52,4 +52,4 @@ def stage_alerts(stage: str, alerts: dict[str, Any]) -> dict[str, Any]:
     if n == 0:
         return {}
     ids = np.array([f"{stage}:{a}" for a in alerts["alert_id"].tolist()], dtype=object)
-    return {**alerts, "alert_id": ids, "stage": np.full(n, stage, dtype=object)}
+    return {**alerts, "alert_id": ids, "stage": constant_column(stage, n)}

@@ -29,7 +29,7 @@ from eddy.operators.bandits.base import LinearPolicy
 from eddy.operators.drift import DriftConfig, DriftMonitor
 from eddy.operators.expressions import Expression
 from eddy.operators.stages.base import stage_alerts
-from eddy.schemas.batch import EventBatch
+from eddy.schemas.batch import EventBatch, constant_column
 from eddy.schemas.spec import DecideSpec, StreamSpec
 from eddy.schemas.spec_load import as_mapping
 
@@ -159,14 +159,14 @@ class DecideStage:
         accepted = self._join.add_decisions(batch.ids, batch.ts, X, arms, props)
         dec: dict[str, Any] = {
             "decision_id": batch.ids,
-            "decide": np.full(n, self.spec.name, dtype=object),
+            "decide": constant_column(self.spec.name, n),
             "event_time": batch.ts,
             "arm": self._arms[arms],
             "arm_index": arms.astype(np.int32),
             "propensity": props,
-            "policy": np.full(n, self._policy.name, dtype=object),
-            "policy_version": np.full(n, self._versions[0], dtype=object),
-            "feature_version": np.full(n, self._versions[1], dtype=object),
+            "policy": constant_column(self._policy.name, n),
+            "policy_version": constant_column(self._versions[0], n),
+            "feature_version": constant_column(self._versions[1], n),
             "context": X.astype(np.float32),
             "eligible_arms": (
                 [list(v) for v in batch.columns[self.spec.eligible].tolist()]
@@ -224,7 +224,7 @@ class DecideStage:
             i = idx_use[m.index]
             rows: dict[str, Any] = {
                 "decision_id": m.decision_ids,
-                "decide": np.full(len(i), self.spec.name, dtype=object),
+                "decide": constant_column(self.spec.name, len(i)),
                 "event_time": batch.ts[i],
                 "arm": self._arms[m.arms],
                 "reward": m.rewards,
@@ -246,11 +246,11 @@ class DecideStage:
         if bad_reward.any():
             b = np.flatnonzero(bad_reward)
             why = f"reward {self._reward.text!r} is not a finite number for this outcome"
-            reasons.append((b, np.full(len(b), why, dtype=object)))
+            reasons.append((b, constant_column(why, len(b))))
         if wrong_arm.any():
             b = np.flatnonzero(wrong_arm & ~bad_reward)
             why = f"field {r.arm!r} names another arm than the decision's"
-            reasons.append((b, np.full(len(b), why, dtype=object)))
+            reasons.append((b, constant_column(why, len(b))))
         if reasons:
             rows_u = np.concatenate([a for a, _ in reasons])
             order = np.argsort(rows_u, kind="stable")
@@ -260,9 +260,9 @@ class DecideStage:
                 "outcome_id": np.array(
                     [f"{self.spec.name}:{x}" for x in batch.ids[rows_u].tolist()], dtype=object
                 ),
-                "decide": np.full(len(rows_u), self.spec.name, dtype=object),
+                "decide": constant_column(self.spec.name, len(rows_u)),
                 "decision_id": join_ids[rows_u],
-                "stream": np.full(len(rows_u), batch.stream, dtype=object),
+                "stream": constant_column(batch.stream, len(rows_u)),
                 "event_time": batch.ts[rows_u],
                 "reason": reason,
             }
@@ -278,7 +278,7 @@ class DecideStage:
         self._policy.learn(e.X, e.arms, e.rewards)
         rows: dict[str, Any] = {
             "decision_id": e.decision_ids,
-            "decide": np.full(n, self.spec.name, dtype=object),
+            "decide": constant_column(self.spec.name, n),
             "event_time": np.minimum(e.ts + self.spec.reward.ttl_ms, _MAX_TS),
             "arm": self._arms[e.arms],
             "reward": e.rewards,

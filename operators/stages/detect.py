@@ -14,7 +14,7 @@ import numpy as np
 
 from eddy.operators.anomaly.keyed import DetectorConfig, KeyedDetector
 from eddy.operators.stages.base import key_column, metric_matrix, stage_alerts
-from eddy.schemas.batch import EventBatch
+from eddy.schemas.batch import EventBatch, constant_column
 from eddy.schemas.spec import DetectSpec, StreamSpec
 
 __all__ = ["DetectStage", "detector_config"]
@@ -76,8 +76,8 @@ class DetectStage:
         ]
         return {
             "anomaly_id": np.array(ids, dtype=object),
-            "detect": np.full(n, self.spec.name, dtype=object),
-            "stream": np.full(n, self.spec.stream, dtype=object),
+            "detect": constant_column(self.spec.name, n),
+            "stream": constant_column(self.spec.stream, n),
             **a,
         }
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from eddy.operators.stages.base import key_column, metric_matrix
 from eddy.operators.windows import EventTimeFeatures, FeatureConfig
-from eddy.schemas.batch import EventBatch
+from eddy.schemas.batch import EventBatch, constant_column
 from eddy.schemas.spec import FeaturesSpec
 
 __all__ = ["FeaturesOutput", "FeaturesStage"]
@@ -154,8 +154,8 @@ class FeaturesStage:
         uniq, inv = np.unique(names.astype(str), return_inverse=True)
         labels = np.array([self._window_label.get(u, u) for u in uniq], dtype=object)
         out = {
-            "features": np.full(n, self.spec.name, dtype=object),
-            "stream": np.full(n, self.spec.stream, dtype=object),
+            "features": constant_column(self.spec.name, n),
+            "stream": constant_column(self.spec.stream, n),
             **windows,
         }
         out["window"] = labels[inv.reshape(-1)]
