@@ -41,3 +41,29 @@ def test_every_warm_up_spec_is_a_valid_pipeline() -> None:
     assert {x.detector for s in specs for x in s.detect} >= {"ensemble", "rates"}
     for spec in specs:
         check_engine(spec)
+
+
+def test_a_run_starts_numba_before_it_builds_its_dataflow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eddy.dataflows import runner
+    from eddy.dataflows.run_options import RunOptions
+    from eddy.schemas.spec_load import load_spec
+
+    order: list[str] = []
+
+    def build_flow(*_args: object) -> None:
+        order.append("build")
+        raise RuntimeError("stop before running")
+
+    monkeypatch.setattr(runner, "prime", lambda: order.append("prime"))
+    monkeypatch.setattr(runner, "build_flow", build_flow)
+    spec = load_spec(Path(warmup.__file__).parent / "examples" / "sensors.toml")
+    with pytest.raises(RuntimeError, match="stop before running"):
+        runner.run_pipeline(RunOptions(spec, no_duckdb=True, events=10))
+    assert order == ["prime", "build"]
+
+
+def test_prime_leaves_a_kernel_loaded() -> None:
+    warmup.prime()
+    assert warmup._first_kernel.signatures  # loaded from the cache, or compiled once
