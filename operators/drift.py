@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -224,20 +225,27 @@ class _Stream:
     ns: np.ndarray = field(default_factory=lambda: np.zeros((0, _NI), np.int64))
 
     def slots(self, keys: np.ndarray) -> np.ndarray:
-        uniq, inv = np.unique(keys.astype(str), return_inverse=True)
-        ids = np.empty(len(uniq), np.int64)
-        for j, key in enumerate(uniq.tolist()):
+        """Each key's row of state, a new key taking the next one. One dict lookup per key in
+        C (keys are mostly the few already seen); a key is its text, so only ``str`` keys are
+        looked up as they come (``1``, ``1.0`` and ``True`` are one dict key, three texts)."""
+        vals = keys.tolist()
+        try:
+            ids = np.fromiter(map(self.index.get, vals, repeat(-1)), np.int64, len(vals))
+        except TypeError:  # an unhashable key: every key by its text
+            ids = np.full(len(vals), -1, np.int64)
+        for i in np.flatnonzero(ids < 0).tolist():
+            key = str(vals[i])
             slot = self.index.get(key)
             if slot is None:
                 slot = len(self.keys)
                 self.index[key] = slot
                 self.keys.append(key)
-            ids[j] = slot
+            ids[i] = slot
         grow = len(self.keys) - len(self.fs)
         if grow > 0:
             self.fs = np.vstack([self.fs, np.zeros((grow, _NF))])
             self.ns = np.vstack([self.ns, np.zeros((grow, _NI), np.int64)])
-        return ids[inv.reshape(-1)]
+        return ids
 
 
 class DriftMonitor:

@@ -82,6 +82,22 @@ def test_keys_are_independent_and_nan_is_skipped_and_counted() -> None:
     assert mon.alerts_total == 1
 
 
+def test_a_key_is_its_text() -> None:
+    """``1`` and ``"1"`` are one key; ``1.0`` and ``True`` (equal to ``1`` in a dict) are not."""
+    rng = np.random.default_rng(5)
+    n = 60_000
+    x = rng.normal(0.0, 1.0, n)
+    x[30_000:] += 1.5
+    mixed = np.empty(n, dtype=object)
+    mixed[:] = [(1, "1")[i % 2] for i in range(n)]
+    as_text = DriftMonitor().update("s", np.full(n, "1", dtype=object), np.arange(n), x, 0)
+    got = DriftMonitor().update("s", mixed, np.arange(n), x, 0)
+    assert got["key"].tolist() == as_text["key"].tolist() == ["1"]
+    mon = DriftMonitor()
+    mon.update("s", np.array([1, 1.0, True, "x"], dtype=object), np.arange(4), np.zeros(4), 0)
+    assert mon._streams["s"].keys == ["1", "1.0", "True", "x"]
+
+
 def test_snapshot_restore_continues_exactly_and_state_pickles() -> None:
     x = np.random.default_rng(4).normal(0.0, 1.0, 100_000)
     x[70_000:] += 0.7
