@@ -127,3 +127,53 @@ def test_restore_keeps_matched_and_expired_tombstones() -> None:
     m = k.match(np.array(["a", "b", "c"], dtype=object), np.array([300, 300, 300]), np.ones(3))
     assert list(m.decision_ids) == ["c"]
     assert list(m.unmatched_reason) == ["expired", "duplicate outcome"]
+
+
+def test_long_run_against_a_plain_dict_model() -> None:
+    """Decisions (new and repeated), outcomes (in time, late, repeated, unknown) and timeouts
+    over many TTLs, through compactions, forgetting and a snapshot round trip: every answer is
+    a plain per-id model's, and a tombstone is kept between 2 and 3 TTLs (plus a step)."""
+    rng = np.random.default_rng(7)
+    ttl, step_ms = 1000, 250
+    j = _join(ttl)
+    model: dict[str, tuple[str, int]] = {}  # id -> (state, decision time)
+    issued = 0
+    for step in range(400):
+        now = step * step_ms
+        fresh = [f"d{issued + i}" for i in range(int(rng.integers(0, 60)))]
+        issued += len(fresh)
+        ids = fresh + [f"d{int(i)}" for i in rng.integers(0, max(issued, 1), 5)]
+        accepted = _add(j, ids, [now] * len(ids)).tolist()
+        for i, d in enumerate(ids):
+            remembered = model.get(d, ("forgotten", 0))[0] != "forgotten"
+            assert accepted[i] == (not remembered and d not in ids[:i]), (step, d)
+            if accepted[i]:
+                model[d] = ("pending", now)
+        known = sorted(d for d, (st, _) in model.items() if st != "forgotten")
+        asked = [*rng.choice(known, min(len(known), 40)).tolist(), "never-decided"]
+        m = j.match(np.array(asked, dtype=object), np.full(len(asked), now), np.ones(len(asked)))
+        why = dict(zip(m.unmatched_index.tolist(), m.unmatched_reason.tolist(), strict=True))
+        for i, d in enumerate(asked):
+            st, t = model.get(d, ("forgotten", 0))
+            if st == "pending" and now - t <= ttl:
+                assert i in m.index.tolist(), (step, d)
+                model[d] = ("matched", t)
+            else:
+                want = {"pending": "expired", "expired": "expired", "matched": "duplicate outcome"}
+                assert why[i] == want.get(st, "unknown decision"), (step, d, st)
+        timed_out = sorted(d for d, (st, t) in model.items() if st == "pending" and t < now - ttl)
+        assert sorted(j.expire(now).decision_ids.tolist()) == timed_out
+        for d in timed_out:
+            model[d] = ("expired", model[d][1])
+        for d, (st, t) in model.items():
+            if st in ("matched", "expired"):
+                if d not in j._matched and d not in j._expired:
+                    assert t < now - 2 * ttl, (step, d)
+                    model[d] = ("forgotten", t)
+                else:
+                    assert t >= now - 3 * ttl - step_ms, (step, d)
+        assert j.pending == sum(st == "pending" for st, _ in model.values())
+        if step == 200:
+            j = RewardJoin.restore(pickle.loads(pickle.dumps(j.snapshot())))
+    assert j.counts["matched"] > 1000 and j.counts["expired"] > 1000
+    assert sum(st == "forgotten" for st, _ in model.values()) > 1000
