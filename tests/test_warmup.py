@@ -67,3 +67,34 @@ def test_a_run_starts_numba_before_it_builds_its_dataflow(
 def test_prime_leaves_a_kernel_loaded() -> None:
     warmup.prime()
     assert warmup._first_kernel.signatures  # loaded from the cache, or compiled once
+
+
+def test_prime_loads_the_recorded_kernels_before_any_call(tmp_path: Path) -> None:
+    """In a fresh process, after prime() a window store kernel already holds the recorded
+    argument types before anything calls it. A signature file the stamp does not vouch
+    for is not used."""
+    import subprocess
+    import sys
+
+    code = """
+import pickle, sys
+from pathlib import Path
+from eddy import warmup
+from eddy.operators.windows import store
+from numba.core import types
+warmup._SIGNATURES = Path(sys.argv[1]) / "sigs.pkl"
+kernels = {"eddy.operators.windows.store:slot_size": [(types.int64,)]}
+warmup._SIGNATURES.write_bytes(pickle.dumps(kernels))
+warmup._STAMP = Path(sys.argv[1]) / "stamp"
+warmup._STAMP.write_text(sys.argv[2])
+warmup.prime()
+print(len(store.slot_size.signatures))
+"""
+    for stamp, loaded in ((warmup._stamp(), "1"), ("an older kernel", "0")):
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path), stamp],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert out.stdout.strip() == loaded, out.stderr
