@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from operator import attrgetter
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -228,10 +228,11 @@ def decode_lines(
 
 # -- the fast path -----------------------------------------------------------------------
 _MSGSPEC_TYPES: dict[str, Any] = {
-    "id": str,
+    # msgspec checks the lengths in C: a required string column then needs no pass of its own
+    "id": Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STRING_CHARS)],
     "int id": int,
     "time": int | float,
-    "string": str,
+    "string": Annotated[str, msgspec.Meta(max_length=MAX_STRING_CHARS)],
     "float": int | float,
     "int": int,
     "bool": bool,
@@ -265,7 +266,13 @@ def _fast(
         return None
     out: list[np.ndarray] = []
     for c in cols:
-        arr, suspect = _column(c, list(map(attrgetter(c.name), recs)))
+        values = list(map(attrgetter(c.name), recs))
+        if c.kind in ("id", "string") and not c.optional:  # msgspec checked type and length
+            strings = np.empty(len(values), dtype=object)
+            strings[:] = values
+            out.append(strings)
+            continue
+        arr, suspect = _column(c, values)
         if arr is None or suspect.any():
             return None
         out.append(arr)

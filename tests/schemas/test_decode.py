@@ -232,6 +232,19 @@ def test_all_good_int_ids_stay_on_the_fast_path() -> None:
     assert dec._fast(dec._columns(INT_ID), lines, 65_536) is not None
 
 
+def test_string_lengths_at_the_limit_stay_fast_and_past_it_are_dead_letters() -> None:
+    at_limit = "é" * dec.MAX_STRING_CHARS  # characters, not bytes
+    lines = [_line(("set", "region", at_limit)), _line(("set", "sid", at_limit))]
+    assert dec._fast(dec._columns(STREAM), lines, 65_536) is not None
+    batch, dead = decode_lines(STREAM, lines, [1, 2], "jsonl:x")
+    assert dead == [] and batch.columns["region"][0] == at_limit
+    longer = [_line(("set", "region", at_limit + "x")), _line(("set", "sid", at_limit + "x"))]
+    assert dec._fast(dec._columns(STREAM), longer, 65_536) is None
+    batch, dead = decode_lines(STREAM, longer, [1, 2], "jsonl:x")
+    assert len(batch) == 0 and [d.position for d in dead] == [1, 2]
+    assert "region" in dead[0].reason and "sid" in dead[1].reason
+
+
 def test_an_unknown_id_type_is_refused() -> None:
     with pytest.raises(ValueError, match="id_type must be 'string' or 'int'"):
         decode_lines(dataclasses.replace(STREAM, id_type="uuid"), [_line(None)], [1], "x")
