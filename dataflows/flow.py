@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -31,8 +31,10 @@ from eddy.dataflows.shards import (
     BatchNumbers,
     DecideGroup,
     DecideLogic,
+    Decoded,
     DecodeLogic,
     KeyedLogic,
+    Numbered,
 )
 from eddy.dataflows.stats_board import stats_board
 from eddy.operators.engine.routing import Router
@@ -177,7 +179,7 @@ def _engine(items: Stream[RawBatch], opts: RunOptions) -> tuple[Stream[Results],
     keep_state = opts.recovery is not None
     decode = raw_decoder(spec)
 
-    def decode_and_split(item: tuple[tuple[str, int] | None, RawBatch]) -> list[Any]:
+    def decode_and_split(item: Numbered) -> list[Decoded]:
         order, raw = item
         report, batch = decode(raw)
         if not len(batch) and order is None:
@@ -193,8 +195,8 @@ def _engine(items: Stream[RawBatch], opts: RunOptions) -> tuple[Stream[Results],
         )
     else:
         spread = op.flat_map("decode", op.map("unnumbered", items, _unnumbered), decode_and_split)
-    decoded = op.branch("decoded", spread, lambda x: isinstance(x, Results))
-    pieces: KeyedStream[tuple[int, Piece]] = decoded.falses
+    decoded = op.branch("decoded", spread, _is_report)
+    pieces = cast(KeyedStream[tuple[int, Piece]], decoded.falses)  # the rest: keyed pieces
 
     def keyed_logic(resume: bytes | None) -> KeyedLogic:
         return KeyedLogic(spec, router.shards, resume, expected, keep_state, opts.batch)
@@ -215,7 +217,11 @@ def _engine(items: Stream[RawBatch], opts: RunOptions) -> tuple[Stream[Results],
     return decoded.trues, op.merge("engine_results", results, decided)
 
 
-def _unnumbered(raw: RawBatch) -> tuple[tuple[str, int] | None, RawBatch]:
+def _is_report(item: Decoded) -> TypeGuard[Results]:
+    return isinstance(item, Results)
+
+
+def _unnumbered(raw: RawBatch) -> Numbered:
     return None, raw
 
 

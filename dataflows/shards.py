@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
-from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -38,8 +37,10 @@ __all__ = [
     "DecideGroup",
     "DecideLogic",
     "DecodeLogic",
+    "Decoded",
     "KeyedLogic",
     "KeyedOutput",
+    "Numbered",
     "Parcel",
 ]
 
@@ -57,7 +58,7 @@ class BatchNumbers:
         self._next: dict[int, int] = {}
         self._dealt = 0
 
-    def __call__(self, raw: RawBatch) -> tuple[str, tuple[tuple[str, int], RawBatch]]:
+    def __call__(self, raw: RawBatch) -> tuple[str, Numbered]:
         n = self._next.get(raw.partition, 0)
         self._next[raw.partition] = n + 1
         key = self._decoders[self._dealt % len(self._decoders)]
@@ -65,13 +66,17 @@ class BatchNumbers:
         return key, ((self._token, n), raw)
 
 
-class DecodeLogic(StatefulBatchLogic[Any, Any, None]):
+Numbered = tuple[tuple[str, int] | None, RawBatch]  # a raw batch and its place (or None)
+Decoded = Results | tuple[str, tuple[int, Piece]]  # a batch's report, or a keyed shard's piece
+
+
+class DecodeLogic(StatefulBatchLogic[Numbered, Decoded, None]):
     """Decodes numbered raw batches on the worker its key lands on; keeps nothing."""
 
-    def __init__(self, decode: Callable[[Any], list[Any]]) -> None:
+    def __init__(self, decode: Callable[[Numbered], list[Decoded]]) -> None:
         self._decode = decode
 
-    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
+    def on_batch(self, values: list[Numbered]) -> tuple[list[Decoded], bool]:
         return [x for v in values for x in self._decode(v)], StatefulBatchLogic.DISCARD
 
     def snapshot(self) -> None:

@@ -89,20 +89,24 @@ def _first_kernel(x: np.ndarray) -> float:
 def prime() -> None:
     """Load eddy's compiled kernels into this process before the input flows. The first
     kernel a process loads, even from the cache, pays about 0.4 s for numba's code generator,
-    and each kernel's first call another 5-50 ms to type its arguments and find its cached code:
-    in a run that is 0.3-0.4 s on the first batches' latency. Loading every kernel for the
-    argument types the warm-up recorded takes about 0.1 s; it is skipped (each kernel then
-    loads on first call) when the kernels changed since the warm-up."""
+    and each kernel's first call another 5-50 ms to type its arguments and find its cached
+    code: about 0.7 s in all that would land on the first batches. Loading every kernel for
+    the argument types the warm-up recorded takes about 0.1 s after the code generator; it is
+    skipped (each kernel then loads on first call) when the kernels changed since the
+    warm-up."""
     _first_kernel(np.zeros(1))
     try:
         if _STAMP.read_text() != _stamp():
             return
         signatures = pickle.loads(_SIGNATURES.read_bytes())
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):  # no file
         return
     for name, sigs in signatures.items():
         module, _, attr = name.partition(":")
-        kernel = getattr(sys.modules.get(module) or importlib.import_module(module), attr, None)
+        try:
+            kernel = getattr(importlib.import_module(module), attr, None)
+        except ImportError:  # a module gone since the warm-up: nothing of it to load
+            continue
         if isinstance(kernel, Dispatcher):
             for sig in sigs:
                 kernel.compile(sig)
