@@ -13,6 +13,9 @@ share one core), replays the recording:
   in rounds (every worker count once per round) so that a slower spell of a shared machine
   hits every count alike; ``median_round_speedup`` is the median over the rounds of each
   count's speed against the first count's in the same round.
+  Each worker also reports the thread CPU time of each engine step (decode, keyed shards,
+  decide shards; ``runs[*].step_cpu_s``): the busiest worker's steps are what bounds the
+  speedup, the rest of its busy time is exchange and idling.
 * **checked runs** write DuckDB (process 0 owns the file) and ``same_results`` compares, between
   every worker count and the first, ``window_aggregates``, every stored ``features_<name>`` and
   ``anomalies`` (without the wall-clock ``detected_at``): the same rows, with floats equal to
@@ -51,6 +54,7 @@ __all__ = ["compare_results", "run_cluster", "run_scaling"]
 _COMPARED = ("window_aggregates", "anomalies")
 _WALL_CLOCK = {"detected_at", "run_id"}
 _REL = 1e-6
+_STEPS = ("decode", "keyed", "decide")  # the engine's steps, in the order data meets them
 
 
 def _member(rec: Recording, opts_kw: dict[str, Any], pid: int, q: Any) -> None:
@@ -60,7 +64,17 @@ def _member(rec: Recording, opts_kw: dict[str, Any], pid: int, q: Any) -> None:
 
         opts = RunOptions(replay_spec(rec.spec), sources=rec.sources, process_id=pid, **opts_kw)
         res = run_pipeline(opts)
-        q.put((pid, {"wall_s": res.wall_s, "busy_s": res.busy_s, "counters": dict(res.counters)}))
+        q.put(
+            (
+                pid,
+                {
+                    "wall_s": res.wall_s,
+                    "busy_s": res.busy_s,
+                    "counters": dict(res.counters),
+                    "step_cpu_s": dict(res.step_cpu_s),
+                },
+            )
+        )
     except BaseException:
         q.put((pid, {"error": traceback.format_exc()}))
 
@@ -74,7 +88,8 @@ def run_cluster(
     batch_size: int | None = None,
     timeout_s: float = 1_800.0,
 ) -> dict[str, Any]:
-    """One replay of ``rec`` by ``workers`` processes; process 0's wall time and counters."""
+    """One replay of ``rec`` by ``workers`` processes: process 0's wall time and counters, and
+    ``steps``, each process's thread CPU seconds per engine step."""
     from eddy.dataflows.runner import local_addresses
 
     ctx = mp.get_context("spawn")
@@ -95,7 +110,8 @@ def run_cluster(
 def _gather(
     ctx: Any, q: Any, rec: Recording, kw: dict[str, Any], workers: int, timeout_s: float
 ) -> dict[str, Any]:
-    """Start the members, wait for each one's result; process 0's."""
+    """Start the members, wait for each one's result; process 0's, with every member's step
+    times."""
     procs = [ctx.Process(target=_member, args=(rec, kw, i, q)) for i in range(workers)]
     for p in procs:
         p.start()
@@ -120,7 +136,7 @@ def _gather(
             p.join(timeout=10)
             if p.is_alive():
                 p.kill()
-    return results[0]
+    return {**results[0], "steps": [results[i]["step_cpu_s"] for i in range(workers)]}
 
 
 def compare_results(a: str, b: str, spec: PipelineSpec) -> dict[str, dict[str, int]]:
@@ -177,11 +193,13 @@ def run_scaling(
         log(f"scaling: {rec.n_events:,} events of {spec.name!r}")
         busy: dict[int, list[float]] = {n: [] for n in workers}
         walls: dict[int, list[float]] = {n: [] for n in workers}
+        steps: dict[int, list[list[dict[str, float]]]] = {n: [] for n in workers}
         for r in range(repeat):  # rounds of every worker count: a slower spell hits all alike
             for n in workers:
                 res = run_cluster(rec, n, shards=shards)
                 busy[n].append(res["busy_s"] or res["wall_s"])
                 walls[n].append(res["wall_s"])
+                steps[n].append(res["steps"])
             log(f"  round {r + 1}: busy " + ", ".join(f"{n}: {busy[n][-1]:.2f} s" for n in workers))
         rates = {str(n): rec.n_events / min(busy[n]) for n in workers}
         base = workers[0]
@@ -190,11 +208,22 @@ def run_scaling(
             str(n): [b0 / b for b0, b in zip(busy[base], busy[n], strict=True)] for n in workers[1:]
         }
         runs = [
-            {"workers": n, "busy_s": busy[n], "wall_s": walls[n], "events_per_s": rates[str(n)]}
+            {
+                "workers": n,
+                "busy_s": busy[n],
+                "wall_s": walls[n],
+                "events_per_s": rates[str(n)],
+                "step_cpu_s": steps[n],  # per round, per worker process
+            }
             for n in workers
         ]
         for n in workers:
             log(f"  {n} worker(s): {rates[str(n)]:,.0f} events/s (best of {repeat})")
+            best = steps[n][int(np.argmin(busy[n]))]
+            for i, member in enumerate(best):
+                order = sorted(member, key=lambda k: (_STEPS.index(k) if k in _STEPS else 9, k))
+                cpu = ", ".join(f"{k} {member[k]:.2f} s" for k in order)
+                log(f"    worker {i} in the fastest round, CPU per step: {cpu or 'none'}")
         dbs = {}
         for n in workers:
             dbs[n] = str(Path(tmp) / f"check-{n}.duckdb")

@@ -34,7 +34,11 @@ from eddy.dataflows.shards import (
     Decoded,
     DecodeLogic,
     KeyedLogic,
+    KeyedOutput,
     Numbered,
+    Parcel,
+    TimedLogic,
+    timed,
 )
 from eddy.dataflows.stats_board import stats_board
 from eddy.operators.engine.routing import Router
@@ -110,7 +114,7 @@ def build_flow(
         )
         inputs.append(op.input("in_simulator", flow, sim_source))
     items = inputs[0] if len(inputs) == 1 else op.merge("inputs", *inputs)
-    dead, results = _engine(items, opts)
+    dead, results = _engine(items, opts, stats)
     keep_state = opts.recovery is not None
     everything = op.merge("results", dead, results)
     topics = output_topics(spec.topics, opts.topic_prefix)
@@ -158,9 +162,12 @@ def build_flow(
     return flow
 
 
-def _engine(items: Stream[RawBatch], opts: RunOptions) -> tuple[Stream[Results], Stream[Results]]:
+def _engine(
+    items: Stream[RawBatch], opts: RunOptions, stats: RunStats
+) -> tuple[Stream[Results], Stream[Results]]:
     """Decode, then keyed shards, then decide shards (``dataflows/shards.py``): the dead
-    letters and decode counters, and the stages' results. Shard ``i`` of each step lives on
+    letters and decode counters, and the stages' results (each step's CPU time goes to
+    ``stats``). Shard ``i`` of each step lives on
     worker ``i % workers``. With several workers, raw batches are numbered where they are read
     and dealt out to the workers that decode (``routing.decoder_keys``: those without a decide
     shard, when there are any); each keyed shard puts its pieces back in order
@@ -187,24 +194,27 @@ def _engine(items: Stream[RawBatch], opts: RunOptions) -> tuple[Stream[Results],
         pieces = router.pieces(raw.partition, batch, order)
         return [report, *((keyed_keys[i], (i, piece)) for i, piece in enumerate(pieces))]
 
+    decode_timed = timed(decode_and_split, "decode", stats)
     if workers > 1:
         numbered = op.map("number", items, BatchNumbers(decoder_keys(workers, decide_keys)))
         spread = op.key_rm(
             "decoded_out",
-            op.stateful_batch("decode", numbered, lambda _: DecodeLogic(decode_and_split)),
+            op.stateful_batch("decode", numbered, lambda _: DecodeLogic(decode_timed)),
         )
     else:
-        spread = op.flat_map("decode", op.map("unnumbered", items, _unnumbered), decode_and_split)
+        spread = op.flat_map("decode", op.map("unnumbered", items, _unnumbered), decode_timed)
     decoded = op.branch("decoded", spread, _is_report)
     pieces = cast(KeyedStream[tuple[int, Piece]], decoded.falses)  # the rest: keyed pieces
 
-    def keyed_logic(resume: bytes | None) -> KeyedLogic:
-        return KeyedLogic(spec, router.shards, resume, expected, keep_state, opts.batch)
+    def keyed_logic(resume: bytes | None) -> TimedLogic[tuple[int, Piece], KeyedOutput, bytes]:
+        logic = KeyedLogic(spec, router.shards, resume, expected, keep_state, opts.batch)
+        return TimedLogic(logic, "keyed", stats)
 
     group = DecideGroup(stats_board(opts))
 
-    def decide_logic(resume: bytes | None) -> DecideLogic:
-        return DecideLogic(spec, router.shards, resume, keep_state, group)
+    def decide_logic(resume: bytes | None) -> TimedLogic[Parcel, Results, bytes]:
+        logic = DecideLogic(spec, router.shards, resume, keep_state, group)
+        return TimedLogic(logic, "decide", stats)
 
     keyed = op.key_rm("keyed_out", op.stateful_batch("engine", pieces, keyed_logic))
     results = op.map("keyed_results", keyed, lambda k: k.results)

@@ -52,6 +52,8 @@ class RunResult:
     tables: dict[str, int] = field(default_factory=dict)
     # from the first results in a sink to the end: the run without its start-up
     busy_s: float | None = None
+    # thread CPU seconds of each engine step in this process: decode, keyed, decide
+    step_cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 def open_writer(opts: RunOptions) -> DuckDBWriter:
@@ -190,6 +192,7 @@ def run_pipeline(
         scoreboard=None if sim is None else _scoreboard(sim),
         tables=tables,
         busy_s=None if stats.first_result_s is None else end - stats.first_result_s,
+        step_cpu_s=dict(stats.step_cpu),
     )
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
+from typing import TypeVar
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -28,6 +29,7 @@ from eddy.operators.engine.messages import DecideMessage
 from eddy.operators.partition_gate import PartitionGate
 from eddy.operators.sequence import Resequencer
 from eddy.operators.sharding import Piece
+from eddy.operators.stats import RunStats
 from eddy.schemas.results import Results
 from eddy.schemas.spec import PipelineSpec
 from eddy.sources.base import RawBatch
@@ -42,6 +44,8 @@ __all__ = [
     "KeyedOutput",
     "Numbered",
     "Parcel",
+    "TimedLogic",
+    "timed",
 ]
 
 
@@ -66,6 +70,10 @@ class BatchNumbers:
         return key, ((self._token, n), raw)
 
 
+V = TypeVar("V")
+W = TypeVar("W")
+S = TypeVar("S")
+
 Numbered = tuple[tuple[str, int] | None, RawBatch]  # a raw batch and its place (or None)
 Decoded = Results | tuple[str, tuple[int, Piece]]  # a batch's report, or a keyed shard's piece
 
@@ -81,6 +89,51 @@ class DecodeLogic(StatefulBatchLogic[Numbered, Decoded, None]):
 
     def snapshot(self) -> None:
         return None
+
+
+class TimedLogic(StatefulBatchLogic[V, W, S]):
+    """``logic`` with the thread CPU time of its calls added to ``stats`` under ``step``: what
+    each step of the engine costs on each worker (``RunResult.step_cpu_s``)."""
+
+    def __init__(self, logic: StatefulBatchLogic[V, W, S], step: str, stats: RunStats) -> None:
+        self.logic = logic
+        self._step = step
+        self._stats = stats
+
+    def _timed(self, call: Callable[[], tuple[Iterable[W], bool]]) -> tuple[Iterable[W], bool]:
+        start = time.thread_time()
+        try:
+            return call()
+        finally:
+            self._stats.add_step_cpu(self._step, time.thread_time() - start)
+
+    def on_batch(self, values: list[V]) -> tuple[Iterable[W], bool]:
+        return self._timed(lambda: self.logic.on_batch(values))
+
+    def on_notify(self) -> tuple[Iterable[W], bool]:
+        return self._timed(self.logic.on_notify)
+
+    def on_eof(self) -> tuple[Iterable[W], bool]:
+        return self._timed(self.logic.on_eof)
+
+    def notify_at(self) -> datetime | None:
+        return self.logic.notify_at()
+
+    def snapshot(self) -> S:
+        return self.logic.snapshot()
+
+
+def timed(fn: Callable[[V], W], step: str, stats: RunStats) -> Callable[[V], W]:
+    """``fn`` with the thread CPU time of its calls added to ``stats`` under ``step``."""
+
+    def call(value: V) -> W:
+        start = time.thread_time()
+        try:
+            return fn(value)
+        finally:
+            stats.add_step_cpu(step, time.thread_time() - start)
+
+    return call
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,8 @@ class RunStats:
     first_result_s: float | None = None  # perf_counter() when a sink first took results
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     interval: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # thread CPU seconds of each engine step in this process (decode, keyed, decide)
+    step_cpu: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def started(self) -> None:
@@ -88,6 +90,10 @@ class RunStats:
 
     def add(self, name: str, value: float = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + value
+
+    def add_step_cpu(self, step: str, seconds: float) -> None:
+        with self.lock:
+            self.step_cpu[step] = self.step_cpu.get(step, 0.0) + seconds
 
     def get(self, name: str) -> float:
         return self.counters.get(name, 0)

@@ -39,6 +39,12 @@ def test_sensors_on_one_and_two_workers(tmp_path: Path) -> None:
     ratios = [a / b for a, b in zip(busy[1], busy[2], strict=True)]
     assert data["round_speedups"] == {"2": ratios}
     assert data["median_round_speedup"]["2"] == pytest.approx(sum(ratios) / 2)
+    for run in data["runs"]:  # every round, every worker: the CPU time of its steps
+        assert len(run["step_cpu_s"]) == 2
+        for members in run["step_cpu_s"]:
+            assert len(members) == run["workers"]
+            assert all(m["decode"] > 0 and m["keyed"] > 0 for m in members), members
+    assert "worker 1 in the fastest round, CPU per step: decode" in proc.stderr
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.strip()}
     assert rows["1"][2] == "1.00x" and len(rows["1"]) == 3  # workers, events/s, speedup
     assert rows["2"][2].endswith("x") and rows["2"][3].endswith("x")  # and the rounds' median
