@@ -14,7 +14,8 @@ import pickle
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
@@ -91,6 +92,16 @@ class DecodeLogic(StatefulBatchLogic[Numbered, Decoded, None]):
         return None
 
 
+@contextmanager
+def _cpu_time(stats: RunStats, step: str) -> Iterator[None]:
+    """Adds the thread CPU time of the block to ``stats`` under ``step``, also when it raises."""
+    start = time.thread_time()
+    try:
+        yield
+    finally:
+        stats.add_step_cpu(step, time.thread_time() - start)
+
+
 class TimedLogic(StatefulBatchLogic[V, W, S]):
     """``logic`` with the thread CPU time of its calls added to ``stats`` under ``step``: what
     each step of the engine costs on each worker (``RunResult.step_cpu_s``)."""
@@ -100,21 +111,17 @@ class TimedLogic(StatefulBatchLogic[V, W, S]):
         self._step = step
         self._stats = stats
 
-    def _timed(self, call: Callable[[], tuple[Iterable[W], bool]]) -> tuple[Iterable[W], bool]:
-        start = time.thread_time()
-        try:
-            return call()
-        finally:
-            self._stats.add_step_cpu(self._step, time.thread_time() - start)
-
     def on_batch(self, values: list[V]) -> tuple[Iterable[W], bool]:
-        return self._timed(lambda: self.logic.on_batch(values))
+        with _cpu_time(self._stats, self._step):
+            return self.logic.on_batch(values)
 
     def on_notify(self) -> tuple[Iterable[W], bool]:
-        return self._timed(self.logic.on_notify)
+        with _cpu_time(self._stats, self._step):
+            return self.logic.on_notify()
 
     def on_eof(self) -> tuple[Iterable[W], bool]:
-        return self._timed(self.logic.on_eof)
+        with _cpu_time(self._stats, self._step):
+            return self.logic.on_eof()
 
     def notify_at(self) -> datetime | None:
         return self.logic.notify_at()
@@ -127,11 +134,8 @@ def timed(fn: Callable[[V], W], step: str, stats: RunStats) -> Callable[[V], W]:
     """``fn`` with the thread CPU time of its calls added to ``stats`` under ``step``."""
 
     def call(value: V) -> W:
-        start = time.thread_time()
-        try:
+        with _cpu_time(stats, step):
             return fn(value)
-        finally:
-            stats.add_step_cpu(step, time.thread_time() - start)
 
     return call
 
