@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from eddy.schemas.packing import packed, packed_columns
+
 __all__ = ["EventBatch", "constant_column"]
 
 
@@ -69,6 +71,14 @@ class EventBatch:
 
     def __len__(self) -> int:
         return len(self.ts)
+
+    def __getstate__(self) -> dict[str, object]:
+        # string columns pickle as one string each (schemas/packing.py): a batch crossing to
+        # another process is pickled, and pickle's own way writes a column string by string
+        state = dict(self.__dict__)
+        state["ids"] = packed(self.ids)
+        state["columns"] = packed_columns(self.columns)
+        return state
 
     def take(self, index: np.ndarray) -> EventBatch:
         """Rows ``index`` (a bool mask or positions), in that order."""

@@ -12,6 +12,7 @@ MODULES = [
     "eddy.dataflows.ops",
     "eddy.schemas.batch",
     "eddy.schemas.durations",
+    "eddy.schemas.packing",
     "eddy.schemas.spec_load",
     "eddy.operators.dedup",
     "eddy.operators.expressions",
