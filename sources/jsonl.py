@@ -63,6 +63,7 @@ class JsonlReader:
     # line number -> bytes its oversize line is shorter than the line (for the resume offset)
     _shrunk: dict[int, int] = field(default_factory=dict, repr=False)
     _fh: BinaryIO | None = field(default=None, repr=False)
+    _cr: bool = field(default=False, repr=False)  # a carriage return was read (CRLF lines?)
 
     def _file(self) -> BinaryIO:
         if self._fh is None:
@@ -85,20 +86,26 @@ class JsonlReader:
                 if self._part_len and not self.follow:  # a last line without its newline
                     self._end_part(b"")  # counted as if it had its newline
                 break
+            if not self._cr and b"\r" in chunk:
+                self._cr = True
             nl = chunk.find(b"\n")
             if nl < 0:
                 self._grow(chunk)
                 continue
+            head: list[bytes] = []
             if self._over or self._part_len > _READ_BYTES:  # a long line ends here
                 self._end_part(chunk[:nl])
                 chunk = chunk[nl + 1 :]
             elif self._part:  # the common case: a short partial line goes on in this chunk
-                chunk = b"".join([*self._part, chunk])
+                head = self._part
                 self._part, self._part_len = [], 0
             parts = chunk.split(b"\n")
             tail = parts.pop()
-            if parts:
-                self._add(parts)
+            if head:  # the partial line starts the first line (the chunk has a newline)
+                parts[0] = b"".join([*head, parts[0]])
+            if parts:  # no line is longer than the chunk, but for the first one
+                short = len(chunk) <= self.max_line_bytes >= len(parts[0])
+                self._add(parts, short)
             if tail:
                 self._grow(tail)
         take = self._lines[self._next : self._next + self.batch_lines]
@@ -111,7 +118,7 @@ class JsonlReader:
                 self._unread -= self._shrunk.pop(n)
         if first == 1 and take and take[0].startswith(UTF8_BOM):  # the file's BOM
             take[0] = take[0][len(UTF8_BOM) :]
-        if not any(map(_ends_with_cr, take)) and all(map(bytes.strip, take)):
+        if not (self._cr and any(map(_ends_with_cr, take))) and all(map(bytes.strip, take)):
             lines = take  # the common case, checked with C loops (map) over the batch
             positions = list(range(first, first + len(take)))
         else:
@@ -159,13 +166,14 @@ class JsonlReader:
             self._add([b"".join([*self._part, last])])
         self._part, self._part_len, self._over = [], 0, False
 
-    def _add(self, lines: list[bytes]) -> None:
+    def _add(self, lines: list[bytes], short: bool = False) -> None:
         """Complete lines (without their newlines) to hand out; one longer than
-        ``max_line_bytes`` (possible within one chunk) goes as its oversize line."""
+        ``max_line_bytes`` (possible within one chunk) goes as its oversize line. ``short``:
+        the lines are known to be no longer (cut from a chunk no longer)."""
         if self._next:
             del self._lines[: self._next]
             self._next = 0
-        if max(map(len, lines)) > self.max_line_bytes:
+        if not short and max(map(len, lines)) > self.max_line_bytes:
             for line in lines:
                 if len(line) > self.max_line_bytes:
                     self._append_oversize(len(line), line[:DEAD_LETTER_RAW_BYTES])

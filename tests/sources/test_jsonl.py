@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eddy.schemas.records import oversize_line
+from eddy.sources import jsonl
 from eddy.sources.jsonl import JsonlReader
 
 
@@ -44,3 +51,41 @@ def test_follow_holds_a_partial_line_until_its_newline(tmp_path: Path) -> None:
     batch, _ = r.read()
     assert batch is not None and batch.lines == [b'{"b":2}', b'{"c":3}']
     assert batch.positions == [2, 3]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    content=st.lists(st.sampled_from([b"a", b"{}", b" ", b"\r", b"\n", b"\n\n", b"xyz"])).map(
+        b"".join
+    ),
+    read_bytes=st.integers(1, 12),
+    batch_lines=st.integers(1, 5),
+    max_line_bytes=st.sampled_from([4, 1 << 20]),
+)
+def test_every_chunking_reads_the_lines_a_whole_read_gives(
+    content: bytes, read_bytes: int, batch_lines: int, max_line_bytes: int
+) -> None:
+    """However the file falls into reads (lines across reads, carriage returns in one read and
+    their line in the next), the reader hands out each non-blank line once, with its number,
+    without its CR, and any line over ``max_line_bytes`` as its oversize line."""
+    want = []
+    for i, raw in enumerate(content.split(b"\n"), 1):
+        line = raw.removesuffix(b"\r")
+        if len(raw) > max_line_bytes:  # blank or not: a dead letter of its size
+            # (its CR goes too, as any line's)
+            want.append((i, oversize_line(len(raw), max_line_bytes, raw).removesuffix(b"\r")))
+        elif line.strip():
+            want.append((i, line))
+    with pytest.MonkeyPatch.context() as mp, tempfile.TemporaryDirectory() as tmp:
+        mp.setattr(jsonl, "_READ_BYTES", read_bytes)
+        p = Path(tmp) / "in.jsonl"
+        p.write_bytes(content)
+        r = JsonlReader(str(p), "s", batch_lines=batch_lines, max_line_bytes=max_line_bytes)
+        got = []
+        done = False
+        while not done:
+            batch, done = r.read()
+            if batch is not None:
+                got += zip(batch.positions, batch.lines, strict=True)
+        r.close()
+    assert got == want
