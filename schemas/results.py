@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from eddy.schemas.packing import packed_columns
 from eddy.schemas.records import DeadLetter
 
 __all__ = ["Results", "dead_letter_results"]
@@ -21,6 +22,13 @@ class Results:
     gauges: dict[str, float] = field(default_factory=dict)  # the latest value wins
     # (wall-clock ms an input batch was read, events of it processed): end-to-end latency
     ingest: list[tuple[int, int]] = field(default_factory=list)
+
+    def __getstate__(self) -> dict[str, object]:
+        # results of another process's shards cross to the DuckDB writer pickled: string
+        # columns as one string each (schemas/packing.py)
+        state = dict(self.__dict__)
+        state["tables"] = {t: packed_columns(cols) for t, cols in self.tables.items()}
+        return state
 
     def add(self, table: str, columns: dict[str, Any]) -> None:
         """Rows for ``table`` (column name -> values); an empty dict adds nothing."""

@@ -8,8 +8,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eddy.schemas.batch import EventBatch
+from eddy.schemas.batch import EventBatch, constant_column
 from eddy.schemas.packing import packed, packed_columns
+from eddy.schemas.results import Results
 
 
 def _roundtrip(x: object) -> object:
@@ -36,15 +37,16 @@ def test_a_string_column_is_pickled_as_one_string() -> None:
     assert len(pickle.dumps(out)) < len(pickle.dumps(col))
 
 
-def test_columns_that_are_not_all_strings_are_left_alone() -> None:
+def test_columns_not_all_distinct_strings_are_left_alone() -> None:
     n = 40
+    shared = np.array(["same", "other"] * (n // 2) + ["same"], dtype=object)
     with_none = np.array(["a"] * (n - 1) + [None], dtype=object)
     with_nul = np.array(["a\x00b"] + ["c"] * (n - 1), dtype=object)
     tuples = np.empty(n, dtype=object)
     tuples[:] = [("a", "b")] * n
     numbers = np.arange(n, dtype=np.float64)
     short = np.array(["a", "b"], dtype=object)
-    for col in (with_none, with_nul, tuples, numbers, short):
+    for col in (with_none, with_nul, tuples, numbers, short, constant_column("x", n), shared):
         assert packed(col) is col
         assert _roundtrip(packed(col)).tolist() == col.tolist()  # type: ignore[attr-defined]
     assert packed(["a"] * n) == ["a"] * n  # not an array: as it is
@@ -93,3 +95,26 @@ def test_an_event_batch_survives_pickling_whole() -> None:
         assert back.columns[k].tolist() == v.tolist()
     # pickling does not change the batch it was given
     assert isinstance(batch.ids, np.ndarray) and isinstance(batch.columns["name"], np.ndarray)
+
+
+def test_results_survive_pickling_whole() -> None:
+    n = 30
+    res = Results()
+    res.add(
+        "decisions",
+        {
+            "decision_id": np.array([f"d{i}" for i in range(n)], dtype=object),
+            "decide": constant_column("pick", n),
+            "reward": np.linspace(0.0, 1.0, n),
+        },
+    )
+    res.add("dead_letters", {"raw": [b"x"] * n, "reason": constant_column("bad", n)})
+    res.count("events", n)
+    back = _roundtrip(res)
+    assert isinstance(back, Results)
+    assert back.counters == res.counters
+    assert set(back.tables) == set(res.tables)
+    for t, cols in res.tables.items():
+        for k, v in cols.items():
+            assert type(back.tables[t][k]) is type(v)
+            assert list(back.tables[t][k]) == list(v)
