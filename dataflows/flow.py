@@ -25,6 +25,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import KeyedStream
 
 from eddy.dataflows.ops import raw_decoder
+from eddy.dataflows.packet import Packet
 from eddy.dataflows.routing import decoder_keys, shard_names
 from eddy.dataflows.run_options import RunOptions
 from eddy.dataflows.shards import (
@@ -36,6 +37,7 @@ from eddy.dataflows.shards import (
     KeyedLogic,
     KeyedOutput,
     Numbered,
+    OpenedLogic,
     Parcel,
     TimedLogic,
     timed,
@@ -192,36 +194,37 @@ def _engine(
         if not len(batch) and order is None:
             return [report]
         pieces = router.pieces(raw.partition, batch, order)
-        return [report, *((keyed_keys[i], (i, piece)) for i, piece in enumerate(pieces))]
+        return [report, *((keyed_keys[i], Packet((i, piece))) for i, piece in enumerate(pieces))]
 
     decode_timed = timed(decode_and_split, "decode", stats)
     if workers > 1:
         numbered = op.map("number", items, BatchNumbers(decoder_keys(workers, decide_keys)))
         spread = op.key_rm(
             "decoded_out",
-            op.stateful_batch("decode", numbered, lambda _: DecodeLogic(decode_timed)),
+            op.stateful_batch("decode", numbered, lambda _: OpenedLogic(DecodeLogic(decode_timed))),
         )
     else:
         spread = op.flat_map("decode", op.map("unnumbered", items, _unnumbered), decode_timed)
     decoded = op.branch("decoded", spread, _is_report)
-    pieces = cast(KeyedStream[tuple[int, Piece]], decoded.falses)  # the rest: keyed pieces
+    # the rest: keyed pieces
+    pieces = cast(KeyedStream[Packet[tuple[int, Piece]]], decoded.falses)
 
-    def keyed_logic(resume: bytes | None) -> TimedLogic[tuple[int, Piece], KeyedOutput, bytes]:
+    def keyed_logic(resume: bytes | None) -> OpenedLogic[tuple[int, Piece], KeyedOutput, bytes]:
         logic = KeyedLogic(spec, router.shards, resume, expected, keep_state, opts.batch)
-        return TimedLogic(logic, "keyed", stats)
+        return OpenedLogic(TimedLogic(logic, "keyed", stats))
 
     group = DecideGroup(stats_board(opts))
 
-    def decide_logic(resume: bytes | None) -> TimedLogic[Parcel, Results, bytes]:
+    def decide_logic(resume: bytes | None) -> OpenedLogic[Parcel, Results, bytes]:
         logic = DecideLogic(spec, router.shards, resume, keep_state, group)
-        return TimedLogic(logic, "decide", stats)
+        return OpenedLogic(TimedLogic(logic, "decide", stats))
 
     keyed = op.key_rm("keyed_out", op.stateful_batch("engine", pieces, keyed_logic))
     results = op.map("keyed_results", keyed, lambda k: k.results)
     if not spec.decide:
         return decoded.trues, results
     parcels = op.flat_map(
-        "parcels", keyed, lambda k: [(decide_keys[p.stage][p.shard], p) for p in k.parcels]
+        "parcels", keyed, lambda k: [(decide_keys[p.stage][p.shard], Packet(p)) for p in k.parcels]
     )
     decided = op.key_rm("decided", op.stateful_batch("decide", parcels, decide_logic))
     return decoded.trues, op.merge("engine_results", results, decided)

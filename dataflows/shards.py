@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from bytewax.operators import StatefulBatchLogic
 
+from eddy.dataflows.packet import Packet
 from eddy.operators.engine import DecideEngine, KeyedEngine
 from eddy.operators.engine.decide import resume_waiting
 from eddy.operators.engine.exchange import StatsBoard
@@ -44,6 +45,7 @@ __all__ = [
     "KeyedLogic",
     "KeyedOutput",
     "Numbered",
+    "OpenedLogic",
     "Parcel",
     "TimedLogic",
     "timed",
@@ -53,7 +55,7 @@ __all__ = [
 class BatchNumbers:
     """Numbers each partition's raw batches in reading order, under a token of this reader
     (``operators/sequence.py``), and deals them out over the decoders' keys in turn:
-    ``raw -> (decoder key, ((token, n), raw))``."""
+    ``raw -> (decoder key, Packet(((token, n), raw)))``."""
 
     def __init__(self, decoders: list[str]) -> None:
         if not decoders:
@@ -63,12 +65,12 @@ class BatchNumbers:
         self._next: dict[int, int] = {}
         self._dealt = 0
 
-    def __call__(self, raw: RawBatch) -> tuple[str, Numbered]:
+    def __call__(self, raw: RawBatch) -> tuple[str, Packet[Numbered]]:
         n = self._next.get(raw.partition, 0)
         self._next[raw.partition] = n + 1
         key = self._decoders[self._dealt % len(self._decoders)]
         self._dealt += 1
-        return key, ((self._token, n), raw)
+        return key, Packet(((self._token, n), raw))
 
 
 V = TypeVar("V")
@@ -76,7 +78,8 @@ W = TypeVar("W")
 S = TypeVar("S")
 
 Numbered = tuple[tuple[str, int] | None, RawBatch]  # a raw batch and its place (or None)
-Decoded = Results | tuple[str, tuple[int, Piece]]  # a batch's report, or a keyed shard's piece
+# a batch's report, or a piece for the keyed shard of that key
+Decoded = Results | tuple[str, Packet[tuple[int, Piece]]]
 
 
 class DecodeLogic(StatefulBatchLogic[Numbered, Decoded, None]):
@@ -100,6 +103,28 @@ def _cpu_time(stats: RunStats, step: str) -> Iterator[None]:
         yield
     finally:
         stats.add_step_cpu(step, time.thread_time() - start)
+
+
+class OpenedLogic(StatefulBatchLogic[Packet[V], W, S]):
+    """``logic`` fed the values of the packets its step receives (``dataflows/packet.py``)."""
+
+    def __init__(self, logic: StatefulBatchLogic[V, W, S]) -> None:
+        self.logic = logic
+
+    def on_batch(self, values: list[Packet[V]]) -> tuple[Iterable[W], bool]:
+        return self.logic.on_batch([p.value for p in values])
+
+    def on_notify(self) -> tuple[Iterable[W], bool]:
+        return self.logic.on_notify()
+
+    def on_eof(self) -> tuple[Iterable[W], bool]:
+        return self.logic.on_eof()
+
+    def notify_at(self) -> datetime | None:
+        return self.logic.notify_at()
+
+    def snapshot(self) -> S:
+        return self.logic.snapshot()
 
 
 class TimedLogic(StatefulBatchLogic[V, W, S]):

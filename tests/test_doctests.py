@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "eddy",
     "eddy.dataflows.ops",
+    "eddy.dataflows.packet",
     "eddy.schemas.batch",
     "eddy.schemas.durations",
     "eddy.schemas.packing",

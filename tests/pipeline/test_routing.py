@@ -13,8 +13,9 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSource, cluster_main
 
+from eddy.dataflows.packet import Packet
 from eddy.dataflows.routing import decoder_keys, shard_names, worker_of
-from eddy.dataflows.shards import BatchNumbers, DecodeLogic
+from eddy.dataflows.shards import BatchNumbers, DecodeLogic, OpenedLogic
 from eddy.sources.base import RawBatch
 
 
@@ -102,7 +103,7 @@ def test_batch_numbers_count_per_partition_and_deal_over_the_decoders() -> None:
     number = BatchNumbers(["d0", "d1", "d2"])
     out = [number(_raw(p)) for p in (0, 0, 7, 0, 7)]
     assert [key for key, _ in out] == ["d0", "d1", "d2", "d0", "d1"]
-    orders = [order for _, (order, _) in out]
+    orders = [packet.value[0] for _, packet in out]
     assert len({token for token, _ in orders}) == 1
     assert [seq for _, seq in orders] == [0, 1, 0, 2, 1]
     with pytest.raises(ValueError, match="at least one decoder"):
@@ -112,4 +113,12 @@ def test_batch_numbers_count_per_partition_and_deal_over_the_decoders() -> None:
 def test_decode_logic_flattens_what_it_decodes_and_keeps_nothing() -> None:
     logic = DecodeLogic(lambda item: [item, item * 10])
     assert logic.on_batch([1, 2]) == ([1, 10, 2, 20], StatefulBatchLogic.DISCARD)
+    assert logic.snapshot() is None
+
+
+def test_opened_logic_feeds_the_packets_values_and_delegates_the_rest() -> None:
+    logic = OpenedLogic(DecodeLogic(lambda item: [item, item * 10]))
+    assert logic.on_batch([Packet(1), Packet(2)]) == ([1, 10, 2, 20], StatefulBatchLogic.DISCARD)
+    assert logic.on_eof() == ((), StatefulBatchLogic.RETAIN)
+    assert logic.notify_at() is None
     assert logic.snapshot() is None
