@@ -173,7 +173,8 @@ def _engine(
     worker ``i % workers``. With several workers, raw batches are numbered where they are read
     and dealt out to the workers that decode (``routing.decoder_keys``: those without a decide
     shard, when there are any); each keyed shard puts its pieces back in order
-    (``operators/sequence.py``)."""
+    (``operators/sequence.py``). What goes to a stateful step travels in a ``Packet``, pickled
+    once if it crosses to another process (``dataflows/packet.py``)."""
     spec = opts.spec
     router = Router(spec, opts.n_shards)
     workers = opts.processes

@@ -15,11 +15,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -76,6 +76,7 @@ class BatchNumbers:
 V = TypeVar("V")
 W = TypeVar("W")
 S = TypeVar("S")
+X = TypeVar("X")
 
 Numbered = tuple[tuple[str, int] | None, RawBatch]  # a raw batch and its place (or None)
 # a batch's report, or a piece for the keyed shard of that key
@@ -105,47 +106,22 @@ def _cpu_time(stats: RunStats, step: str) -> Iterator[None]:
         stats.add_step_cpu(step, time.thread_time() - start)
 
 
-class OpenedLogic(StatefulBatchLogic[Packet[V], W, S]):
-    """``logic`` fed the values of the packets its step receives (``dataflows/packet.py``)."""
+class _AroundLogic(StatefulBatchLogic[X, W, S], Generic[X, V, W, S]):
+    """A step's logic around ``logic``: the calls it leaves alone go to ``logic``, inside
+    :meth:`_around`."""
 
     def __init__(self, logic: StatefulBatchLogic[V, W, S]) -> None:
         self.logic = logic
 
-    def on_batch(self, values: list[Packet[V]]) -> tuple[Iterable[W], bool]:
-        return self.logic.on_batch([p.value for p in values])
+    def _around(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
     def on_notify(self) -> tuple[Iterable[W], bool]:
-        return self.logic.on_notify()
-
-    def on_eof(self) -> tuple[Iterable[W], bool]:
-        return self.logic.on_eof()
-
-    def notify_at(self) -> datetime | None:
-        return self.logic.notify_at()
-
-    def snapshot(self) -> S:
-        return self.logic.snapshot()
-
-
-class TimedLogic(StatefulBatchLogic[V, W, S]):
-    """``logic`` with the thread CPU time of its calls added to ``stats`` under ``step``: what
-    each step of the engine costs on each worker (``RunResult.step_cpu_s``)."""
-
-    def __init__(self, logic: StatefulBatchLogic[V, W, S], step: str, stats: RunStats) -> None:
-        self.logic = logic
-        self._step = step
-        self._stats = stats
-
-    def on_batch(self, values: list[V]) -> tuple[Iterable[W], bool]:
-        with _cpu_time(self._stats, self._step):
-            return self.logic.on_batch(values)
-
-    def on_notify(self) -> tuple[Iterable[W], bool]:
-        with _cpu_time(self._stats, self._step):
+        with self._around():
             return self.logic.on_notify()
 
     def on_eof(self) -> tuple[Iterable[W], bool]:
-        with _cpu_time(self._stats, self._step):
+        with self._around():
             return self.logic.on_eof()
 
     def notify_at(self) -> datetime | None:
@@ -153,6 +129,30 @@ class TimedLogic(StatefulBatchLogic[V, W, S]):
 
     def snapshot(self) -> S:
         return self.logic.snapshot()
+
+
+class OpenedLogic(_AroundLogic[Packet[V], V, W, S]):
+    """``logic`` fed the values of the packets its step receives (``dataflows/packet.py``)."""
+
+    def on_batch(self, values: list[Packet[V]]) -> tuple[Iterable[W], bool]:
+        return self.logic.on_batch([p.value for p in values])
+
+
+class TimedLogic(_AroundLogic[V, V, W, S]):
+    """``logic`` with the thread CPU time of its calls added to ``stats`` under ``step``: what
+    each step of the engine costs on each worker (``RunResult.step_cpu_s``)."""
+
+    def __init__(self, logic: StatefulBatchLogic[V, W, S], step: str, stats: RunStats) -> None:
+        super().__init__(logic)
+        self._step = step
+        self._stats = stats
+
+    def _around(self) -> AbstractContextManager[None]:
+        return _cpu_time(self._stats, self._step)
+
+    def on_batch(self, values: list[V]) -> tuple[Iterable[W], bool]:
+        with self._around():
+            return self.logic.on_batch(values)
 
 
 def timed(fn: Callable[[V], W], step: str, stats: RunStats) -> Callable[[V], W]:
