@@ -10,9 +10,9 @@ are written in one piece, about three times faster (a column of 4,000 ids: 0.23 
 A column is packed only when it holds nothing but strings without a NUL: one with ``None``
 (an absent optional value), tuples (``list[string]``) or numbers is pickled as it is. A
 ``str`` subclass (``np.str_``) comes back as ``str``, equal to it and with the same hash.
-Nor is a column whose first and last rows are one object (a constant column, or one indexed
-out of a few names): pickle writes such a shared string once and a reference after that,
-which is cheaper to read back than new strings would be.
+Nor is a column whose rows share string objects (a constant column, or one indexed out of a
+few names; 16 rows spread over the column are looked at): pickle writes a shared string once
+and a reference after that, which is cheaper to read back than new strings would be.
 
 >>> import pickle
 >>> col = np.array([f"id-{i}" for i in range(20)], dtype=object)
@@ -33,6 +33,7 @@ __all__ = ["packed", "packed_columns"]
 
 _SEP = "\x00"
 _MIN_ROWS = 16  # below this, pickle's own way costs as little
+_PROBES = 16  # rows looked at for shared string objects
 
 
 class _StringColumn:
@@ -63,7 +64,8 @@ def packed(column: Any) -> Any:
     if n < _MIN_ROWS:
         return column
     items = column.tolist()
-    if items[0] is items[-1]:  # likely a few shared objects: pickle's memo writes each once
+    probe = items[:: max(1, n // _PROBES)]
+    if len(set(map(id, probe))) < len(probe):  # shared objects: pickle's memo writes each once
         return column
     try:
         joined = _SEP.join(items)

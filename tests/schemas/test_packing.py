@@ -39,7 +39,8 @@ def test_a_string_column_is_pickled_as_one_string() -> None:
 
 def test_columns_not_all_distinct_strings_are_left_alone() -> None:
     n = 40
-    shared = np.array(["same", "other"] * (n // 2) + ["same"], dtype=object)
+    names = ["alpha", "bravo", "charlie"]
+    shared = np.array([names[i % 3] for i in range(n + 1)], dtype=object)  # first, last differ
     with_none = np.array(["a"] * (n - 1) + [None], dtype=object)
     with_nul = np.array(["a\x00b"] + ["c"] * (n - 1), dtype=object)
     tuples = np.empty(n, dtype=object)
